@@ -1,0 +1,19 @@
+"""medium: 83.4M parameters, context 1024. One GPU with 40+ GB or data parallel over several.
+
+Run:
+  python -m fimjax.main --config configs/medium.py --workdir runs/medium \
+      --config.data.corpus=/path/to/workflows
+
+Reference hyperparameters: AdamW (0.9, 0.95), weight decay 0.1, clip 1.0, warmup then cosine to
+10%, 128 rows per step, lr 1.2e-4. Check memory first: python -m fimjax.fit --config configs/medium.py
+Final loss: not measured yet for this config (no accelerator run recorded).
+"""
+
+from fimjax.config_base import base_config
+
+
+def get_config():
+  c = base_config("medium")
+  c.optim.lr = 1.2e-4
+  c.train.steps = 20000
+  return c

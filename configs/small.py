@@ -1,0 +1,19 @@
+"""small: 20.4M parameters (design table; plus special-id and gap rows). One GPU.
+
+Run:
+  python -m fimjax.main --config configs/small.py --workdir runs/small \
+      --config.data.corpus=/path/to/workflows
+
+Reference hyperparameters: AdamW (0.9, 0.95), weight decay 0.1, clip 1.0, warmup then cosine to
+10%, 128 rows per step, lr 3e-4. Check memory first: python -m fimjax.fit --config configs/small.py
+Final loss: not measured yet for this config (no accelerator run recorded).
+"""
+
+from fimjax.config_base import base_config
+
+
+def get_config():
+  c = base_config("small")
+  c.optim.lr = 3e-4
+  c.train.steps = 20000
+  return c
