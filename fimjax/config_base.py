@@ -86,3 +86,76 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.train.peak_tflops = 0.0  # 0 = detect (accelerator's dense bf16 peak, or measured CPU matmul peak)
   c.train.progress = True  # terminal progress bar
   return c
+
+
+# Fields that give a run its meaning: resuming with another value would silently mix two runs.
+# Everything else (steps, intervals, mesh, workers, lr schedule length...) may change on resume.
+FIXED_ON_RESUME = (
+    "data.corpus", "data.default_corpus_size", "data.tokenizer", "data.tct_module",
+    "data.bpe_vocab_size", "data.val_fraction", "data.pack", "fim", "model.d_model",
+    "model.num_layers", "model.num_heads", "model.context", "model.mlp_ratio",
+    "model.logit_softcap", "model.rope_base", "model.param_dtype", "train.seed",
+    "train.batch_size",
+)
+
+_CHOICES = {
+    "data.tokenizer": ("auto", "tct", "bpe"),
+    "fim.span_policy": ("token", "uniform", "split"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+}
+
+
+def _get(tree: dict, dotted: str):
+  for part in dotted.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return None
+    tree = tree[part]
+  return tree
+
+
+def _flatten(prefix: str, value) -> dict:
+  if isinstance(value, dict):
+    out = {}
+    for k, v in value.items():
+      out.update(_flatten(f"{prefix}.{k}", v))
+    return out
+  return {prefix: value}
+
+
+def incompatible_fields(saved: dict, now: dict) -> list[tuple[str, object, object]]:
+  """(field, saved value, new value) for every fixed field that differs."""
+  diffs = []
+  for key in FIXED_ON_RESUME:
+    a, b = _flatten(key, _get(saved, key)), _flatten(key, _get(now, key))
+    for k in sorted(set(a) | set(b)):
+      if a.get(k) != b.get(k) and not (isinstance(a.get(k), (list, tuple))
+                                       and list(a[k]) == list(b.get(k) or [])):
+        diffs.append((k, a.get(k), b.get(k)))
+  return diffs
+
+
+def validate(c: ml_collections.ConfigDict) -> None:
+  """Checks values the types alone cannot; raises ValueError naming the field and the fix."""
+  flat = _flatten("", c.to_dict())
+  for key, allowed in _CHOICES.items():
+    if flat.get("." + key) not in allowed:
+      raise ValueError(f"config.{key}={flat.get('.' + key)!r} is not one of {allowed}")
+  positive = ("model.d_model", "model.num_layers", "model.num_heads", "model.context",
+              "train.steps", "train.batch_size", "train.microbatches", "train.log_every_steps",
+              "train.eval_every_steps", "train.checkpoint_every_steps", "train.eval_batch_size",
+              "train.keep_checkpoints", "fim.max_span")
+  for key in positive:
+    if flat["." + key] <= 0:
+      raise ValueError(f"config.{key}={flat['.' + key]} must be positive")
+  if c.model.d_model % c.model.num_heads:
+    raise ValueError(f"config.model.d_model={c.model.d_model} must be divisible by "
+                     f"config.model.num_heads={c.model.num_heads}")
+  if c.train.batch_size % c.train.microbatches:
+    raise ValueError(f"config.train.batch_size={c.train.batch_size} must be divisible by "
+                     f"config.train.microbatches={c.train.microbatches}")
+  for key in ("fim.rate", "fim.spm_rate", "data.val_fraction"):
+    if not 0.0 <= flat["." + key] <= 1.0:
+      raise ValueError(f"config.{key}={flat['.' + key]} must be between 0 and 1")
+  if c.model.context < 8:
+    raise ValueError(f"config.model.context={c.model.context} is too short (at least 8)")

@@ -1,0 +1,110 @@
+"""Orbax checkpoints of a run: train state, data-iterator state, config and tokenizer metadata.
+
+One `Checkpoints` per workdir (`<workdir>/checkpoints/<step>/`). Saves are asynchronous (the
+loop blocks only while arrays are copied to host). Kept: the latest `keep` checkpoints plus the
+best one by validation loss. A checkpoint that fails to restore (torn, corrupt) is moved aside to
+`<workdir>/checkpoints_unreadable/` with a warning and the previous one is used; nothing is deleted.
+"""
+
+import json
+import logging
+import shutil
+from typing import Any
+
+from etils import epath
+import grain
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+log = logging.getLogger(__name__)
+
+EVAL_METRIC = "eval_loss"
+
+
+class Checkpoints:
+  """Saves and restores checkpoints of one run directory."""
+
+  def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True):
+    self.directory = epath.Path(workdir) / "checkpoints"
+    self._unreadable = epath.Path(workdir) / "checkpoints_unreadable"
+    policy = checkpoint_managers.AnyPreservationPolicy([
+        checkpoint_managers.LatestN(n=keep),
+        # reverse=True sorts descending, so the kept last entry is the lowest loss.
+        checkpoint_managers.BestN(
+            get_metric_fn=lambda m: m[EVAL_METRIC], reverse=True, n=1,
+            keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        enable_async_checkpointing=asynchronous,
+        preservation_policy=policy,
+        create=True,
+        cleanup_tmp_directories=True,
+    )
+    self.manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_names=("state", "data", "config", "meta"))
+
+  def all_steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    steps = self.all_steps()
+    return steps[-1] if steps else None
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step()
+
+  def save(self, step: int, state: Any, data_iter: grain.DatasetIterator, *,
+           config: dict, meta: dict, eval_loss: float | None = None) -> None:
+    """Starts an asynchronous save; returns once the arrays are on host."""
+    metrics = None if eval_loss is None else {EVAL_METRIC: float(eval_loss)}
+    args = ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        config=ocp.args.JsonSave(config),
+        meta=ocp.args.JsonSave(meta),
+    )
+    self.manager.save(step, args=args, metrics=metrics, force=True)
+
+  def restore_latest(self, abstract_state: Any, data_iter: grain.DatasetIterator):
+    """Restores the newest readable checkpoint into `data_iter` and returns (step, state).
+
+    `abstract_state` (ShapeDtypeStructs with shardings) decides the target mesh, so a run saved
+    on one mesh restores onto another. Returns (None, None) when there is no checkpoint.
+    """
+    self.manager.wait_until_finished()
+    for step in reversed(self.all_steps()):
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=grain.checkpoint.CheckpointRestore(data_iter)))
+        return step, restored["state"]
+      except Exception as e:  # pylint: disable=broad-except  # any damage means: skip it
+        self._move_aside(step, e)
+    return None, None
+
+  def read_json(self, step: int, item: str) -> dict:
+    """Reads the `config` or `meta` item of a checkpoint without touching arrays."""
+    return json.loads((self.directory / str(step) / item / "metadata").read_text())
+
+  def _move_aside(self, step: int, error: Exception) -> None:
+    src = self.directory / str(step)
+    self._unreadable.mkdir(parents=True, exist_ok=True)
+    dst = self._unreadable / str(step)
+    n = 1
+    while dst.exists():
+      dst = self._unreadable / f"{step}.{n}"
+      n += 1
+    log.warning("checkpoint %s is unreadable (%s: %s); moved to %s, using the previous one",
+                src, type(error).__name__, str(error).splitlines()[0][:200], dst)
+    print(f"WARNING: checkpoint {src} is unreadable ({type(error).__name__}); "
+          f"moved to {dst}, trying the previous one", flush=True)
+    shutil.move(str(src), str(dst))
+    self.manager.reload()
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()

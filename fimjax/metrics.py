@@ -1,0 +1,97 @@
+"""Where metrics go: `metrics.jsonl` and TensorBoard in the workdir, and a terminal progress bar.
+
+Only process 0 writes; on other processes every method is a no-op.
+"""
+
+import json
+import math
+import os
+import time
+
+import jax
+import tqdm
+
+
+def _plain(value):
+  """JSON-safe scalar (numpy and jax scalars to Python; NaN/inf to strings json can hold)."""
+  value = value.item() if hasattr(value, "item") else value
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)
+  return value
+
+
+class MetricsWriter:
+  """Appends one JSON object per call to `<workdir>/metrics.jsonl` and mirrors it to TensorBoard."""
+
+  def __init__(self, workdir: str, *, enabled: bool | None = None):
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for key, value in record.items():
+      if key != "step" and isinstance(value, (int, float)):
+        self._tb.add_scalar(key, value, int(step))
+
+  def flush(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """All records of `<workdir>/metrics.jsonl` (a resumed run appends; later lines win on plots)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """A tqdm bar over training steps showing loss, tokens/s, MFU and ETA (process 0 only)."""
+
+  def __init__(self, start: int, total: int, *, enabled: bool = True):
+    self.enabled = enabled and jax.process_index() == 0
+    self._bar = None
+    if self.enabled:
+      self._bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
+                            smoothing=0.1, mininterval=1.0)
+    self._last = start
+    self._t0 = time.monotonic()
+
+  def update(self, step: int, **postfix) -> None:
+    if self._bar is None:
+      return
+    self._bar.update(step - self._last)
+    self._last = step
+    if postfix:
+      self._bar.set_postfix({k: _fmt(v) for k, v in postfix.items()}, refresh=False)
+
+  def write(self, message: str) -> None:
+    if self._bar is not None:
+      self._bar.write(message)
+    elif jax.process_index() == 0:
+      print(message, flush=True)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+def _fmt(value):
+  if isinstance(value, float):
+    return f"{value:.4g}"
+  return value

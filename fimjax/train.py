@@ -1,0 +1,230 @@
+"""The training loop: data -> jitted step -> logs, evaluation, checkpoints; exact resume.
+
+`train_and_evaluate(config, workdir)` is what `fimjax.main` runs and what a notebook can call.
+The loop never syncs with the device except at logging, evaluation and checkpoint intervals.
+"""
+
+import dataclasses
+import logging
+import os
+import signal
+import time
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+
+from fimjax import checkpoint as checkpoint_lib
+from fimjax import config_base
+from fimjax import evaluate
+from fimjax import flops
+from fimjax import metrics as metrics_lib
+from fimjax import model as model_lib
+from fimjax import plot
+from fimjax import sharding
+from fimjax import step as step_lib
+from fimjax.data import cache as cache_lib
+from fimjax.data import pipeline
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteError(RuntimeError):
+  """Raised when a step produced a non-finite loss or gradient."""
+
+
+@dataclasses.dataclass
+class RunResult:
+  step: int
+  eval_metrics: dict
+  checkpoint_dir: str
+  metrics_path: str
+  complete: bool  # reached train.steps (False when stopped by a signal)
+
+
+class _StopSignal:
+  """Turns SIGTERM/SIGINT into a flag the loop checks between steps (preemption-safe)."""
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt  # a second Ctrl-C stops at once
+    self.received = signal.Signals(signum).name
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _any_process(flag: bool) -> bool:
+  """True when `flag` is set on any process (identical answer on every process)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
+def _cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  return config.data.cache_dir or os.path.join(workdir, "cache")
+
+
+def _check_compatible(saved: dict, config: ml_collections.ConfigDict, allow_change: bool) -> None:
+  """Refuses to resume a run whose saved config differs in fields that change its meaning."""
+  differences = config_base.incompatible_fields(saved, config.to_dict())
+  if not differences:
+    return
+  listing = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, a, b in differences)
+  if allow_change:
+    log.warning("resuming with changed config fields (allowed by --allow_config_change): %s",
+                listing)
+    return
+  raise ValueError(f"the workdir holds a run with a different config ({listing}); use another "
+                   "--workdir, or pass --allow_config_change to resume anyway")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> RunResult:
+  """Trains `config` in `workdir`, resuming from its latest good checkpoint."""
+  config_base.validate(config)
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+  cache = cache_lib.ensure_cache(config.data, _cache_dir(config, workdir))
+  vocab = cache.model_vocab_size
+  mesh = sharding.make_mesh(config.mesh)
+
+  train_ds = pipeline.make_train_dataset(
+      config, cache.documents("train"), cache.special_ids,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  data_iter = iter(train_ds)
+
+  ckpts = checkpoint_lib.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  latest = ckpts.latest_step()
+  if latest is not None:
+    _check_compatible(ckpts.read_json(latest, "config"), config, allow_config_change)
+  abstract = step_lib.abstract_train_state(config, vocab, mesh)
+  start, state = ckpts.restore_latest(abstract, data_iter)
+  writer = metrics_lib.MetricsWriter(workdir)
+  result = RunResult(start or 0, {}, str(ckpts.directory), writer.path, False)
+  if start is not None and start >= config.train.steps:
+    if is_main:
+      print(f"Run already complete: step {start} of {config.train.steps} in {workdir}. "
+            f"Checkpoints: {ckpts.directory}; metrics: {writer.path}. "
+            "Raise --config.train.steps to train further.", flush=True)
+    result.complete = True
+    ckpts.close()
+    return result
+  if state is None:
+    start = 0
+    state = step_lib.create_train_state(config, vocab, mesh)
+  elif is_main:
+    print(f"Resuming from step {start} ({ckpts.directory})", flush=True)
+
+  train_step = step_lib.make_train_step(config, vocab, mesh)
+  eval_step = step_lib.make_eval_step(config, vocab, mesh)
+  model_cfg = model_lib.ModelConfig.from_config(config, vocab)
+  tokens_per_step = config.train.batch_size * config.model.context
+  flops_per_token = flops.model_flops_per_token(model_cfg)
+  peak = flops.peak_flops_per_device(config.train.peak_tflops) * mesh.devices.size
+  saved_config, meta = config.to_dict(), cache.meta
+
+  def run_eval(step):
+    result.eval_metrics = evaluate.validation_losses(
+        config, cache, state, eval_step, mesh)
+    writer.write(step, result.eval_metrics)
+    writer.flush()
+    return result.eval_metrics
+
+  def save(step, eval_loss=None):
+    bad = int(jax.device_get(state["bad_step"]))
+    if bad >= 0:
+      raise NonFiniteError(bad)
+    ckpts.save(step, state, data_iter, config=saved_config, meta=meta, eval_loss=eval_loss)
+
+  progress = metrics_lib.Progress(start, config.train.steps, enabled=config.train.progress)
+  pending, t_last, last_ckpt_time = [], time.monotonic(), time.monotonic()
+  step = start
+  try:
+    with _StopSignal() as stop:
+      while step < config.train.steps:
+        batch = step_lib.shard_batch(next(data_iter), mesh)
+        state, step_metrics = train_step(state, batch)
+        pending.append(step_metrics)
+        step += 1
+        last = step == config.train.steps
+        if step % config.train.log_every_steps == 0 or last:
+          fetched = jax.device_get(pending)  # the only sync of the hot loop
+          pending = []
+          elapsed = time.monotonic() - t_last
+          summary = _summarize(fetched, elapsed, tokens_per_step, flops_per_token, peak)
+          if not all(m["finite"] for m in fetched):
+            bad_step = step - len(fetched) + [bool(m["finite"]) for m in fetched].index(False) + 1
+            raise NonFiniteError(bad_step)
+          writer.write(step, summary)
+          progress.update(step, loss=summary["loss"], tok_s=int(summary["tokens_per_s"]),
+                          mfu=f"{summary['mfu']:.1%}")
+          t_last = time.monotonic()
+        do_eval = step % config.train.eval_every_steps == 0 or last
+        minutes = config.train.checkpoint_every_minutes
+        due_by_time = minutes > 0 and time.monotonic() - last_ckpt_time > 60 * minutes
+        due_by_time = step % config.train.log_every_steps == 0 and _any_process(due_by_time)
+        stopping = _any_process(stop.received is not None) if (
+            jax.process_count() == 1 or step % config.train.log_every_steps == 0) else False
+        if do_eval:
+          run_eval(step)
+          progress.write(f"step {step}: " + ", ".join(
+              f"{k} {v:.4f}" for k, v in result.eval_metrics.items()))
+        if do_eval or step % config.train.checkpoint_every_steps == 0 or due_by_time or stopping:
+          save(step, result.eval_metrics.get("eval_loss") if do_eval else None)
+          last_ckpt_time = time.monotonic()
+        if do_eval or due_by_time or stopping:
+          t_last = time.monotonic()  # keep eval and save time out of tokens/s
+        if stopping:
+          progress.write(f"{stop.received or 'stop'} received: saved step {step}; "
+                         "run the same command again to resume")
+          break
+  except NonFiniteError as e:
+    ckpts.wait()
+    raise NonFiniteError(
+        f"non-finite loss or gradient at step {e.args[0]}; stopped without saving it. "
+        f"Last good checkpoint: step {ckpts.latest_step()} in {ckpts.directory}. "
+        "Lower optim.lr or raise optim.warmup_steps, then rerun to resume.") from None
+  finally:
+    progress.close()
+    ckpts.close()
+    writer.close()
+
+  result.step = step
+  result.complete = step >= config.train.steps
+  if is_main:
+    png = plot.plot_losses(workdir) if os.path.exists(writer.path) else None
+    ev = result.eval_metrics
+    if ev:
+      print(f"Validation at step {step}: loss {ev['eval_loss']:.4f} (next-token), "
+            f"FIM middle loss {ev['eval_fim_loss']:.4f}")
+    print(f"Checkpoints: {ckpts.directory}\nMetrics: {writer.path}  (TensorBoard: "
+          f"{os.path.join(workdir, 'tensorboard')})\nLoss curves: {png}", flush=True)
+  return result
+
+
+def _summarize(fetched: list[dict], elapsed: float, tokens_per_step: int,
+               flops_per_token: float, peak_flops: float) -> dict:
+  """Means of the step metrics since the last log, plus throughput and MFU."""
+  n = len(fetched)
+  loss_tokens = sum(float(m["tokens"]) for m in fetched)
+  tokens_per_s = n * tokens_per_step / max(elapsed, 1e-9)
+  out = {k: float(np.mean([m[k] for m in fetched]))
+         for k in ("loss", "ar_loss", "fim_loss", "grad_norm")}
+  out["lr"] = float(fetched[-1]["lr"])
+  out["tokens_per_s"] = tokens_per_s
+  out["loss_tokens_per_s"] = loss_tokens / max(elapsed, 1e-9)
+  out["mfu"] = tokens_per_s * flops_per_token / peak_flops
+  return out

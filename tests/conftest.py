@@ -1,0 +1,35 @@
+"""Shared test set-up: flags, a persistent compile cache, and paths to the shared data."""
+
+import os
+import pathlib
+
+# Compiling is what tests pay for; share compiled programs across tests and subprocesses.
+_CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+import absl.flags  # noqa: E402
+import pytest  # noqa: E402
+
+# Grain reads absl flags; under pytest nobody parses them.
+absl.flags.FLAGS.mark_as_parsed()
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SHARED_WORKFLOWS = SHARED / "data" / "workflows"
+SHARED_SCHEMA = SHARED / "data" / "schemas" / "github-workflow.json"
+
+
+@pytest.fixture(scope="session")
+def shared_workflows():
+  """The shared corpus of real workflows (with broken files on purpose), or skip."""
+  if not SHARED_WORKFLOWS.is_dir():
+    pytest.skip(f"shared corpus not found at {SHARED_WORKFLOWS}")
+  return SHARED_WORKFLOWS
+
+
+@pytest.fixture(scope="session")
+def shared_schema():
+  if not SHARED_SCHEMA.is_file():
+    pytest.skip(f"workflow schema not found at {SHARED_SCHEMA}")
+  return SHARED_SCHEMA
