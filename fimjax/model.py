@@ -1,0 +1,235 @@
+"""Decoder-only transformer (Flax NNX) with two position ids: RoPE on `pos`, a learned `gap`.
+
+Architecture (DESIGN.md "Model"): token embedding + gap embedding, parameter-free RMSNorm after
+the embedding, before attention, before the MLP and before the head; QK-norm; RoPE on `pos`;
+ReLU^2 MLP; no biases; untied head; logits soft-capped as `cap * tanh(x / cap)`.
+
+Attention is causal *within a segment*: a token at i sees token j iff j <= i and
+segment_ids[i] == segment_ids[j] (block-diagonal causal; padding, segment 0, only sees padding).
+
+Parameters are kept in `param_dtype` (fp32) and cast to `dtype` (bf16) at use. Every parameter
+carries logical axis names (`vocab`, `embed`, `heads`, `mlp`, or None); `fimjax.sharding` maps
+them to mesh axes.
+"""
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from fimjax import sharding as shd
+
+VOCAB_MULTIPLE = 128
+
+
+def padded_vocab_size(model_vocab_size: int) -> int:
+  return -(-model_vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Static model hyperparameters (hashable, so usable as a jit static argument)."""
+  vocab_size: int  # padded to a multiple of 128
+  d_model: int
+  num_layers: int
+  num_heads: int
+  context: int
+  mlp_ratio: int = 4
+  logit_softcap: float = 15.0
+  rope_base: float = 10_000.0
+  dtype: str = "bfloat16"
+  param_dtype: str = "float32"
+  remat: bool = False
+  # "xla": einsum attention, causal part computed in query blocks of `attn_block` (skips most of
+  # the masked upper triangle); "cudnn": jax.nn.dot_product_attention(implementation="cudnn").
+  attention: str = "xla"
+  attn_block: int = 256
+
+  @classmethod
+  def from_config(cls, config, model_vocab_size: int) -> "ModelConfig":
+    m = config.model
+    return cls(
+        vocab_size=padded_vocab_size(model_vocab_size), d_model=m.d_model,
+        num_layers=m.num_layers, num_heads=m.num_heads, context=m.context,
+        mlp_ratio=m.mlp_ratio, logit_softcap=float(m.logit_softcap),
+        rope_base=float(m.rope_base), dtype=m.dtype, param_dtype=m.param_dtype,
+        remat=bool(m.remat), attention=m.get("attention", "xla"),
+        attn_block=int(m.get("attn_block", 256)))
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+
+def num_params(cfg: ModelConfig) -> int:
+  """Exact parameter count: embeddings (padded vocab, gap rows = context+1), blocks, head."""
+  d, l = cfg.d_model, cfg.num_layers
+  per_block = 4 * d * d + 2 * cfg.mlp_ratio * d * d
+  return cfg.vocab_size * d + (cfg.context + 1) * d + l * per_block + d * cfg.vocab_size
+
+
+def rms_norm(x, eps: float = 1e-6):
+  """Parameter-free RMSNorm over the last axis, computed in fp32, returned in x's dtype."""
+  x32 = x.astype(jnp.float32)
+  y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + eps)
+  return y.astype(x.dtype)
+
+
+def rope(x_BxLxHxK, pos_BxL, base: float):
+  """Rotary embedding (half-split convention) at integer positions `pos`."""
+  k = x_BxLxHxK.shape[-1]
+  freq = base ** (-jnp.arange(0, k // 2, dtype=jnp.float32) / (k // 2))
+  ang_BxLxK2 = pos_BxL.astype(jnp.float32)[..., None] * freq
+  cos, sin = jnp.cos(ang_BxLxK2)[:, :, None, :], jnp.sin(ang_BxLxK2)[:, :, None, :]
+  x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxLxHxK.dtype)
+
+
+def _attend(q_BxQxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxQxS):
+  s_BxHxQxS = jnp.einsum("bqhk,bshk->bhqs", q_BxQxHxK, k_BxSxHxK,
+                         preferred_element_type=jnp.float32)
+  s_BxHxQxS = jnp.where(mask_BxQxS[:, None], s_BxHxQxS, -1e30)
+  p_BxHxQxS = jax.nn.softmax(s_BxHxQxS, axis=-1).astype(v_BxSxHxK.dtype)
+  return jnp.einsum("bhqs,bshk->bqhk", p_BxHxQxS, v_BxSxHxK)
+
+
+def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
+  """Segment-aware causal attention; q is pre-scaled. Shapes [B, L, H, K]."""
+  l = q.shape[1]
+  if impl == "cudnn":
+    bias = None
+    if seg_BxL is not None:
+      same = seg_BxL[:, :, None] == seg_BxL[:, None, :]
+      bias = jnp.where(same, 0.0, -1e9).astype(q.dtype)[:, None]
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=1.0, is_causal=True,
+                                        implementation="cudnn")
+  idx = jnp.arange(l)
+  outs = []
+  # Query block i only needs keys [0, end_i): the masked upper triangle is mostly skipped.
+  block = block if (block and l % block == 0) else l
+  for start in range(0, l, block):
+    end = start + block
+    mask_QxS = idx[start:end, None] >= idx[None, :end]
+    mask_BxQxS = mask_QxS[None]
+    if seg_BxL is not None:
+      mask_BxQxS = mask_BxQxS & (seg_BxL[:, start:end, None] == seg_BxL[:, None, :end])
+    outs.append(_attend(q[:, start:end], k[:, :end], v[:, :end], mask_BxQxS))
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
+def _param(rngs, init, shape, names, dtype):
+  return nnx.Param(nnx.with_partitioning(init, names)(rngs.params(), shape, dtype))
+
+
+class Block(nnx.Module):
+  """Pre-norm attention + ReLU^2 MLP block."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, h, k, f = cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.mlp_ratio * cfg.d_model
+    pd = jnp.dtype(cfg.param_dtype)
+    init_in = nnx.initializers.normal(1.0 / math.sqrt(d))
+    out_scale = 1.0 / math.sqrt(2 * cfg.num_layers)
+    self.wq = _param(rngs, init_in, (d, h, k), ("embed", "heads", None), pd)
+    self.wk = _param(rngs, init_in, (d, h, k), ("embed", "heads", None), pd)
+    self.wv = _param(rngs, init_in, (d, h, k), ("embed", "heads", None), pd)
+    self.wo = _param(rngs, nnx.initializers.normal(out_scale / math.sqrt(d)), (h, k, d),
+                     ("heads", None, "embed"), pd)
+    self.w_up = _param(rngs, init_in, (d, f), ("embed", "mlp"), pd)
+    self.w_down = _param(rngs, nnx.initializers.normal(out_scale / math.sqrt(f)), (f, d),
+                         ("mlp", "embed"), pd)
+
+  def __call__(self, x_BxLxD, pos_BxL, seg_BxL):
+    cfg = self.cfg
+    dt = jnp.dtype(cfg.dtype)
+    h_BxLxD = rms_norm(x_BxLxD)
+    q = jnp.einsum("bld,dhk->blhk", h_BxLxD, self.wq[...].astype(dt))
+    k = jnp.einsum("bld,dhk->blhk", h_BxLxD, self.wk[...].astype(dt))
+    v = jnp.einsum("bld,dhk->blhk", h_BxLxD, self.wv[...].astype(dt))
+    q = rope(rms_norm(q), pos_BxL, cfg.rope_base) * jnp.asarray(cfg.head_dim ** -0.5, dt)
+    k = rope(rms_norm(k), pos_BxL, cfg.rope_base)
+    q, k, v = (shd.constrain(t, ("batch", None, "heads", None)) for t in (q, k, v))
+    o_BxLxHxK = attention(q, k, v, seg_BxL, block=cfg.attn_block, impl=cfg.attention)
+    x_BxLxD = x_BxLxD + jnp.einsum("blhk,hkd->bld", o_BxLxHxK, self.wo[...].astype(dt))
+    x_BxLxD = shd.constrain(x_BxLxD, ("batch", None, None))
+    h_BxLxF = rms_norm(x_BxLxD) @ self.w_up[...].astype(dt)
+    h_BxLxF = shd.constrain(jnp.square(jax.nn.relu(h_BxLxF)), ("batch", None, "mlp"))
+    x_BxLxD = x_BxLxD + h_BxLxF @ self.w_down[...].astype(dt)
+    return shd.constrain(x_BxLxD, ("batch", None, None))
+
+
+def _block_apply(block, x, pos, seg):
+  return block(x, pos, seg)
+
+
+class Transformer(nnx.Module):
+  """tokens, pos, gap (, segment_ids) [B, L] int32 -> logits [B, L, vocab_size] float32."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    d, v, pd = cfg.d_model, cfg.vocab_size, jnp.dtype(cfg.param_dtype)
+    emb_init = nnx.initializers.normal(0.02)
+    self.embed = _param(rngs, emb_init, (v, d), ("vocab", "embed"), pd)
+    # gap counts 1.. along MID and the middle; it never exceeds the context.
+    self.gap_embed = _param(rngs, emb_init, (cfg.context + 1, d), (None, "embed"), pd)
+    # String attribute names (not nnx.List) so the params are a dict with string keys.
+    for i in range(cfg.num_layers):
+      setattr(self, f"block_{i}", Block(cfg, rngs=rngs))
+    self.head = _param(rngs, nnx.initializers.normal(0.02), (d, v), ("embed", "vocab"), pd)
+
+  def __call__(self, tokens_BxL, pos_BxL, gap_BxL, segment_ids_BxL=None):
+    cfg = self.cfg
+    dt = jnp.dtype(cfg.dtype)
+    gap_BxL = jnp.clip(gap_BxL, 0, cfg.context)
+    x_BxLxD = (jnp.take(self.embed[...], tokens_BxL, axis=0)
+               + jnp.take(self.gap_embed[...], gap_BxL, axis=0))
+    x_BxLxD = shd.constrain(rms_norm(x_BxLxD).astype(dt), ("batch", None, None))
+    apply = nnx.remat(_block_apply) if cfg.remat else _block_apply
+    for i in range(cfg.num_layers):
+      x_BxLxD = apply(getattr(self, f"block_{i}"), x_BxLxD, pos_BxL, segment_ids_BxL)
+    logits_BxLxV = jnp.einsum("bld,dv->blv", rms_norm(x_BxLxD), self.head[...].astype(dt),
+                              preferred_element_type=jnp.float32)
+    logits_BxLxV = shd.constrain(logits_BxLxV, ("batch", None, "vocab"))
+    cap = cfg.logit_softcap
+    return cap * jnp.tanh(logits_BxLxV / cap) if cap else logits_BxLxV
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_split(cfg: ModelConfig):
+  """(graphdef, State of ShapeDtypeStruct Params); independent of any mesh in context."""
+  box = {}
+
+  def build():
+    with nnx.use_eager_sharding(False):
+      graphdef, state = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+    box["graphdef"] = graphdef
+    return state
+  state = jax.eval_shape(build)
+  return box["graphdef"], state
+
+
+def abstract_model(cfg: ModelConfig) -> Transformer:
+  """The model with ShapeDtypeStruct parameters (no memory, no mesh needed)."""
+  return nnx.merge(*_abstract_split(cfg))
+
+
+def init_params(cfg: ModelConfig, seed: int) -> dict:
+  """Fresh parameters as a pure nested dict of arrays (call under jit for sharded output)."""
+  with nnx.use_eager_sharding(False):
+    model = Transformer(cfg, rngs=nnx.Rngs(seed))
+  return nnx.state(model, nnx.Param).to_pure_dict()
+
+
+def param_logical_axes(cfg: ModelConfig) -> dict:
+  """Pure dict (same structure as the params) of PartitionSpecs of logical axis names."""
+  return nnx.get_partition_spec(_abstract_split(cfg)[1]).to_pure_dict()
+
+
+def apply(cfg: ModelConfig, params: dict, tokens, pos, gap, segment_ids=None):
+  """Functional forward pass on a pure params dict."""
+  model = nnx.merge(_abstract_split(cfg)[0], params)
+  return model(tokens, pos, gap, segment_ids)
