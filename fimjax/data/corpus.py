@@ -1,0 +1,276 @@
+"""Corpus reader: files and folders of workflows -> documents, every unusable file skipped by reason.
+
+A file is kept when it is UTF-8, loads as YAML (or JSON for `.json`), is a mapping with a `jobs`
+key, serialises to JSON, and (with `schema_check`) passes the workflow JSON schema. Exact
+duplicates (same bytes) are kept once. Input files are only ever read.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+from typing import Iterable, Sequence
+
+import yaml
+
+EXTENSIONS = (".yml", ".yaml", ".json")
+DEFAULT = "default"  # the input that means the embedded corpus
+CACHE_MARKER = ".fimjax-cache"  # folders holding this file (token caches) are never read as input
+SCHEMA_SEARCH = ("../shared/data/schemas/github-workflow.json",)
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+PARALLEL_MIN = 3000  # auto num_proc: fewer files (without schema checks) are faster in one process
+
+# Every reason a file can be skipped for, in pipeline order.
+REASONS = ("too_large", "unreadable", "not_utf8", "empty", "duplicate", "yaml_error", "json_error",
+           "not_mapping", "not_workflow", "not_json", "schema_invalid", "tokenizer_rejected")
+
+
+class CorpusError(ValueError):
+  """Bad corpus input (missing path, nothing usable); the message says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """One input: a file on disk (`path`) or an embedded document (`text`)."""
+  name: str
+  path: str | None = None
+  text: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+  name: str
+  text: str  # the file's text, exactly as read
+  json_text: str  # the loaded workflow as JSON (with the `on:` fix)
+  sha256: str  # of the file's bytes
+
+
+@dataclasses.dataclass
+class Corpus:
+  documents: list[Document]
+  skipped: list[dict]  # {"file", "reason"} in input order
+  num_inputs: int
+  fingerprint: str  # of the inputs' contents, as `fingerprint()`
+
+
+class _Loader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
+  """Safe YAML loader that keeps timestamps as strings (as GitHub does), so JSON can hold them."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+
+def fix_on(obj):
+  """Maps the top-level key `True` (YAML 1.1 reads `on:` as a boolean) back to `"on"`."""
+  if isinstance(obj, dict) and True in obj and "on" not in obj:
+    return {("on" if k is True else k): v for k, v in obj.items()}
+  return obj
+
+
+def load_workflow(text: str, json_file: bool = False):
+  """Loads a document (YAML, or JSON when `json_file`) with the `on:` fix; raises on bad syntax."""
+  return fix_on(json.loads(text) if json_file else yaml.load(text, Loader=_Loader))
+
+
+def to_json(obj) -> str:
+  """The JSON text tokenizers such as TCT take (raises ValueError/TypeError when impossible)."""
+  return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def sha256(data: bytes) -> str:
+  return hashlib.sha256(data).hexdigest()
+
+
+def find_schema(schema_path: str = "") -> pathlib.Path:
+  """`schema_path`, or the shared workflow schema searched relative to the cwd and the repo."""
+  if schema_path:
+    p = pathlib.Path(schema_path)
+    if not p.is_file():
+      raise CorpusError(f"workflow schema not found: {schema_path} (fix data.schema_path)")
+    return p
+  for base in (pathlib.Path.cwd(), _REPO):
+    for rel in SCHEMA_SEARCH:
+      if (base / rel).is_file():
+        return (base / rel).resolve()
+  raise CorpusError("workflow schema not found (searched ../shared/data/schemas/github-workflow.json"
+                    " from the cwd and the repo); set --config.data.schema_path=PATH")
+
+
+@functools.lru_cache(maxsize=4)
+def _validator(schema_path: str):
+  import jsonschema  # only when schema checks are on
+  with open(schema_path, encoding="utf-8") as f:
+    schema = json.load(f)
+  return jsonschema.validators.validator_for(schema)(schema)
+
+
+def list_sources(inputs: Sequence[str], default_corpus_size: int = 3000) -> list[Source]:
+  """Expands files, folders (recursive, `.yml`/`.yaml`/`.json`) and "default" into sources."""
+  if isinstance(inputs, str):
+    inputs = [inputs]
+  sources = []
+  for inp in inputs:
+    if inp == DEFAULT:
+      sources.extend(_default_sources(default_corpus_size))
+      continue
+    p = pathlib.Path(inp)
+    if p.is_file():
+      sources.append(Source(str(p), path=str(p)))  # named explicitly: taken whatever its suffix
+    elif p.is_dir():
+      found = []
+      for root, dirs, files in os.walk(p):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        if CACHE_MARKER in files:
+          dirs[:] = []
+          continue
+        found.extend(os.path.join(root, f) for f in files if f.lower().endswith(EXTENSIONS))
+      sources.extend(Source(f, path=f) for f in sorted(found))
+    else:
+      raise CorpusError(f"input not found: {inp} (give existing workflow files/folders, or 'default')")
+  return sources
+
+
+def _default_sources(size: int) -> list[Source]:
+  try:
+    from fimjax.data import default_corpus
+  except ImportError as e:
+    raise CorpusError(f"the embedded corpus (input 'default') cannot be loaded: {e}") from e
+  return [Source(f"default:{name}", text=text) for name, text in default_corpus.documents(size)]
+
+
+def _read_bytes(src: Source, max_file_bytes: int) -> tuple[bytes | None, str | None]:
+  if src.text is not None:
+    data = src.text.encode("utf-8")
+    return (None, "too_large") if len(data) > max_file_bytes else (data, None)
+  try:
+    if os.path.getsize(src.path) > max_file_bytes:
+      return None, "too_large"
+    with open(src.path, "rb") as f:
+      return f.read(), None
+  except OSError:
+    return None, "unreadable"
+
+
+def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str = ""):
+  """-> (sha256 or None, Document or None, reason or None). `schema_path` "" = no schema check."""
+  data, reason = _read_bytes(src, max_file_bytes)
+  if reason:
+    return None, None, reason
+  digest = sha256(data)
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError:
+    return digest, None, "not_utf8"
+  if not text.strip():
+    return digest, None, "empty"
+  json_file = src.name.lower().endswith(".json")
+  try:
+    obj = load_workflow(text, json_file)
+  except (yaml.YAMLError, ValueError, RecursionError):
+    return digest, None, "json_error" if json_file else "yaml_error"
+  if obj is None:  # only comments
+    return digest, None, "empty"
+  if not isinstance(obj, dict):
+    return digest, None, "not_mapping"
+  if "jobs" not in obj:
+    return digest, None, "not_workflow"
+  try:
+    json_text = to_json(obj)
+  except (ValueError, TypeError, RecursionError):  # circular aliases, non-string keys
+    return digest, None, "not_json"
+  if schema_path and not _validator(schema_path).is_valid(json.loads(json_text)):
+    return digest, None, "schema_invalid"
+  return digest, Document(src.name, text, json_text, digest), None
+
+
+def _read_chunk(chunk, max_file_bytes, schema_path):
+  return [read_source(s, max_file_bytes, schema_path) for s in chunk]
+
+
+def _map_chunks(fn, items: list, num_proc: int, progress: bool, desc: str, **kwargs) -> list:
+  """fn(chunk, **kwargs) over chunks of `items`, in spawned processes when num_proc > 1."""
+  from tqdm import tqdm
+  size = max(1, min(256, len(items) // (4 * max(num_proc, 1)) or 1))
+  chunks = [items[i:i + size] for i in range(0, len(items), size)]
+  bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, leave=False)
+  out = []
+  with bar:
+    if num_proc <= 1 or len(chunks) == 1:
+      for c in chunks:
+        out.extend(fn(c, **kwargs))
+        bar.update(len(c))
+      return out
+    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX has started threads
+    with concurrent.futures.ProcessPoolExecutor(num_proc, mp_context=ctx) as pool:
+      for c, res in zip(chunks, pool.map(functools.partial(fn, **kwargs), chunks)):
+        out.extend(res)
+        bar.update(len(c))
+  return out
+
+
+def default_num_proc() -> int:
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def read_corpus(inputs: Sequence[str], *, max_file_bytes: int = 1_000_000, schema_check: bool = False,
+                schema_path: str = "", default_corpus_size: int = 3000, num_proc: int | None = None,
+                progress: bool = False) -> Corpus:
+  """Reads, parses and de-duplicates every input; raises CorpusError when nothing is usable.
+
+  `num_proc`: worker processes (None = auto, 1 = in this process).
+  """
+  sources = list_sources(inputs, default_corpus_size)
+  schema = str(find_schema(schema_path)) if schema_check else ""
+  if num_proc is None:  # auto: processes only where they pay for their start-up
+    num_proc = default_num_proc() if schema_check or len(sources) >= PARALLEL_MIN else 1
+  results = _map_chunks(_read_chunk, sources, num_proc, progress, "reading",
+                        max_file_bytes=max_file_bytes, schema_path=schema)
+  documents, skipped, seen = [], [], set()
+  h = hashlib.sha256()
+  for src, (digest, doc, reason) in zip(sources, results):
+    h.update(_fingerprint_line(src, digest, reason))
+    if digest is not None:
+      if digest in seen:
+        reason, doc = "duplicate", None
+      seen.add(digest)
+    if doc is None:
+      skipped.append({"file": src.name, "reason": reason})
+    else:
+      documents.append(doc)
+  if not documents:
+    raise CorpusError(f"no usable workflow in {list(inputs)}: {summary(len(sources), 0, skipped)}")
+  return Corpus(documents, skipped, len(sources), h.hexdigest())
+
+
+def skip_counts(skipped: Iterable[dict]) -> dict[str, int]:
+  """Reason -> count, in the order of REASONS."""
+  c = collections.Counter(s["reason"] for s in skipped)
+  return {r: c[r] for r in sorted(c, key=lambda r: (REASONS.index(r) if r in REASONS else 99, r))}
+
+
+def summary(num_inputs: int, num_kept: int, skipped: Iterable[dict]) -> str:
+  """One line: `kept 1180 of 1269; skipped: yaml_error 11, not_workflow 52`."""
+  counts = skip_counts(skipped)
+  rest = ", ".join(f"{r} {n}" for r, n in counts.items()) or "none"
+  return f"kept {num_kept} of {num_inputs}; skipped: {rest}"
+
+
+def _fingerprint_line(src: Source, digest: str | None, reason: str | None) -> bytes:
+  return (digest or f"{reason}:{src.name}").encode() + b"\n"
+
+
+def fingerprint(inputs: Sequence[str], default_corpus_size: int = 3000,
+                max_file_bytes: int = 1_000_000) -> str:
+  """Hash of the inputs' contents in order (not their location), to tell whether a cache is stale."""
+  h = hashlib.sha256()
+  for src in list_sources(inputs, default_corpus_size):
+    data, reason = _read_bytes(src, max_file_bytes)
+    h.update(_fingerprint_line(src, sha256(data) if data is not None else None, reason))
+  return h.hexdigest()
