@@ -1,0 +1,437 @@
+"""Token cache: build once (atomically), load by memory map, detect staleness; CLI.
+
+    python -m fimjax.data.cache build --input PATH [PATH...] --out DIR [--tokenizer auto|tct|bpe]
+                                      [--val-fraction F]
+    python -m fimjax.data.cache info DIR [--json]
+
+Layout (docs/interfaces.md): tokens.npy, offsets.npy, split.npy, meta.json, tokenizer.json (bpe),
+documents.tsv (index, split, tokens, sha256, source) and a `.fimjax-cache` marker.
+"""
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import pathlib
+import shutil
+import socket
+import sys
+import time
+import uuid
+from typing import Callable, Sequence
+
+import numpy as np
+
+from fimjax.data import corpus as corpus_lib
+from fimjax.data import tokenizers as tok_lib
+
+FORMAT = "fimjax-token-cache"
+FORMAT_VERSION = 1
+META, TOKENIZER_FILE, DOCS_TSV = "meta.json", "tokenizer.json", "documents.tsv"
+SPLITS = {"train": 0, "validation": 1}
+SPECIALS = ("bos", "eos", "mask", "mid", "eom")  # model ids V, V+1, ... after the tokenizer's vocab
+_ENCODE_CHUNK = 512
+
+
+class CacheError(ValueError):
+  """A cache cannot be built, loaded or used; the message says what to do."""
+
+
+@dataclasses.dataclass
+class Documents:
+  """Documents as spans of one flat token array (a memmap for a loaded cache)."""
+  tokens: np.ndarray  # 1-D
+  starts: np.ndarray  # int64 [n]
+  lengths: np.ndarray  # int64 [n]
+  path: str | None = dataclasses.field(default=None, repr=False, compare=False)  # tokens.npy
+
+  @classmethod
+  def from_lists(cls, docs: Sequence[Sequence[int]]) -> "Documents":
+    lengths = np.array([len(d) for d in docs], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat = np.concatenate([np.asarray(d, np.int32) for d in docs]) if docs else np.zeros(0, np.int32)
+    return cls(flat, starts, lengths)
+
+  def __len__(self) -> int:
+    return len(self.starts)
+
+  def __getitem__(self, i: int) -> np.ndarray:
+    return self.tokens[self.starts[i]:self.starts[i] + self.lengths[i]]
+
+  @property
+  def num_tokens(self) -> int:
+    return int(self.lengths.sum())
+
+  def __reduce__(self):
+    # A memmap pickles its whole content: send the file's path and reopen it in the other process.
+    if self.path is not None:
+      return (_open_documents, (self.path, self.starts, self.lengths))
+    return (Documents, (self.tokens, self.starts, self.lengths))
+
+
+def _open_documents(path, starts, lengths) -> Documents:
+  return Documents(np.load(path, mmap_mode="r"), starts, lengths, path)
+
+
+def special_ids(vocab_size: int, pad_id: int) -> dict[str, int]:
+  return {"pad": pad_id, **{name: vocab_size + i for i, name in enumerate(SPECIALS)}}
+
+
+def split_of(sha256_hex: str, val_fraction: float) -> int:
+  """0 train / 1 validation from the content hash alone: adding files never moves another."""
+  return int(int(sha256_hex[:8], 16) / 2**32 < val_fraction)
+
+
+class TokenCache:
+  """A loaded cache: `documents(split)` are memory-mapped, nothing is read up front."""
+
+  def __init__(self, path: pathlib.Path, meta: dict, tokens, offsets, split):
+    self.path, self.meta = path, meta
+    self.special_ids: dict[str, int] = dict(meta["special_ids"])
+    self.model_vocab_size: int = int(meta["model_vocab_size"])
+    self.tokens, self.offsets, self.split = tokens, offsets, split
+
+  def documents(self, split: str) -> Documents:
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {list(SPLITS)}, not {split!r}")
+    keep = self.split == SPLITS[split]
+    starts = np.asarray(self.offsets[:-1][keep], np.int64)
+    lengths = np.asarray(np.diff(self.offsets)[keep], np.int64)
+    return Documents(self.tokens, starts, lengths, str(self.path / "tokens.npy"))
+
+  def tokenizer(self) -> tok_lib.Tokenizer:
+    m = self.meta
+    if m["tokenizer"] == "bpe":
+      return tok_lib.BpeTokenizer.load(self.path / TOKENIZER_FILE, m["vocab_size"])
+    tok = tok_lib.TctTokenizer(m["tct_module"])
+    if tok.vocab_size != m["vocab_size"] or tok.version != m["tokenizer_version"]:
+      raise CacheError(f"{self.path}: built with {m['tokenizer_version']} (vocab {m['vocab_size']}),"
+                       f" installed is {tok.version} (vocab {tok.vocab_size}); rebuild the cache")
+    return tok
+
+
+def _read_meta(path: pathlib.Path) -> dict | None:
+  try:
+    meta = json.loads((path / META).read_text(encoding="utf-8"))
+  except (OSError, ValueError):
+    return None
+  return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def _owned(path: pathlib.Path) -> bool:
+  """Ours to replace: a fimjax cache (marker or meta), or an empty folder."""
+  return (not path.exists() or (path.is_dir() and not any(path.iterdir()))
+          or (path / corpus_lib.CACHE_MARKER).is_file() or _read_meta(path) is not None)
+
+
+def load_cache(path: str | os.PathLike) -> TokenCache:
+  """Opens a cache by memory map; raises CacheError when it is missing, foreign or inconsistent."""
+  path = pathlib.Path(path)
+  meta = _read_meta(path)
+  hint = f"rebuild it: python -m fimjax.data.cache build --input ... --out {path}"
+  if meta is None:
+    raise CacheError(f"no fimjax token cache at {path} (no valid {META}); {hint}")
+  if meta.get("format_version") != FORMAT_VERSION:
+    raise CacheError(f"{path}: cache format {meta.get('format_version')}, need {FORMAT_VERSION}; {hint}")
+  try:
+    tokens = np.load(path / "tokens.npy", mmap_mode="r")
+    offsets = np.load(path / "offsets.npy")
+    split = np.load(path / "split.npy")
+  except (OSError, ValueError) as e:
+    raise CacheError(f"{path}: unreadable cache arrays ({e}); {hint}") from None
+  n = sum(meta["num_documents"].values())
+  ok = (tokens.ndim == 1 and offsets.shape == (n + 1,) and split.shape == (n,) and offsets[0] == 0
+        and offsets[-1] == len(tokens) and bool(np.all(np.diff(offsets) >= 0)))
+  if not ok:
+    raise CacheError(f"{path}: arrays do not match {META} (truncated or mixed files); {hint}")
+  return TokenCache(path, meta, tokens, offsets, split)
+
+
+def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="tct_github_workflow",
+                       val_fraction=0.05, bpe_vocab_size=8192, schema_check=False, schema_path="",
+                       max_file_bytes=1_000_000, default_corpus_size=3000,
+                       fingerprint: str | None = None) -> dict:
+  """Everything a cache's content depends on; equal settings = the cache can be reused."""
+  name = tok_lib.resolve(tokenizer, tct_module)
+  s = {"format_version": FORMAT_VERSION, "tokenizer": name, "val_fraction": float(val_fraction),
+       "max_file_bytes": int(max_file_bytes), "schema_check": bool(schema_check)}
+  if name == "tct":
+    s["tct_module"] = tct_module
+    s["tokenizer_version"] = tok_lib.TctTokenizer(tct_module).version  # another build, other ids
+  else:
+    s["bpe_vocab_size"] = int(bpe_vocab_size)
+  if schema_check:
+    s["schema_sha256"] = corpus_lib.sha256(corpus_lib.find_schema(schema_path).read_bytes())
+  if corpus_lib.DEFAULT in inputs:
+    s["default_corpus_size"] = int(default_corpus_size)
+  s["inputs_sha256"] = fingerprint or corpus_lib.fingerprint(inputs, default_corpus_size, max_file_bytes)
+  return s
+
+
+def _tokenize(tok, docs: list[corpus_lib.Document], num_proc: int | None, progress: bool):
+  """Token lists (None = rejected) for `docs`; BPE batches over Rust threads, TCT over processes."""
+  if isinstance(tok, tok_lib.TctTokenizer):
+    if num_proc is None:
+      num_proc = corpus_lib.default_num_proc() if len(docs) >= corpus_lib.PARALLEL_MIN else 1
+    return corpus_lib._map_chunks(tok_lib.tct_encode_chunk, [d.json_text for d in docs], num_proc,
+                                  progress, "tokenizing", module_name=tok.module_name)
+  from tqdm import tqdm
+  out = []
+  with tqdm(total=len(docs), desc="tokenizing", unit="file", disable=not progress, leave=False) as bar:
+    for i in range(0, len(docs), _ENCODE_CHUNK):
+      chunk = [d.text for d in docs[i:i + _ENCODE_CHUNK]]
+      out.extend(ids or None for ids in tok.encode_batch(chunk))
+      bar.update(len(chunk))
+  return out
+
+
+def _percentiles(lengths: np.ndarray) -> dict:
+  if not len(lengths):
+    return {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0}
+  return {"mean": round(float(lengths.mean()), 2), "median": float(np.median(lengths)),
+          "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max())}
+
+
+def _save(path: pathlib.Path, array: np.ndarray) -> None:
+  with open(path, "wb") as f:
+    np.save(f, array)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _tmp_prefix(out: pathlib.Path) -> str:
+  return f".{out.name}.tmp-{socket.gethostname()}-"
+
+
+def _clean_dead_tmp(out: pathlib.Path) -> None:
+  """Removes this host's temp dirs of builds that were killed (their process is gone)."""
+  prefix = _tmp_prefix(out)
+  for p in out.parent.glob(prefix + "*"):
+    try:
+      pid = int(p.name[len(prefix):].split("-")[0])
+      os.kill(pid, 0)
+    except ProcessLookupError:
+      shutil.rmtree(p, ignore_errors=True)
+    except (ValueError, PermissionError):
+      pass
+
+
+def _commit(tmp: pathlib.Path, out: pathlib.Path) -> None:
+  """Moves the finished build into place with renames; an old cache is replaced, never mixed."""
+  if out.is_dir() and not any(out.iterdir()):
+    out.rmdir()
+  if not out.exists():
+    try:
+      os.rename(tmp, out)
+      return
+    except OSError:
+      if not out.exists():
+        raise  # else another process committed first: replace theirs as below
+  old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+  os.rename(out, old)
+  os.rename(tmp, out)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer="auto",
+                tct_module="tct_github_workflow", val_fraction=0.05, bpe_vocab_size=8192,
+                schema_check=False, schema_path="", max_file_bytes=1_000_000,
+                default_corpus_size=3000, num_proc: int | None = None, progress=True,
+                log: Callable[[str], None] = print) -> dict:
+  """Reads, tokenizes and writes a cache to `out_dir` atomically; returns its meta."""
+  t0 = time.perf_counter()
+  inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+  out = pathlib.Path(out_dir).resolve()
+  if not 0.0 <= val_fraction < 1.0:
+    raise CacheError(f"--val-fraction / data.val_fraction must be in [0, 1), got {val_fraction}")
+  if not _owned(out):
+    raise CacheError(f"refusing to write the cache into {out}: it is not empty and not a fimjax "
+                     "cache; choose another --out / data.cache_dir")
+  for inp in inputs:
+    if inp != corpus_lib.DEFAULT and pathlib.Path(inp).resolve().is_relative_to(out):
+      raise CacheError(f"input {inp} lies inside the cache folder {out}; choose another --out")
+  name = tok_lib.resolve(tokenizer, tct_module)
+  tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
+
+  corp = corpus_lib.read_corpus(inputs, max_file_bytes=max_file_bytes, schema_check=schema_check,
+                                schema_path=schema_path, default_corpus_size=default_corpus_size,
+                                num_proc=num_proc, progress=progress)
+  docs, skipped = corp.documents, list(corp.skipped)
+  split = np.array([split_of(d.sha256, val_fraction) for d in docs], np.uint8)
+  if tok is None:
+    train_texts = [d.text for d, s in zip(docs, split) if s == 0]
+    if not train_texts:
+      raise CacheError(f"no training document to train the BPE on; lower --val-fraction ({val_fraction})")
+    tok = tok_lib.BpeTokenizer.train(train_texts, bpe_vocab_size)
+  ids = _tokenize(tok, docs, num_proc, progress)
+  keep = []
+  for i, (d, x) in enumerate(zip(docs, ids)):
+    # No ids (TCT on an odd document), ids past the vocab or PAD inside content: not usable.
+    if x is None or max(x) >= tok.vocab_size or min(x) < 0 or tok.pad_id in x:
+      skipped.append({"file": d.name, "reason": "tokenizer_rejected"})
+    else:
+      keep.append(i)
+  if not keep:
+    raise CacheError(f"no usable workflow in {inputs}: {corpus_lib.summary(corp.num_inputs, 0, skipped)}")
+
+  lengths = np.array([len(ids[i]) for i in keep], np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
+  tokens = np.fromiter(itertools.chain.from_iterable(ids[i] for i in keep), dtype, int(offsets[-1]))
+  split = split[keep]
+  kept_docs = [docs[i] for i in keep]
+
+  sizes = {k: int((split == v).sum()) for k, v in SPLITS.items()}
+  counts = {k: int(lengths[split == v].sum()) for k, v in SPLITS.items()}
+  settings = requested_settings(inputs, tokenizer=name, tct_module=tct_module,
+                                val_fraction=val_fraction, bpe_vocab_size=bpe_vocab_size,
+                                schema_check=schema_check, schema_path=schema_path,
+                                max_file_bytes=max_file_bytes,
+                                default_corpus_size=default_corpus_size, fingerprint=corp.fingerprint)
+  meta = {
+      "format": FORMAT, "format_version": FORMAT_VERSION,
+      "tokenizer": name, "tokenizer_version": tok.version,
+      "tokenizer_file": TOKENIZER_FILE if name == "bpe" else None,
+      "tct_module": tct_module if name == "tct" else None,
+      "vocab_size": tok.vocab_size, "pad_id": tok.pad_id,
+      "special_ids": special_ids(tok.vocab_size, tok.pad_id),
+      "model_vocab_size": tok.vocab_size + len(SPECIALS), "dtype": np.dtype(dtype).name,
+      "inputs": inputs, "num_inputs": corp.num_inputs,
+      "num_documents": sizes, "num_tokens": counts,
+      "tokens_per_document": _percentiles(lengths),
+      "num_skipped": len(skipped), "skipped_counts": corpus_lib.skip_counts(skipped),
+      "summary": corpus_lib.summary(corp.num_inputs, len(keep), skipped),
+      "skipped": skipped, "settings": settings,
+      "build_seconds": 0.0, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+  }
+
+  out.parent.mkdir(parents=True, exist_ok=True)
+  _clean_dead_tmp(out)
+  tmp = out.parent / f"{_tmp_prefix(out)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  tmp.mkdir()
+  try:
+    (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
+    _save(tmp / "tokens.npy", tokens)
+    _save(tmp / "offsets.npy", offsets)
+    _save(tmp / "split.npy", split)
+    if name == "bpe":
+      tok.save(tmp / TOKENIZER_FILE)
+    with open(tmp / DOCS_TSV, "w", encoding="utf-8") as f:
+      f.write("index\tsplit\ttokens\tsha256\tsource\n")
+      for j, d in enumerate(kept_docs):
+        src = d.name.replace("\t", " ").replace("\n", " ")
+        f.write(f"{j}\t{'validation' if split[j] else 'train'}\t{lengths[j]}\t{d.sha256}\t{src}\n")
+    meta["build_seconds"] = round(time.perf_counter() - t0, 3)
+    _write_meta(tmp, meta)  # last: a folder without it never loads
+    _commit(tmp, out)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  log(meta["summary"])
+  return meta
+
+
+def _write_meta(path: pathlib.Path, meta: dict) -> None:
+  with open(path / META, "w", encoding="utf-8") as f:
+    json.dump(meta, f, indent=1, ensure_ascii=False)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _data_kwargs(data) -> dict:
+  return dict(tokenizer=data.tokenizer, tct_module=data.tct_module, val_fraction=data.val_fraction,
+              bpe_vocab_size=data.bpe_vocab_size, schema_check=data.schema_check,
+              schema_path=data.schema_path, max_file_bytes=data.max_file_bytes,
+              default_corpus_size=data.default_corpus_size)
+
+
+def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
+                 log: Callable[[str], None] = print) -> TokenCache:
+  """The cache for `config.data` at `out_dir`: reused when its settings match, else (re)built.
+
+  A stale folder that is not a fimjax cache is refused, never overwritten.
+  """
+  inputs = [s.strip() for s in str(data.corpus).split(",") if s.strip()]
+  if not inputs:
+    raise CacheError("data.corpus is empty: give workflow files/folders (comma-separated) or 'default'")
+  kwargs = _data_kwargs(data)
+  out = pathlib.Path(out_dir)
+  want = requested_settings(inputs, **kwargs)
+  meta = _read_meta(out)
+  if meta is not None:
+    have = meta.get("settings", {})
+    if have == want:
+      try:
+        return load_cache(out)
+      except CacheError as e:
+        log(f"token cache at {out} is damaged ({e}); rebuilding")
+    else:
+      diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
+                       if have.get(k) != want.get(k))
+      log(f"token cache at {out} is stale ({diff}); rebuilding")
+  elif not _owned(out):
+    raise CacheError(f"{out} exists and is not a fimjax token cache; refusing to use or overwrite it "
+                     "(set data.cache_dir to an empty or new folder)")
+  build_cache(inputs, out, progress=progress, log=log, **kwargs)
+  return load_cache(out)
+
+
+# ---------------------------------------------------------------------------------------- CLI
+
+
+def _print_info(meta: dict, path) -> None:
+  t = meta["tokens_per_document"]
+  print(f"cache        {path}")
+  print(f"tokenizer    {meta['tokenizer']} ({meta['tokenizer_version']}), vocab {meta['vocab_size']}, "
+        f"pad {meta['pad_id']}, model vocab {meta['model_vocab_size']}")
+  for s in SPLITS:
+    print(f"{s:<12} {meta['num_documents'][s]:>8} documents {meta['num_tokens'][s]:>11} tokens")
+  print(f"per document mean {t['mean']:.1f}, median {t['median']:.0f}, p90 {t['p90']:.0f}, max {t['max']}")
+  print(meta["summary"])
+  print(f"built        {meta['created']} in {meta['build_seconds']:.2f} s from {', '.join(meta['inputs'])}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  ap = argparse.ArgumentParser(prog="python -m fimjax.data.cache", description=__doc__.split("\n")[0])
+  sub = ap.add_subparsers(dest="cmd", required=True)
+  b = sub.add_parser("build", help="read, tokenize and write a token cache")
+  b.add_argument("--input", nargs="+", required=True, metavar="PATH",
+                 help="workflow files/folders (.yml/.yaml/.json, recursive), or 'default'")
+  b.add_argument("--out", required=True, metavar="DIR")
+  b.add_argument("--tokenizer", default="auto", choices=["auto", "tct", "bpe"])
+  b.add_argument("--val-fraction", type=float, default=0.05)
+  b.add_argument("--bpe-vocab-size", type=int, default=8192)
+  b.add_argument("--tct-module", default="tct_github_workflow")
+  b.add_argument("--schema-check", action="store_true", help="validate against the workflow schema")
+  b.add_argument("--schema-path", default="")
+  b.add_argument("--max-file-bytes", type=int, default=1_000_000)
+  b.add_argument("--default-corpus-size", type=int, default=3000)
+  b.add_argument("--num-proc", type=int, default=None, help="worker processes (default: auto)")
+  b.add_argument("--no-progress", action="store_true")
+  i = sub.add_parser("info", help="describe a token cache")
+  i.add_argument("dir")
+  i.add_argument("--json", action="store_true", help="print meta.json")
+  args = ap.parse_args(argv)
+  try:
+    if args.cmd == "build":
+      build_cache(args.input, args.out, tokenizer=args.tokenizer, tct_module=args.tct_module,
+                  val_fraction=args.val_fraction, bpe_vocab_size=args.bpe_vocab_size,
+                  schema_check=args.schema_check, schema_path=args.schema_path,
+                  max_file_bytes=args.max_file_bytes, default_corpus_size=args.default_corpus_size,
+                  num_proc=args.num_proc, progress=not args.no_progress)
+      _print_info(load_cache(args.out).meta, args.out)
+    else:
+      meta = load_cache(args.dir).meta
+      if args.json:
+        print(json.dumps(meta, indent=1, ensure_ascii=False))
+      else:
+        _print_info(meta, args.dir)
+  except (CacheError, corpus_lib.CorpusError, tok_lib.TokenizerError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
