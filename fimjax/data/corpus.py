@@ -23,7 +23,7 @@ DEFAULT = "default"  # the input that means the embedded corpus
 CACHE_MARKER = ".fimjax-cache"  # folders holding this file (token caches) are never read as input
 SCHEMA_SEARCH = ("../shared/data/schemas/github-workflow.json",)
 _REPO = pathlib.Path(__file__).resolve().parents[2]
-PARALLEL_MIN = 3000  # auto num_proc: fewer files (without schema checks) are faster in one process
+PARALLEL_MIN = 4000  # auto num_proc: fewer files (without schema checks) are faster in one process
 
 # Every reason a file can be skipped for, in pipeline order.
 REASONS = ("too_large", "unreadable", "not_utf8", "empty", "duplicate", "yaml_error", "json_error",

@@ -103,7 +103,7 @@ class TctTokenizer:
     return fn([int(i) for i in ids])
 
 
-def tct_encode_chunk(module_name: str, json_texts: Sequence[str]) -> list[list[int] | None]:
+def tct_encode_chunk(json_texts: Sequence[str], module_name: str) -> list[list[int] | None]:
   """Encodes in a worker process; None where TCT rejects the document."""
   mod = import_tct(module_name)
   out = []

@@ -1,0 +1,169 @@
+"""Corpus reader: skip reasons (checked against the shared corpus' manifest), on: fix, dedup."""
+
+import csv
+import json
+import pathlib
+
+import pytest
+
+from fimjax.data import corpus
+
+WF = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo {}\n"
+
+
+@pytest.fixture(scope="session")
+def manifest(shared_workflows):
+  with open(shared_workflows / "MANIFEST.tsv", encoding="utf-8") as f:
+    return {str(shared_workflows / r["file"]): r for r in csv.DictReader(f, delimiter="\t")}
+
+
+@pytest.fixture(scope="session")
+def shared_corpus(shared_workflows):
+  return corpus.read_corpus([str(shared_workflows)])
+
+
+def test_shared_corpus_counts(shared_corpus, manifest):
+  c = shared_corpus
+  assert c.num_inputs == len(manifest) == 1269  # README/TSV/licence files are not inputs
+  assert corpus.skip_counts(c.skipped) == {
+      "empty": 4, "yaml_error": 11, "not_mapping": 1, "not_workflow": 6, "not_json": 2}
+  assert len(c.documents) == 1245
+  assert corpus.summary(c.num_inputs, len(c.documents), c.skipped) == (
+      "kept 1245 of 1269; skipped: empty 4, yaml_error 11, not_mapping 1, not_workflow 6, not_json 2")
+  assert len({d.sha256 for d in c.documents}) == len(c.documents)
+
+
+def test_shared_corpus_reasons_match_manifest(shared_corpus, manifest):
+  reason = {s["file"]: s["reason"] for s in shared_corpus.skipped}
+  kept = {d.name: d for d in shared_corpus.documents}
+  assert set(reason) | set(kept) == set(manifest) and not set(reason) & set(kept)
+  for f, r in manifest.items():
+    if r["parse_ok"] == "no":
+      assert reason[f] == "yaml_error", f
+    elif r["top_mapping"] == "no":
+      assert reason[f] in ("empty", "not_mapping"), f
+    elif r["json_ok"] == "no":
+      assert reason[f] == "not_json", f
+    if f in kept:
+      assert r["parse_ok"] == r["json_ok"] == r["top_mapping"] == "yes", f
+      assert kept[f].sha256 == r["sha256"]
+      assert kept[f].text.encode("utf-8") == pathlib.Path(f).read_bytes()
+  # Every real workflow/template that loads as a mapping is kept (they all have jobs).
+  real = [f for f, r in manifest.items() if r["kind"] in ("workflow", "template")
+          and r["json_ok"] == "yes" and r["top_mapping"] == "yes"]
+  assert real and all(f in kept or reason[f] == "empty" for f in real)
+
+
+def test_shared_corpus_on_fix(shared_corpus, manifest):
+  for d in shared_corpus.documents:
+    obj = json.loads(d.json_text)
+    assert "true" not in obj, d.name
+    if manifest[d.name]["on_is_bool"] == "yes":
+      assert "on" in obj, d.name
+
+
+def test_on_fix():
+  assert corpus.load_workflow("on: push\njobs: {}\n") == {"on": "push", "jobs": {}}
+  assert corpus.load_workflow('"on": [push]\njobs: {}\n') == {"on": ["push"], "jobs": {}}
+  assert list(corpus.load_workflow("name: x\non: push\njobs: {}\n")) == ["name", "on", "jobs"]
+  assert corpus.load_workflow('{"on": "push", "jobs": {}}', json_file=True)["on"] == "push"
+  # A nested `on` is a value of some other key, not the trigger: left alone.
+  assert corpus.load_workflow("jobs:\n  a:\n    with:\n      on: 1\n")["jobs"]["a"]["with"] == {True: 1}
+  # Dates stay strings so the workflow still serialises to JSON.
+  obj = corpus.load_workflow("on: push\njobs: {}\nenv:\n  D: 2024-01-02\n")
+  assert obj["env"]["D"] == "2024-01-02" and corpus.to_json(obj)
+
+
+def _write(root: pathlib.Path, name: str, data) -> pathlib.Path:
+  p = root / name
+  p.parent.mkdir(parents=True, exist_ok=True)
+  p.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
+  return p
+
+
+def test_every_skip_reason(tmp_path, shared_schema):
+  _write(tmp_path, "a_ok.yml", WF.format(1))
+  _write(tmp_path, "b_dup.yaml", WF.format(1))
+  _write(tmp_path, "c_not_utf8.yml", b"on: push\njobs: {a: \xff}\n")
+  _write(tmp_path, "d_empty.yml", "\n  \n")
+  _write(tmp_path, "e_comment.yml", "# on: push\n")
+  _write(tmp_path, "f_bad.yml", "on: [push\njobs: {}\n")
+  _write(tmp_path, "g_list.yml", "- on\n- jobs\n")
+  _write(tmp_path, "h_nojobs.yml", "on: push\nname: x\n")
+  _write(tmp_path, "i_bad.json", '{"on": "push", "jobs": ')
+  _write(tmp_path, "j_ok.json", json.dumps({"on": "push", "jobs": {"a": {"runs-on": "x", "steps": [{"run": "y"}]}}}))
+  _write(tmp_path, "k_recursive.yml", "on: push\njobs: &a\n  x: *a\n")
+  _write(tmp_path, "l_big.yml", WF.format("x" * 5000))
+  _write(tmp_path, "m_schema.yml", "on: push\njobs:\n  a:\n    runs-on: 1\n    steps: 7\n")
+  _write(tmp_path, "sub/.github/workflows/n_ok.yaml", WF.format(2))
+  _write(tmp_path, "notes.txt", WF.format(3))  # not a workflow suffix: not an input
+  (tmp_path / "o_dangling.yml").symlink_to(tmp_path / "missing")
+  _write(tmp_path, "cache/.fimjax-cache", "")
+  _write(tmp_path, "cache/meta.json", "{}")  # inside a token cache: never an input
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+  c = corpus.read_corpus([str(tmp_path)], max_file_bytes=2000, schema_check=True,
+                         schema_path=str(shared_schema))
+  got = {pathlib.Path(s["file"]).name: s["reason"] for s in c.skipped}
+  assert got == {"b_dup.yaml": "duplicate", "c_not_utf8.yml": "not_utf8", "d_empty.yml": "empty",
+                 "e_comment.yml": "empty", "f_bad.yml": "yaml_error", "g_list.yml": "not_mapping",
+                 "h_nojobs.yml": "not_workflow", "i_bad.json": "json_error",
+                 "k_recursive.yml": "not_json", "l_big.yml": "too_large",
+                 "m_schema.yml": "schema_invalid", "o_dangling.yml": "unreadable"}
+  assert [pathlib.Path(d.name).name for d in c.documents] == ["a_ok.yml", "j_ok.json", "n_ok.yaml"]
+  assert c.num_inputs == 15
+  assert before == {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  # Without the schema check the schema-invalid file is kept.
+  c2 = corpus.read_corpus([str(tmp_path)], max_file_bytes=2000)
+  assert "m_schema.yml" in [pathlib.Path(d.name).name for d in c2.documents]
+
+
+def test_explicit_files_and_order(tmp_path):
+  a = _write(tmp_path, "z.yml", WF.format(1))
+  b = _write(tmp_path, "workflow.txt", WF.format(2))  # named explicitly: read whatever its suffix
+  c = corpus.read_corpus([str(a), str(b), str(a)])
+  assert [d.name for d in c.documents] == [str(a), str(b)]
+  assert c.skipped == [{"file": str(a), "reason": "duplicate"}]
+
+
+def test_errors(tmp_path, monkeypatch):
+  with pytest.raises(corpus.CorpusError, match="input not found: .*nope"):
+    corpus.read_corpus([str(tmp_path / "nope")])
+  _write(tmp_path, "bad.yml", "on: [")
+  with pytest.raises(corpus.CorpusError, match="no usable workflow.*yaml_error 1"):
+    corpus.read_corpus([str(tmp_path)])
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(corpus, "_REPO", tmp_path)
+  with pytest.raises(corpus.CorpusError, match="data.schema_path"):
+    corpus.find_schema("")
+  with pytest.raises(corpus.CorpusError, match="not found: /x.json"):
+    corpus.find_schema("/x.json")
+
+
+def test_fingerprint(tmp_path):
+  _write(tmp_path, "a.yml", WF.format(1))
+  f1 = corpus.fingerprint([str(tmp_path)])
+  assert f1 == corpus.read_corpus([str(tmp_path)]).fingerprint
+  other = tmp_path.parent / (tmp_path.name + "_copy")
+  _write(other, "a.yml", WF.format(1))
+  assert corpus.fingerprint([str(other)]) == f1  # content, not location
+  _write(tmp_path, "a.yml", WF.format(2))
+  assert corpus.fingerprint([str(tmp_path)]) != f1
+
+
+def test_parallel_equals_serial(shared_workflows):
+  kw = dict(max_file_bytes=10_000)
+  a = corpus.read_corpus([str(shared_workflows / "raw" / "rhysd__actionlint")], num_proc=1, **kw)
+  b = corpus.read_corpus([str(shared_workflows / "raw" / "rhysd__actionlint")], num_proc=2, **kw)
+  assert a == b and any(s["reason"] == "too_large" for s in a.skipped)
+
+
+def test_default_corpus():
+  dc = pytest.importorskip("fimjax.data.default_corpus")
+  if not hasattr(dc, "documents"):
+    pytest.skip("fimjax.data.default_corpus.documents not written yet")
+  n = len(dc.documents(10))
+  c = corpus.read_corpus(["default"], default_corpus_size=10)
+  assert c.num_inputs == n and len(c.documents) + len(c.skipped) == n
+  assert all(d.name.startswith("default:") for d in c.documents)
+  assert len(c.documents) >= 0.9 * n  # the project's own corpus is (nearly) all usable
