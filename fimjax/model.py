@@ -221,12 +221,12 @@ def init_params(cfg: ModelConfig, seed: int) -> dict:
   """Fresh parameters as a pure nested dict of arrays (call under jit for sharded output)."""
   with nnx.use_eager_sharding(False):
     model = Transformer(cfg, rngs=nnx.Rngs(seed))
-  return nnx.state(model, nnx.Param).to_pure_dict()
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
 
 
 def param_logical_axes(cfg: ModelConfig) -> dict:
   """Pure dict (same structure as the params) of PartitionSpecs of logical axis names."""
-  return nnx.get_partition_spec(_abstract_split(cfg)[1]).to_pure_dict()
+  return nnx.to_pure_dict(nnx.get_partition_spec(_abstract_split(cfg)[1]))
 
 
 def apply(cfg: ModelConfig, params: dict, tokens, pos, gap, segment_ids=None):

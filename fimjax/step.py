@@ -187,7 +187,7 @@ def make_train_step(config, model_vocab_size: int, mesh):
                                                           total))
       (grads, sums), _ = jax.lax.scan(body, zeros, mbs)
     loss = sums["loss_sum"] / total
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, new_opt = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
