@@ -245,12 +245,12 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   out = pathlib.Path(out_dir).resolve()
   if not 0.0 <= val_fraction < 1.0:
     raise CacheError(f"--val-fraction / data.val_fraction must be in [0, 1), got {val_fraction}")
-  if not _owned(out):
-    raise CacheError(f"refusing to write the cache into {out}: it is not empty and not a fimjax "
-                     "cache; choose another --out / data.cache_dir")
   for inp in inputs:
     if inp != corpus_lib.DEFAULT and pathlib.Path(inp).resolve().is_relative_to(out):
       raise CacheError(f"input {inp} lies inside the cache folder {out}; choose another --out")
+  if not _owned(out):
+    raise CacheError(f"refusing to write the cache into {out}: it is not empty and not a fimjax "
+                     "cache; choose another --out / data.cache_dir")
   name = tok_lib.resolve(tokenizer, tct_module)
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 

@@ -1,0 +1,306 @@
+"""Token cache: contents, stable split, atomic writes, staleness, CLI; inputs never touched."""
+
+import hashlib
+import importlib.util
+import json
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fimjax.config_base import base_config
+from fimjax.data import cache
+from fimjax.data import corpus
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+WF = "name: w{i}\non: push\njobs:\n  j{i}:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo {i}\n"
+SMALL = dict(tokenizer="bpe", bpe_vocab_size=300, progress=False, log=lambda s: None)
+
+FAKE_TCT = '''
+import json
+__version__ = "{version}"
+def vocab_size(): return 8192
+def pad_token(): return 8191
+def encode(json_str):
+  obj = json.loads(json_str)
+  if "REJECTME" in json_str: raise ValueError("schema-invalid")
+  return list(json_str.encode("utf-8"))
+def decode(tokens):
+  data = bytes(t for t in tokens if t < 256)
+  return data.decode("utf-8"), len(tokens), len(tokens)
+'''
+
+
+def _snapshot(root: pathlib.Path) -> dict:
+  """Bytes hash and mtime of every file below `root` (to prove a build changes nothing)."""
+  out = {}
+  for p in sorted(root.rglob("*")):
+    if p.is_file() or p.is_symlink():
+      st = os.lstat(p)
+      out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "link",
+                     st.st_mtime_ns, st.st_mode)
+  return out
+
+
+def _make_corpus(root: pathlib.Path, ids, prefix: str = "w") -> pathlib.Path:
+  root.mkdir(parents=True, exist_ok=True)
+  for i in ids:
+    (root / f"{prefix}{i:03d}.yml").write_text(WF.format(i=i))
+  return root
+
+
+def _splits(path) -> dict[str, str]:
+  """sha256 -> split, from documents.tsv."""
+  lines = (pathlib.Path(path) / cache.DOCS_TSV).read_text().splitlines()[1:]
+  return {ln.split("\t")[3]: ln.split("\t")[1] for ln in lines}
+
+
+@pytest.fixture(scope="session")
+def shared_cache(shared_workflows, tmp_path_factory):
+  before = _snapshot(shared_workflows)
+  out = tmp_path_factory.mktemp("shared") / "cache"
+  meta = cache.build_cache([str(shared_workflows)], out, tokenizer="bpe", progress=False,
+                           log=lambda s: None)
+  assert _snapshot(shared_workflows) == before  # inputs unchanged, nothing added
+  return out, meta
+
+
+def test_shared_cache_meta(shared_cache):
+  out, meta = shared_cache
+  tc = cache.load_cache(out)
+  assert tc.meta == meta
+  assert (meta["tokenizer"], meta["vocab_size"], meta["pad_id"]) == ("bpe", 8192, 8191)
+  assert meta["special_ids"] == {"pad": 8191, "bos": 8192, "eos": 8193, "mask": 8194, "mid": 8195,
+                                 "eom": 8196}
+  assert tc.special_ids == meta["special_ids"] and tc.model_vocab_size == 8197
+  assert meta["num_inputs"] == 1269 and sum(meta["num_documents"].values()) == 1245
+  assert meta["skipped_counts"] == {"empty": 4, "yaml_error": 11, "not_mapping": 1,
+                                    "not_workflow": 6, "not_json": 2}
+  assert len(meta["skipped"]) == 24 and set(meta["skipped"][0]) == {"file", "reason"}
+  assert meta["summary"].startswith("kept 1245 of 1269; skipped: empty 4, yaml_error 11")
+  assert tc.tokens.dtype == np.uint16 and isinstance(tc.tokens, np.memmap)
+  for split in ("train", "validation"):
+    docs = tc.documents(split)
+    assert len(docs) == meta["num_documents"][split] and docs.num_tokens == meta["num_tokens"][split]
+  lengths = np.diff(tc.offsets)
+  assert meta["tokens_per_document"]["max"] == lengths.max() and lengths.min() > 0
+  assert meta["tokens_per_document"]["median"] == np.median(lengths)
+  assert int(np.asarray(tc.tokens).max()) < 8191  # no content token is PAD or a model special
+  assert meta["settings"]["tokenizer"] == "bpe" and "inputs_sha256" in meta["settings"]
+
+
+def test_shared_cache_decodes_to_files_and_split_by_hash(shared_cache):
+  out, meta = shared_cache
+  tc = cache.load_cache(out)
+  tok = tc.tokenizer()
+  rows = [ln.split("\t") for ln in (out / cache.DOCS_TSV).read_text().splitlines()[1:]]
+  assert len(rows) == len(tc.split)
+  for (idx, split, n, sha, src), s in zip(rows, tc.split):
+    assert split == ("validation" if s else "train")
+    assert s == cache.split_of(sha, 0.05)
+  for idx in range(0, len(rows), 50):  # every 50th document decodes to its file, byte for byte
+    i = int(idx)
+    ids = tc.tokens[tc.offsets[i]:tc.offsets[i + 1]]
+    assert tok.decode(ids) == pathlib.Path(rows[i][4]).read_text(encoding="utf-8")
+  val = meta["num_documents"]["validation"] / sum(meta["num_documents"].values())
+  assert 0.02 < val < 0.09
+
+
+def test_documents(shared_cache):
+  tc = cache.load_cache(shared_cache[0])
+  docs = tc.documents("validation")
+  blob = pickle.dumps(docs)
+  assert len(blob) < tc.tokens.nbytes / 10  # the memmap travels as its path, not its content
+  again = pickle.loads(blob)
+  assert isinstance(again.tokens, np.memmap) and np.array_equal(again[3], docs[3])
+  d = cache.Documents.from_lists([[1, 2, 3], [], [4]])
+  assert d.starts.tolist() == [0, 3, 3] and d.lengths.tolist() == [3, 0, 1] and d[2].tolist() == [4]
+  d2 = pickle.loads(pickle.dumps(d))
+  assert d.num_tokens == 4 and d2.tokens.tolist() == [1, 2, 3, 4] and d2.path is None
+  with pytest.raises(ValueError, match="split"):
+    tc.documents("test")
+
+
+def test_split_is_stable_when_files_are_added(tmp_path):
+  src = _make_corpus(tmp_path / "in", range(60))
+  cache.build_cache([str(src)], tmp_path / "a", val_fraction=0.3, **SMALL)
+  first = _splits(tmp_path / "a")
+  _make_corpus(src, range(60, 200), prefix="v")  # sorted before the first ones: order moves
+  cache.build_cache([str(src)], tmp_path / "b", val_fraction=0.3, **SMALL)
+  second = _splits(tmp_path / "b")
+  assert len(first) == 60 and len(second) == 200
+  assert all(second[h] == s for h, s in first.items())
+  assert 0.15 < list(second.values()).count("validation") / 200 < 0.45
+
+
+def test_failed_build_leaves_no_cache(tmp_path, monkeypatch):
+  src = _make_corpus(tmp_path / "in", range(20))
+  out = tmp_path / "out"
+
+  def boom(*a, **k):
+    raise RuntimeError("disk full")
+
+  monkeypatch.setattr(cache, "_write_meta", boom)
+  with pytest.raises(RuntimeError, match="disk full"):
+    cache.build_cache([str(src)], out, **SMALL)
+  assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+  monkeypatch.undo()
+  cache.build_cache([str(src)], out, val_fraction=0.1, **SMALL)
+  monkeypatch.setattr(cache, "_write_meta", boom)
+  with pytest.raises(RuntimeError):
+    cache.build_cache([str(src)], out, val_fraction=0.2, **SMALL)
+  assert cache.load_cache(out).meta["settings"]["val_fraction"] == 0.1  # the old cache, intact
+
+
+def test_killed_build_leaves_no_loadable_cache(tmp_path):
+  src = _make_corpus(tmp_path / "in", range(20))
+  out = tmp_path / "out"
+  script = textwrap.dedent(f"""
+      import os, signal
+      from fimjax.data import cache
+      cache._write_meta = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+      cache.build_cache([{str(src)!r}], {str(out)!r}, tokenizer="bpe", bpe_vocab_size=300,
+                        progress=False)
+  """)
+  r = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True)
+  assert r.returncode == -9, r.stderr
+  leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+  assert len(leftovers) == 1 and (leftovers[0] / "tokens.npy").exists()
+  assert not out.exists()
+  with pytest.raises(cache.CacheError, match="no fimjax token cache"):
+    cache.load_cache(out)
+  with pytest.raises(cache.CacheError):
+    cache.load_cache(leftovers[0])  # the torn build itself does not load either
+  cache.build_cache([str(src)], out, **SMALL)  # the next build clears the dead build's folder
+  assert cache.load_cache(out) and not leftovers[0].exists()
+
+
+def _cfg(inputs, **kw):
+  data = base_config("tiny").data
+  data.corpus = ",".join(inputs)
+  data.tokenizer, data.bpe_vocab_size = "bpe", 300
+  for k, v in kw.items():
+    setattr(data, k, v)
+  return data
+
+
+def test_ensure_cache_reuses_and_rebuilds_stale(tmp_path, monkeypatch):
+  src = _make_corpus(tmp_path / "in", range(30))
+  out = tmp_path / "cache"
+  logs = []
+  ens = lambda cfg: cache.ensure_cache(cfg, out, progress=False, log=logs.append)  # noqa: E731
+  tc = ens(_cfg([str(src)]))
+  assert len(logs) == 1 and logs[0].startswith("kept 30 of 30")
+  created = tc.meta["created"], tc.meta["build_seconds"]
+  assert ens(_cfg([str(src)])).meta["created"] == created[0] and len(logs) == 1  # reused as is
+  ens(_cfg([str(src)], val_fraction=0.5))
+  assert "stale (val_fraction: 0.05 -> 0.5)" in logs[1]
+  (src / "w000.yml").write_text(WF.format(i=0) + "# edited\n")
+  ens(_cfg([str(src)], val_fraction=0.5))
+  assert "stale (inputs_sha256:" in logs[3]
+  # Switching tokenizer (here to a TCT build on the path) is detected, so is a new TCT version.
+  (tmp_path / "fake_tct_file.py").write_text(FAKE_TCT.format(version="1.0"))
+  monkeypatch.syspath_prepend(str(tmp_path))
+  tc = ens(_cfg([str(src)], val_fraction=0.5, tokenizer="auto", tct_module="fake_tct_file"))
+  assert "bpe' -> 'tct'" in logs[5] and tc.meta["tokenizer"] == "tct"
+  sys.modules.pop("fake_tct_file")
+  (tmp_path / "fake_tct_file.py").write_text(FAKE_TCT.format(version="2.0"))
+  tc = ens(_cfg([str(src)], val_fraction=0.5, tokenizer="tct", tct_module="fake_tct_file"))
+  assert "tokenizer_version: 'fake_tct_file-1.0' -> 'fake_tct_file-2.0'" in logs[7]
+  sys.modules.pop("fake_tct_file")
+
+
+def test_damaged_cache_is_detected_and_rebuilt(tmp_path):
+  src = _make_corpus(tmp_path / "in", range(10))
+  out = tmp_path / "cache"
+  cache.build_cache([str(src)], out, **SMALL)
+  offsets = np.load(out / "offsets.npy")
+  np.save(out / "offsets.npy", offsets[:-1])
+  with pytest.raises(cache.CacheError, match="do not match"):
+    cache.load_cache(out)
+  logs = []
+  tc = cache.ensure_cache(_cfg([str(src)]), out, progress=False, log=logs.append)
+  assert "damaged" in logs[0] and len(tc.offsets) == len(offsets)
+
+
+def test_foreign_folders_are_refused(tmp_path):
+  src = _make_corpus(tmp_path / "in", range(5))
+  foreign = tmp_path / "mine"
+  foreign.mkdir()
+  (foreign / "notes.txt").write_text("keep me")
+  with pytest.raises(cache.CacheError, match="not a fimjax token cache"):
+    cache.ensure_cache(_cfg([str(src)]), foreign, progress=False, log=lambda s: None)
+  with pytest.raises(cache.CacheError, match="refusing"):
+    cache.build_cache([str(src)], foreign, **SMALL)
+  assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+  with pytest.raises(cache.CacheError, match="inside the cache folder"):
+    cache.build_cache([str(src)], tmp_path, **SMALL)
+  cache.build_cache([str(src)], src / "cache", **SMALL)  # a cache inside an input folder ...
+  meta = cache.build_cache([str(src)], tmp_path / "c2", **SMALL)
+  assert meta["num_inputs"] == 5  # ... is never read as input
+
+
+def test_tct_cache_with_worker_processes(tmp_path, monkeypatch):
+  (tmp_path / "fake_tct_file.py").write_text(FAKE_TCT.format(version="3.1"))
+  monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
+  src = _make_corpus(tmp_path / "in", range(12))
+  (src / "w005.yml").write_text(WF.format(i=5) + "env:\n  X: REJECTME\n")
+  meta = cache.build_cache([str(src)], tmp_path / "c", tokenizer="tct", tct_module="fake_tct_file",
+                           num_proc=2, progress=False, log=lambda s: None)
+  sys.modules.pop("fake_tct_file", None)
+  assert (meta["tokenizer"], meta["tokenizer_version"], meta["vocab_size"], meta["pad_id"]) == (
+      "tct", "fake_tct_file-3.1", 8192, 8191)
+  assert meta["skipped"] == [{"file": str(src / "w005.yml"), "reason": "tokenizer_rejected"}]
+  assert meta["tokenizer_file"] is None and not (tmp_path / "c" / "tokenizer.json").exists()
+  tc = cache.load_cache(tmp_path / "c")
+  tok = tc.tokenizer()
+  rows = [ln.split("\t") for ln in (tmp_path / "c" / cache.DOCS_TSV).read_text().splitlines()[1:]]
+  assert len(rows) == 11 == len(tc.documents("train")) + len(tc.documents("validation"))
+  for i, row in enumerate(rows):  # TCT saw the JSON of each file, with the on: fix
+    ids = tc.tokens[tc.offsets[i]:tc.offsets[i + 1]]
+    assert tok.decode(ids) == corpus.to_json(corpus.load_workflow(pathlib.Path(row[4]).read_text()))
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "fimjax.data.cache", *args], cwd=REPO,
+                        capture_output=True, text=True)
+
+
+def test_cli_build_and_info(tmp_path):
+  src = _make_corpus(tmp_path / "in", range(40))
+  (src / "broken.yml").write_text("on: [\n")
+  out = tmp_path / "cache"
+  r = _cli("build", "--input", str(src), str(src / "w001.yml"), "--out", str(out),
+           "--tokenizer", "bpe", "--val-fraction", "0.25", "--no-progress")
+  assert r.returncode == 0, r.stderr
+  assert "kept 40 of 42; skipped: duplicate 1, yaml_error 1" in r.stdout
+  r = _cli("info", str(out), "--json")
+  assert r.returncode == 0, r.stderr
+  meta = json.loads(r.stdout)
+  for key in ("tokenizer", "vocab_size", "pad_id", "special_ids", "num_documents", "num_tokens",
+              "skipped", "tokens_per_document", "settings"):
+    assert key in meta
+  assert meta["vocab_size"] == 8192 and meta["settings"]["val_fraction"] == 0.25
+  assert {"file": str(src / "broken.yml"), "reason": "yaml_error"} in meta["skipped"]
+  assert sum(meta["num_documents"].values()) == 40
+  r = _cli("info", str(out))
+  assert r.returncode == 0 and "validation" in r.stdout and "kept 40 of 42" in r.stdout
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  r = _cli("build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "c"))
+  assert r.returncode == 2 and r.stderr.count("\n") == 1
+  assert "input not found" in r.stderr and str(tmp_path / "nope") in r.stderr
+  if importlib.util.find_spec("tct_github_workflow") is None:
+    r = _cli("build", "--input", str(tmp_path), "--out", str(tmp_path / "c"), "--tokenizer", "tct")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "pip install /path/to/tct_github_workflow-*.whl" in r.stderr and "tokenizer=bpe" in r.stderr
+  r = _cli("info", str(tmp_path))
+  assert r.returncode == 2 and "no fimjax token cache" in r.stderr and r.stderr.count("\n") == 1
+  r = _cli("build", "--input", str(tmp_path), "--out", str(tmp_path / "c"), "--val-fraction", "1.5")
+  assert r.returncode == 2 and "--val-fraction" in r.stderr
