@@ -197,3 +197,17 @@ def test_show_cli_json(tmp_path):
   readable = subprocess.run(cmd[:-1] + ["--packed", "--num", "1"], cwd=REPO, capture_output=True,
                             text=True, timeout=120, check=True)
   assert "segment 1" in readable.stdout
+
+
+def test_memmapped_documents_pickle_as_their_file(tmp_path):
+  """Workers get the file's path, not its content (np.memmap pickles every byte)."""
+  import pickle  # pylint: disable=g-import-not-at-top
+  tokens = np.arange(100_000, dtype=np.uint16)
+  np.save(tmp_path / "tokens.npy", tokens)
+  mm = np.load(tmp_path / "tokens.npy", mmap_mode="r")
+  for arr in (mm, mm[1000:]):
+    docs = Documents(arr, np.array([0, 10]), np.array([10, 5]))
+    blob = pickle.dumps(pipeline._Docs(docs))  # pylint: disable=protected-access
+    assert len(blob) < 10_000
+    back = pickle.loads(blob)
+    np.testing.assert_array_equal(np.asarray(back.tokens), np.asarray(arr))
