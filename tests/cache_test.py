@@ -226,6 +226,15 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path):
   logs = []
   tc = cache.ensure_cache(_cfg([str(src)]), out, progress=False, log=logs.append)
   assert "damaged" in logs[0] and len(tc.offsets) == len(offsets)
+  assert tc.tokenizer().vocab_size == 300
+  other = tmp_path / "other"
+  cache.build_cache([str(_make_corpus(tmp_path / "in2", range(50, 70)))], other, **SMALL)
+  (out / "tokenizer.json").write_bytes((other / "tokenizer.json").read_bytes())
+  with pytest.raises(cache.CacheError, match="not the tokenizer"):
+    cache.load_cache(out).tokenizer()
+  (out / "tokenizer.json").unlink()
+  with pytest.raises(cache.CacheError, match="tokenizer file tokenizer.json is missing"):
+    cache.load_cache(out)
 
 
 def test_foreign_folders_are_refused(tmp_path):

@@ -103,7 +103,11 @@ class TokenCache:
   def tokenizer(self) -> tok_lib.Tokenizer:
     m = self.meta
     if m["tokenizer"] == "bpe":
-      return tok_lib.BpeTokenizer.load(self.path / TOKENIZER_FILE, m["vocab_size"])
+      tok = tok_lib.BpeTokenizer.load(self.path / TOKENIZER_FILE, m["vocab_size"])
+      if corpus_lib.sha256(tok.to_json().encode()) != m["tokenizer_sha256"]:
+        raise CacheError(f"{self.path / TOKENIZER_FILE} is not the tokenizer this cache was built "
+                         "with; rebuild the cache")
+      return tok
     tok = tok_lib.TctTokenizer(m["tct_module"])
     if tok.vocab_size != m["vocab_size"] or tok.version != m["tokenizer_version"]:
       raise CacheError(f"{self.path}: built with {m['tokenizer_version']} (vocab {m['vocab_size']}),"
@@ -140,6 +144,8 @@ def load_cache(path: str | os.PathLike) -> TokenCache:
     split = np.load(path / "split.npy")
   except (OSError, ValueError) as e:
     raise CacheError(f"{path}: unreadable cache arrays ({e}); {hint}") from None
+  if meta.get("tokenizer_file") and not (path / meta["tokenizer_file"]).is_file():
+    raise CacheError(f"{path}: tokenizer file {meta['tokenizer_file']} is missing; {hint}")
   n = sum(meta["num_documents"].values())
   ok = (tokens.ndim == 1 and offsets.shape == (n + 1,) and split.shape == (n,) and offsets[0] == 0
         and offsets[-1] == len(tokens) and bool(np.all(np.diff(offsets) >= 0)))
@@ -217,7 +223,7 @@ def _clean_dead_tmp(out: pathlib.Path) -> None:
       pass
 
 
-def _commit(tmp: pathlib.Path, out: pathlib.Path) -> None:
+def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
   """Moves the finished build into place with renames; an old cache is replaced, never mixed."""
   if out.is_dir() and not any(out.iterdir()):
     out.rmdir()
@@ -227,7 +233,10 @@ def _commit(tmp: pathlib.Path, out: pathlib.Path) -> None:
       return
     except OSError:
       if not out.exists():
-        raise  # else another process committed first: replace theirs as below
+        raise
+      if (_read_meta(out) or {}).get("settings") == settings:  # another process built the same
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
   old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
   os.rename(out, old)
   os.rename(tmp, out)
@@ -293,6 +302,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
       "format": FORMAT, "format_version": FORMAT_VERSION,
       "tokenizer": name, "tokenizer_version": tok.version,
       "tokenizer_file": TOKENIZER_FILE if name == "bpe" else None,
+      "tokenizer_sha256": corpus_lib.sha256(tok.to_json().encode()) if name == "bpe" else None,
       "tct_module": tct_module if name == "tct" else None,
       "vocab_size": tok.vocab_size, "pad_id": tok.pad_id,
       "special_ids": special_ids(tok.vocab_size, tok.pad_id),
@@ -324,7 +334,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
         f.write(f"{j}\t{'validation' if split[j] else 'train'}\t{lengths[j]}\t{d.sha256}\t{src}\n")
     meta["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_meta(tmp, meta)  # last: a folder without it never loads
-    _commit(tmp, out)
+    _commit(tmp, out, settings)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise

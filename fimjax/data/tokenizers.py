@@ -176,8 +176,9 @@ class BpeTokenizer:
     return self._tok.encode(text, add_special_tokens=False).ids
 
   def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-    """Parallel over threads in Rust."""
-    return [e.ids for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+    """Parallel over threads in Rust (without offset tracking where the library can)."""
+    fn = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
+    return [e.ids for e in fn(list(texts), add_special_tokens=False)]
 
   def decode(self, ids: Sequence[int]) -> str:
     """Ids outside the model (PAD) are dropped."""
