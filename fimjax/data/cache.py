@@ -1,4 +1,4 @@
-"""Token cache: build once (atomically), load by memory map, detect staleness; CLI.
+"""Token cache: build once (atomically), load by memory map, detect staleness. CLI (cache_cli.py):
 
     python -m fimjax.data.cache build --input PATH [PATH...] --out DIR [--tokenizer auto|tct|bpe]
                                       [--val-fraction F]
@@ -8,7 +8,6 @@ Layout (docs/interfaces.md): tokens.npy, offsets.npy, split.npy, meta.json, toke
 documents.tsv (index, split, tokens, sha256, source) and a `.fimjax-cache` marker.
 """
 
-import argparse
 import dataclasses
 import itertools
 import json
@@ -199,11 +198,16 @@ def _percentiles(lengths: np.ndarray) -> dict:
           "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max())}
 
 
-def _save(path: pathlib.Path, array: np.ndarray) -> None:
+def _write(path: pathlib.Path, write: Callable) -> None:
+  """write(file) then fsync, so a committed cache is on disk before its rename."""
   with open(path, "wb") as f:
-    np.save(f, array)
+    write(f)
     f.flush()
     os.fsync(f.fileno())
+
+
+def _write_meta(path: pathlib.Path, meta: dict) -> None:
+  _write(path / META, lambda f: f.write(json.dumps(meta, indent=1, ensure_ascii=False).encode()))
 
 
 def _tmp_prefix(out: pathlib.Path) -> str:
@@ -277,7 +281,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   keep = []
   for i, (d, x) in enumerate(zip(docs, ids)):
     # No ids (TCT on an odd document), ids past the vocab or PAD inside content: not usable.
-    if x is None or max(x) >= tok.vocab_size or min(x) < 0 or tok.pad_id in x:
+    if not x or max(x) >= tok.vocab_size or min(x) < 0 or tok.pad_id in x:
       skipped.append({"file": d.name, "reason": "tokenizer_rejected"})
     else:
       keep.append(i)
@@ -322,16 +326,14 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   tmp.mkdir()
   try:
     (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
-    _save(tmp / "tokens.npy", tokens)
-    _save(tmp / "offsets.npy", offsets)
-    _save(tmp / "split.npy", split)
+    for fname, array in (("tokens.npy", tokens), ("offsets.npy", offsets), ("split.npy", split)):
+      _write(tmp / fname, lambda f, a=array: np.save(f, a))
     if name == "bpe":
-      tok.save(tmp / TOKENIZER_FILE)
-    with open(tmp / DOCS_TSV, "w", encoding="utf-8") as f:
-      f.write("index\tsplit\ttokens\tsha256\tsource\n")
-      for j, d in enumerate(kept_docs):
-        src = d.name.replace("\t", " ").replace("\n", " ")
-        f.write(f"{j}\t{'validation' if split[j] else 'train'}\t{lengths[j]}\t{d.sha256}\t{src}\n")
+      _write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
+    rows = (f"{j}\t{('train', 'validation')[split[j]]}\t{lengths[j]}\t{d.sha256}\t"
+            + d.name.replace("\t", " ").replace("\n", " ") + "\n" for j, d in enumerate(kept_docs))
+    _write(tmp / DOCS_TSV, lambda f: f.write(("index\tsplit\ttokens\tsha256\tsource\n"
+                                               + "".join(rows)).encode()))
     meta["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_meta(tmp, meta)  # last: a folder without it never loads
     _commit(tmp, out, settings)
@@ -342,18 +344,8 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   return meta
 
 
-def _write_meta(path: pathlib.Path, meta: dict) -> None:
-  with open(path / META, "w", encoding="utf-8") as f:
-    json.dump(meta, f, indent=1, ensure_ascii=False)
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _data_kwargs(data) -> dict:
-  return dict(tokenizer=data.tokenizer, tct_module=data.tct_module, val_fraction=data.val_fraction,
-              bpe_vocab_size=data.bpe_vocab_size, schema_check=data.schema_check,
-              schema_path=data.schema_path, max_file_bytes=data.max_file_bytes,
-              default_corpus_size=data.default_corpus_size)
+_DATA_FIELDS = ("tokenizer", "tct_module", "val_fraction", "bpe_vocab_size", "schema_check",
+                "schema_path", "max_file_bytes", "default_corpus_size")  # config.data -> build_cache
 
 
 def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
@@ -365,7 +357,7 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
   inputs = [s.strip() for s in str(data.corpus).split(",") if s.strip()]
   if not inputs:
     raise CacheError("data.corpus is empty: give workflow files/folders (comma-separated) or 'default'")
-  kwargs = _data_kwargs(data)
+  kwargs = {k: getattr(data, k) for k in _DATA_FIELDS}
   out = pathlib.Path(out_dir)
   want = requested_settings(inputs, **kwargs)
   meta = _read_meta(out)
@@ -387,61 +379,6 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
   return load_cache(out)
 
 
-# ---------------------------------------------------------------------------------------- CLI
-
-
-def _print_info(meta: dict, path) -> None:
-  t = meta["tokens_per_document"]
-  print(f"cache        {path}")
-  print(f"tokenizer    {meta['tokenizer']} ({meta['tokenizer_version']}), vocab {meta['vocab_size']}, "
-        f"pad {meta['pad_id']}, model vocab {meta['model_vocab_size']}")
-  for s in SPLITS:
-    print(f"{s:<12} {meta['num_documents'][s]:>8} documents {meta['num_tokens'][s]:>11} tokens")
-  print(f"per document mean {t['mean']:.1f}, median {t['median']:.0f}, p90 {t['p90']:.0f}, max {t['max']}")
-  print(meta["summary"])
-  print(f"built        {meta['created']} in {meta['build_seconds']:.2f} s from {', '.join(meta['inputs'])}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  ap = argparse.ArgumentParser(prog="python -m fimjax.data.cache", description=__doc__.split("\n")[0])
-  sub = ap.add_subparsers(dest="cmd", required=True)
-  b = sub.add_parser("build", help="read, tokenize and write a token cache")
-  b.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                 help="workflow files/folders (.yml/.yaml/.json, recursive), or 'default'")
-  b.add_argument("--out", required=True, metavar="DIR")
-  b.add_argument("--tokenizer", default="auto", choices=["auto", "tct", "bpe"])
-  b.add_argument("--val-fraction", type=float, default=0.05)
-  b.add_argument("--bpe-vocab-size", type=int, default=8192)
-  b.add_argument("--tct-module", default="tct_github_workflow")
-  b.add_argument("--schema-check", action="store_true", help="validate against the workflow schema")
-  b.add_argument("--schema-path", default="")
-  b.add_argument("--max-file-bytes", type=int, default=1_000_000)
-  b.add_argument("--default-corpus-size", type=int, default=3000)
-  b.add_argument("--num-proc", type=int, default=None, help="worker processes (default: auto)")
-  b.add_argument("--no-progress", action="store_true")
-  i = sub.add_parser("info", help="describe a token cache")
-  i.add_argument("dir")
-  i.add_argument("--json", action="store_true", help="print meta.json")
-  args = ap.parse_args(argv)
-  try:
-    if args.cmd == "build":
-      build_cache(args.input, args.out, tokenizer=args.tokenizer, tct_module=args.tct_module,
-                  val_fraction=args.val_fraction, bpe_vocab_size=args.bpe_vocab_size,
-                  schema_check=args.schema_check, schema_path=args.schema_path,
-                  max_file_bytes=args.max_file_bytes, default_corpus_size=args.default_corpus_size,
-                  num_proc=args.num_proc, progress=not args.no_progress)
-      _print_info(load_cache(args.out).meta, args.out)
-    else:
-      meta = load_cache(args.dir).meta
-      if args.json:
-        print(json.dumps(meta, indent=1, ensure_ascii=False))
-      else:
-        _print_info(meta, args.dir)
-  except (CacheError, corpus_lib.CorpusError, tok_lib.TokenizerError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+if __name__ == "__main__":  # the CLI lives in cache_cli.py; `python -m fimjax.data.cache` runs it
+  from fimjax.data import cache_cli
+  sys.exit(cache_cli.main())
