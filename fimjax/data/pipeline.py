@@ -211,7 +211,8 @@ def _eval_chunk_rows(docs, table, cfg, ids, special_ids, pack, build: bool):
 def make_eval_batches(config, docs, special_ids, *, fim: bool, batch_size: int,
                       process_index=None, process_count=None,
                       pack: bool | None = None) -> Iterator[dict]:
-  """The whole split once: fixed cut points, AR (`fim=False`) or FIM (`fim=True`, EVAL_SEED).
+  """The whole split once: fixed cut points; all AR (`fim=False`) or all FIM (`fim=True`: PSM,
+  config span policy, EVAL_SEED; windows without content stay AR).
 
   `batch_size` is global: each process yields [batch_size // process_count, L] batches, all
   processes the same number; rows past the end are padding (loss_mask 0). Packed when `pack`
