@@ -1,5 +1,6 @@
 """Token cache: contents, stable split, atomic writes, staleness, CLI; inputs never touched."""
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -118,6 +119,8 @@ def test_documents(shared_cache):
   assert len(blob) < tc.tokens.nbytes / 10  # the memmap travels as its path, not its content
   again = pickle.loads(blob)
   assert isinstance(again.tokens, np.memmap) and np.array_equal(again[3], docs[3])
+  sliced = dataclasses.replace(docs, tokens=docs.tokens[10:])  # not the file's array: sent as data
+  assert np.array_equal(pickle.loads(pickle.dumps(sliced))[0], sliced[0])
   d = cache.Documents.from_lists([[1, 2, 3], [], [4]])
   assert d.starts.tolist() == [0, 3, 3] and d.lengths.tolist() == [3, 0, 1] and d[2].tolist() == [4]
   d2 = pickle.loads(pickle.dumps(d))

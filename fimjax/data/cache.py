@@ -64,9 +64,14 @@ class Documents:
 
   def __reduce__(self):
     # A memmap pickles its whole content: send the file's path and reopen it in the other process.
-    if self.path is not None:
+    if (self.path is not None and isinstance(self.tokens, np.memmap)
+        and os.fspath(self.tokens.filename or "") == os.path.abspath(self.path)
+        and self.tokens.shape == self._shape()):
       return (_open_documents, (self.path, self.starts, self.lengths))
     return (Documents, (self.tokens, self.starts, self.lengths))
+
+  def _shape(self) -> tuple:
+    return np.load(self.path, mmap_mode="r").shape  # reads the header only
 
 
 def _open_documents(path, starts, lengths) -> Documents:
