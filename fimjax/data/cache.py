@@ -220,7 +220,9 @@ def _tmp_prefix(out: pathlib.Path) -> str:
 
 
 def _clean_dead_tmp(out: pathlib.Path) -> None:
-  """Removes this host's temp dirs of builds that were killed (their process is gone)."""
+  """Removes replaced caches left by a killed commit, and this host's killed builds' temp dirs."""
+  for p in out.parent.glob(f".{out.name}.old-*"):
+    shutil.rmtree(p, ignore_errors=True)
   prefix = _tmp_prefix(out)
   for p in out.parent.glob(prefix + "*"):
     try:
