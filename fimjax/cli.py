@@ -26,8 +26,11 @@ def parse_flags(argv: list[str]) -> list[str]:
   except flags.Error as e:
     message = f"{e}"
   except (AttributeError, KeyError) as e:
-    key = next((a.split("=")[0] for a in argv if a.startswith("--config.")), "--config")
-    message = f"{key}: no such config field ({_one_line(e)})"
+    detail = _one_line(e)
+    name = detail.split()[0] if detail else ""
+    key = next((a.split("=")[0] for a in argv
+                if a.startswith("--config.") and a.split("=")[0].endswith("." + name)), "--config")
+    message = f"{key}: no such config field ({detail})"
   except Exception as e:  # pylint: disable=broad-except  # a config file that does not load
     message = f"--config: cannot load the config file: {type(e).__name__}: {_one_line(e)}"
   message = re.sub(r"\s+", " ", message)

@@ -73,7 +73,8 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.mesh.tensor = 1
 
   c.train = ml_collections.ConfigDict()
-  c.train.steps = 10_000
+  c.train.steps = 10_000  # length of the run (the lr schedule ends here)
+  c.train.stop_after_steps = 0  # stop early at this step with a checkpoint (0 = train.steps)
   c.train.seed = 0
   c.train.batch_size = 128  # global batch, in rows
   c.train.microbatches = 1  # gradient accumulation: batch_size / microbatches rows per pass

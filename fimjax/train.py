@@ -152,14 +152,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   progress = metrics_lib.Progress(start, config.train.steps, enabled=config.train.progress)
   pending, t_last, last_ckpt_time = [], time.monotonic(), time.monotonic()
   step = start
+  stop_at = min(config.train.stop_after_steps or config.train.steps, config.train.steps)
   try:
     with _StopSignal() as stop:
-      while step < config.train.steps:
+      while step < stop_at:
         batch = step_lib.shard_batch(next(data_iter), mesh)
         state, step_metrics = train_step(state, batch)
         pending.append(step_metrics)
         step += 1
-        last = step == config.train.steps
+        last = step == stop_at
         if step % config.train.log_every_steps == 0 or last:
           fetched = jax.device_get(pending)  # the only sync of the hot loop
           pending = []
