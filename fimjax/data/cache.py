@@ -184,7 +184,7 @@ def _tokenize(tok, docs: list[corpus_lib.Document], num_proc: int | None, progre
   if isinstance(tok, tok_lib.TctTokenizer):
     if num_proc is None:
       num_proc = corpus_lib.default_num_proc() if len(docs) >= corpus_lib.PARALLEL_MIN else 1
-    return corpus_lib._map_chunks(tok_lib.tct_encode_chunk, [d.json_text for d in docs], num_proc,
+    return corpus_lib.map_chunks(tok_lib.tct_encode_chunk, [d.json_text for d in docs], num_proc,
                                   progress, "tokenizing", module_name=tok.module_name)
   from tqdm import tqdm
   out = []

@@ -194,7 +194,7 @@ def _read_chunk(chunk, max_file_bytes, schema_path):
   return [read_source(s, max_file_bytes, schema_path) for s in chunk]
 
 
-def _map_chunks(fn, items: list, num_proc: int, progress: bool, desc: str, **kwargs) -> list:
+def map_chunks(fn, items: list, num_proc: int, progress: bool, desc: str, **kwargs) -> list:
   """fn(chunk, **kwargs) over chunks of `items`, in spawned processes when num_proc > 1."""
   from tqdm import tqdm
   size = max(1, min(256, len(items) // (4 * max(num_proc, 1)) or 1))
@@ -230,7 +230,7 @@ def read_corpus(inputs: Sequence[str], *, max_file_bytes: int = 1_000_000, schem
   schema = str(find_schema(schema_path)) if schema_check else ""
   if num_proc is None:  # auto: processes only where they pay for their start-up
     num_proc = default_num_proc() if schema_check or len(sources) >= PARALLEL_MIN else 1
-  results = _map_chunks(_read_chunk, sources, num_proc, progress, "reading",
+  results = map_chunks(_read_chunk, sources, num_proc, progress, "reading",
                         max_file_bytes=max_file_bytes, schema_path=schema)
   documents, skipped, seen = [], [], set()
   h = hashlib.sha256()
