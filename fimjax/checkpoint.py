@@ -8,6 +8,7 @@ best one by validation loss. A checkpoint that fails to restore (torn, corrupt) 
 
 import json
 import logging
+import os
 import shutil
 from typing import Any
 
@@ -25,8 +26,9 @@ class Checkpoints:
   """Saves and restores checkpoints of one run directory."""
 
   def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True):
-    self.directory = epath.Path(workdir) / "checkpoints"
-    self._unreadable = epath.Path(workdir) / "checkpoints_unreadable"
+    root = workdir if "://" in workdir else os.path.abspath(workdir)  # orbax wants absolute
+    self.directory = epath.Path(root) / "checkpoints"
+    self._unreadable = epath.Path(root) / "checkpoints_unreadable"
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
         # reverse=True sorts descending, so the kept last entry is the lowest loss.
@@ -108,3 +110,39 @@ class Checkpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def load_run(workdir: str, *, step: int | None = None, mesh=None):
+  """(config, cache, state, step) of a trained run, for sampling and evaluation.
+
+  Uses the checkpoint's own config (so overrides given at training time hold), the best
+  checkpoint by validation loss when `step` is None and one exists, else the latest.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from fimjax import sharding  # pylint: disable=g-import-not-at-top
+  from fimjax import step as step_lib  # pylint: disable=g-import-not-at-top
+  from fimjax.data import cache as cache_lib  # pylint: disable=g-import-not-at-top
+
+  ckpts = Checkpoints(workdir)
+  try:
+    steps = ckpts.all_steps()
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {ckpts.directory}: train first with "
+                              f"python -m fimjax.main --config CONFIG --workdir {workdir}")
+    if step is None:
+      step = ckpts.best_step() or steps[-1]
+    elif step not in steps:
+      raise FileNotFoundError(f"no checkpoint for step {step} in {ckpts.directory} "
+                              f"(have: {steps})")
+    config = ml_collections.ConfigDict(ckpts.read_json(step, "config"))
+    cache_dir = config.data.cache_dir or os.path.join(workdir, "cache")
+    cache = cache_lib.load_cache(cache_dir)
+    if mesh is None:
+      config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+      mesh = sharding.make_mesh(config.mesh)
+    abstract = step_lib.abstract_train_state(config, cache.model_vocab_size, mesh)
+    restored = ckpts.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract)))
+    return config, cache, restored["state"], step
+  finally:
+    ckpts.close()
