@@ -46,7 +46,7 @@ class ModelConfig:
   # "xla": einsum attention, causal part computed in query blocks of `attn_block` (skips most of
   # the masked upper triangle); "cudnn": jax.nn.dot_product_attention(implementation="cudnn").
   attention: str = "xla"
-  attn_block: int = 256
+  attn_block: int = 128
 
   @classmethod
   def from_config(cls, config, model_vocab_size: int) -> "ModelConfig":
@@ -57,7 +57,7 @@ class ModelConfig:
         mlp_ratio=m.mlp_ratio, logit_softcap=float(m.logit_softcap),
         rope_base=float(m.rope_base), dtype=m.dtype, param_dtype=m.param_dtype,
         remat=bool(m.remat), attention=m.get("attention", "xla"),
-        attn_block=int(m.get("attn_block", 256)))
+        attn_block=int(m.get("attn_block", 128)))
 
   @property
   def head_dim(self) -> int:
@@ -89,12 +89,12 @@ def rope(x_BxLxHxK, pos_BxL, base: float):
   return out.astype(x_BxLxHxK.dtype)
 
 
-def _attend(q_BxQxHxK, k_BxSxHxK, v_BxSxHxK, mask_BxQxS):
-  s_BxHxQxS = jnp.einsum("bqhk,bshk->bhqs", q_BxQxHxK, k_BxSxHxK,
+def _attend(q_BxHxQxK, k_BxHxSxK, v_BxHxSxK, mask_BxQxS):
+  s_BxHxQxS = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxQxK, k_BxHxSxK,
                          preferred_element_type=jnp.float32)
   s_BxHxQxS = jnp.where(mask_BxQxS[:, None], s_BxHxQxS, -1e30)
-  p_BxHxQxS = jax.nn.softmax(s_BxHxQxS, axis=-1).astype(v_BxSxHxK.dtype)
-  return jnp.einsum("bhqs,bshk->bqhk", p_BxHxQxS, v_BxSxHxK)
+  p_BxHxQxS = jax.nn.softmax(s_BxHxQxS, axis=-1).astype(v_BxHxSxK.dtype)
+  return jnp.einsum("bhqs,bhsk->bhqk", p_BxHxQxS, v_BxHxSxK)
 
 
 def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
@@ -107,18 +107,32 @@ def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
       bias = jnp.where(same, 0.0, -1e9).astype(q.dtype)[:, None]
     return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=1.0, is_causal=True,
                                         implementation="cudnn")
+  # Heads-major layout: batched dots with leading batch axes (2x faster on CPU than BLHK).
+  q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
   idx = jnp.arange(l)
   outs = []
   # Query block i only needs keys [0, end_i): the masked upper triangle is mostly skipped.
   block = block if (block and l % block == 0) else l
   for start in range(0, l, block):
     end = start + block
-    mask_QxS = idx[start:end, None] >= idx[None, :end]
-    mask_BxQxS = mask_QxS[None]
+    mask_BxQxS = (idx[start:end, None] >= idx[None, :end])[None]
     if seg_BxL is not None:
       mask_BxQxS = mask_BxQxS & (seg_BxL[:, start:end, None] == seg_BxL[:, None, :end])
-    outs.append(_attend(q[:, start:end], k[:, :end], v[:, :end], mask_BxQxS))
-  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+    outs.append(_attend(q[:, :, start:end], k[:, :, :end], v[:, :, :end], mask_BxQxS))
+  o_BxHxLxK = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
+  return o_BxHxLxK.transpose(0, 2, 1, 3)
+
+
+def dense(x_NxD, w_DxF, dtype, out_dtype=None):
+  """x @ w over the last axis of x, as one 2-D matmul (w's trailing axes flattened).
+
+  Flattening the leading axes first matters on CPU: XLA's dot with two batch-like contraction
+  axes in the weight gradient ran ~2x slower than the 2-D form.
+  """
+  lead, trail = x_NxD.shape[:-1], w_DxF.shape[1:]
+  y = jnp.dot(x_NxD.reshape(-1, x_NxD.shape[-1]).astype(dtype),
+              w_DxF.reshape(w_DxF.shape[0], -1).astype(dtype), preferred_element_type=out_dtype)
+  return y.reshape(lead + trail)
 
 
 def _param(rngs, init, shape, names, dtype):
@@ -147,18 +161,18 @@ class Block(nnx.Module):
     cfg = self.cfg
     dt = jnp.dtype(cfg.dtype)
     h_BxLxD = rms_norm(x_BxLxD)
-    q = jnp.einsum("bld,dhk->blhk", h_BxLxD, self.wq[...].astype(dt))
-    k = jnp.einsum("bld,dhk->blhk", h_BxLxD, self.wk[...].astype(dt))
-    v = jnp.einsum("bld,dhk->blhk", h_BxLxD, self.wv[...].astype(dt))
+    q, k, v = (dense(h_BxLxD, w[...], dt) for w in (self.wq, self.wk, self.wv))
     q = rope(rms_norm(q), pos_BxL, cfg.rope_base) * jnp.asarray(cfg.head_dim ** -0.5, dt)
     k = rope(rms_norm(k), pos_BxL, cfg.rope_base)
     q, k, v = (shd.constrain(t, ("batch", None, "heads", None)) for t in (q, k, v))
     o_BxLxHxK = attention(q, k, v, seg_BxL, block=cfg.attn_block, impl=cfg.attention)
-    x_BxLxD = x_BxLxD + jnp.einsum("blhk,hkd->bld", o_BxLxHxK, self.wo[...].astype(dt))
+    b, l = o_BxLxHxK.shape[:2]
+    x_BxLxD = x_BxLxD + dense(o_BxLxHxK.reshape(b, l, -1), self.wo[...].reshape(-1, cfg.d_model),
+                              dt)
     x_BxLxD = shd.constrain(x_BxLxD, ("batch", None, None))
-    h_BxLxF = rms_norm(x_BxLxD) @ self.w_up[...].astype(dt)
+    h_BxLxF = dense(rms_norm(x_BxLxD), self.w_up[...], dt)
     h_BxLxF = shd.constrain(jnp.square(jax.nn.relu(h_BxLxF)), ("batch", None, "mlp"))
-    x_BxLxD = x_BxLxD + h_BxLxF @ self.w_down[...].astype(dt)
+    x_BxLxD = x_BxLxD + dense(h_BxLxF, self.w_down[...], dt)
     return shd.constrain(x_BxLxD, ("batch", None, None))
 
 
@@ -191,8 +205,7 @@ class Transformer(nnx.Module):
     apply = nnx.remat(_block_apply) if cfg.remat else _block_apply
     for i in range(cfg.num_layers):
       x_BxLxD = apply(getattr(self, f"block_{i}"), x_BxLxD, pos_BxL, segment_ids_BxL)
-    logits_BxLxV = jnp.einsum("bld,dv->blv", rms_norm(x_BxLxD), self.head[...].astype(dt),
-                              preferred_element_type=jnp.float32)
+    logits_BxLxV = dense(rms_norm(x_BxLxD), self.head[...], dt, jnp.float32)
     logits_BxLxV = shd.constrain(logits_BxLxV, ("batch", None, "vocab"))
     cap = cfg.logit_softcap
     return cap * jnp.tanh(logits_BxLxV / cap) if cap else logits_BxLxV
