@@ -86,6 +86,12 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.peak_tflops = 0.0  # 0 = detect (accelerator's dense bf16 peak, or measured CPU matmul peak)
   c.train.progress = True  # terminal progress bar
+
+  c.eval = ml_collections.ConfigDict()  # sampling metrics (fimjax/evaluate.py)
+  c.eval.infill_holes = 32  # held-out span holes for infill exact match (+1/4 line holes, BPE)
+  c.eval.generate_samples = 8  # workflows sampled from scratch for the validity rates
+  c.eval.max_new_tokens = 64  # longest middle an infill hole may take (EOM included)
+  c.eval.in_loop = True  # also compute the sampling metrics at each evaluation of training
   return c
 
 

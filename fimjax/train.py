@@ -137,8 +137,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   saved_config, meta = config.to_dict(), cache.meta
 
   def run_eval(step):
-    result.eval_metrics = evaluate.validation_losses(
-        config, cache, state, eval_step, mesh)
+    result.eval_metrics = evaluate.evaluate(
+        config, cache, state, mesh, eval_step,
+        sampling=bool(evaluate.eval_settings(config)["in_loop"]))
     writer.write(step, result.eval_metrics)
     writer.flush()
     return result.eval_metrics
