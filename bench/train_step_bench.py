@@ -11,6 +11,7 @@ float32 (bf16 matmuls are slower there); `--dtype config` keeps the config's.
 import argparse
 import importlib.util
 import json
+import os
 import pathlib
 import statistics
 import sys
@@ -71,17 +72,21 @@ def bench_one(name, args):
   t0 = time.perf_counter()
   compiled = train_step.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
-  times = []
+  peak = flops.peak_flops_per_device(float(c.train.peak_tflops))
+  times, cpu_times = [], []
   for i in range(args.warmup + args.steps):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     state, m = compiled(state, batch)
     jax.block_until_ready((state, m))
     if i >= args.warmup:
       times.append(time.perf_counter() - t0)
+      cpu_times.append(time.process_time() - c0)
+  if jax.devices()[0].platform == "cpu" and not c.train.peak_tflops:
+    # Best matmul before and after the steps: other load on a shared machine only lowers it.
+    peak = max(peak, flops.measure_matmul_flops(cached=False))
   med = statistics.median(times)
   tps = b * l / med
   fpt = flops.model_flops_per_token(cfg)
-  peak = flops.peak_flops_per_device(float(c.train.peak_tflops))
   return {"config": name, "batch": b, "context": l, "dtype": cfg.dtype,
           "attn_block": cfg.attn_block, "params": model_lib.num_params(cfg),
           "compile_s": round(compile_s, 2), "step_s_median": round(med, 4),
@@ -89,6 +94,8 @@ def bench_one(name, args):
           "tokens_per_s": round(tps, 1), "flops_per_token": fpt,
           "model_tflops": round(tps * fpt / 1e12, 4), "peak_tflops": round(peak / 1e12, 4),
           "mfu": round(flops.mfu(tps, fpt, jax.device_count(), peak), 4),
+          "cpu_s_median": round(statistics.median(cpu_times), 3),
+          "load_avg_1m": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
           "loss": float(m["loss"]), "devices": jax.device_count(),
           "device_kind": jax.devices()[0].device_kind}
 
@@ -106,7 +113,7 @@ def main():
   args = p.parse_args()
   rows = [bench_one(name, args) for name in args.configs.split(",")]
   hdr = ("config", "batch", "context", "dtype", "compile_s", "step_s_median", "step_s_min",
-         "step_s_max", "tokens_per_s", "model_tflops", "peak_tflops", "mfu")
+         "step_s_max", "tokens_per_s", "model_tflops", "peak_tflops", "mfu", "load_avg_1m")
   print(" ".join(f"{h:>13}" for h in hdr))
   for r in rows:
     print(" ".join(f"{r[h]!s:>13}" for h in hdr))

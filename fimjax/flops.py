@@ -49,7 +49,8 @@ def table_peak_flops(device_kind: str) -> float | None:
   return None
 
 
-def measure_matmul_flops(device=None, n: int = 2048, dtype=None, repeats: int = 7) -> float:
+def measure_matmul_flops(device=None, n: int = 2048, dtype=None, repeats: int = 7,
+                         cached: bool = True) -> float:
   """Measured FLOP/s of a jitted n x n matmul (best of `repeats`); cached per process.
 
   The best, not the median: on a shared machine other processes only ever slow it down.
@@ -57,7 +58,7 @@ def measure_matmul_flops(device=None, n: int = 2048, dtype=None, repeats: int = 
   device = device or jax.devices()[0]
   dtype = dtype or (jnp.float32 if device.platform == "cpu" else jnp.bfloat16)
   key = f"{device.device_kind}/{device.platform}/{n}/{jnp.dtype(dtype).name}"
-  if key not in _MEASURED:
+  if key not in _MEASURED or not cached:
     a = jax.device_put(jnp.ones((n, n), dtype), device)
     f = jax.jit(lambda x, y: x @ y)
     f(a, a).block_until_ready()
@@ -66,7 +67,7 @@ def measure_matmul_flops(device=None, n: int = 2048, dtype=None, repeats: int = 
       t0 = time.perf_counter()
       f(a, a).block_until_ready()
       times.append(time.perf_counter() - t0)
-    _MEASURED[key] = 2 * n ** 3 / min(times)
+    _MEASURED[key] = max(2 * n ** 3 / min(times), 0.0 if cached else _MEASURED.get(key, 0.0))
   return _MEASURED[key]
 
 

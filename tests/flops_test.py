@@ -40,3 +40,17 @@ def test_cpu_peak_is_measured_and_cached():
 
 def test_mfu():
   assert flops.mfu(1000.0, 1e8, 2, 1e11) == pytest.approx(0.5)
+
+
+def test_fit_reports_memory_without_running():
+  from fimjax import fit
+  c = config_base.base_config("tiny")
+  c.model.d_model, c.model.num_layers, c.model.num_heads, c.model.context = 32, 1, 2, 32
+  c.train.batch_size, c.train.microbatches, c.model.remat = 4, 2, True  # bf16 by default
+  r = fit.analyse(c, 8197, jax.devices()[:1])
+  cfg = model_lib.ModelConfig.from_config(c, 8197)
+  assert r["params"] == model_lib.num_params(cfg)
+  assert r["flops_per_token"] == flops.model_flops_per_token(cfg)
+  m = r["memory"]
+  assert r["per_device_bytes"] == m["argument"] + m["output"] + m["temp"] - m["alias"]
+  assert m["argument"] >= 3 * 4 * r["params"]  # params + two Adam moments, float32
