@@ -33,3 +33,17 @@ def shared_schema():
   if not SHARED_SCHEMA.is_file():
     pytest.skip(f"workflow schema not found at {SHARED_SCHEMA}")
   return SHARED_SCHEMA
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory):
+  """A 2-step run of a very small model (tests.train_test.SMALL), for the inference tools.
+
+  Its evaluation at the last step runs the sampling metrics too (eval.in_loop), small numbers.
+  """
+  from tests.train_test import run_main  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("trained")
+  run_main(workdir, "--config.train.steps=2", "--config.eval.infill_holes=4",
+           "--config.eval.generate_samples=2", "--config.eval.max_new_tokens=8",
+           cache_dir=workdir / "cache")
+  return workdir
