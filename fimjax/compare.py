@@ -13,6 +13,7 @@ FIM model is no worse, and its infilling (`eval_fim_loss`, infill exact match) m
 
 import copy
 import json
+import logging
 import math
 import os
 import sys
@@ -53,6 +54,7 @@ def table(fim: dict, ar: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.getLogger("absl").setLevel(logging.WARNING)
   from fimjax import evaluate  # pylint: disable=g-import-not-at-top  # jax after flags
   from fimjax import train  # pylint: disable=g-import-not-at-top
   root = _WORKDIR.value
