@@ -65,8 +65,8 @@ def tree_shardings(logical_tree, mesh):
 
 
 def batch_sharding(mesh) -> NamedSharding:
-  """Rows over ("data", "fsdp"), sequence replicated."""
-  return NamedSharding(mesh, P(RULES["batch"], None))
+  """Rows (axis 0) over ("data", "fsdp"); other axes replicated (any rank)."""
+  return NamedSharding(mesh, P(RULES["batch"]))
 
 
 def replicated(mesh) -> NamedSharding:

@@ -40,7 +40,7 @@ def test_make_mesh_default_and_rules():
   assert mesh.devices.size == jax.device_count()
   assert shd.logical_to_spec(P("embed", "mlp")) == P("fsdp", "tensor")
   assert shd.logical_to_spec(P("vocab", None)) == P("tensor", None)
-  assert shd.batch_sharding(mesh).spec == P(("data", "fsdp"), None)
+  assert shd.batch_sharding(mesh).spec == P(("data", "fsdp"))
 
 
 def test_layouts_match_one_device():
