@@ -56,7 +56,9 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.model.rope_base = 10_000.0
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.param_dtype = "float32"
-  c.model.remat = False
+  c.model.remat = False  # recompute each block in the backward pass (less memory)
+  c.model.attention = "xla"  # xla (segment-aware, blocked; any device) | cudnn (GPU)
+  c.model.attn_block = 128  # query block of the xla attention (skips the masked triangle)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 3e-4
@@ -110,6 +112,7 @@ _CHOICES = {
     "fim.span_policy": ("token", "uniform", "split"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
+    "model.attention": ("xla", "cudnn"),
 }
 
 
