@@ -7,12 +7,12 @@ workdir resumes (or says the run is complete). Several processes (TPU pod, SLURM
 --coordinator_address/--num_processes/--process_id) join one run via jax.distributed.
 """
 
-import logging
 import os
 import sys
 
 from absl import app
 from absl import flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from fimjax import cli
@@ -37,7 +37,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.getLogger("absl").setLevel(logging.WARNING)
+  absl_logging.set_verbosity(absl_logging.WARNING)  # no backend-probing chatter
   from fimjax import distributed  # pylint: disable=g-import-not-at-top  # jax import after flags
   distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   from fimjax import train  # pylint: disable=g-import-not-at-top

@@ -112,12 +112,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     _check_compatible(ckpts.read_json(latest, "config"), config, allow_config_change)
   abstract = step_lib.abstract_train_state(config, vocab, mesh)
   start, state = ckpts.restore_latest(abstract, data_iter)
-  writer = metrics_lib.MetricsWriter(workdir)
-  result = RunResult(start or 0, {}, str(ckpts.directory), writer.path, False)
+  result = RunResult(start or 0, {}, str(ckpts.directory),
+                     os.path.join(workdir, "metrics.jsonl"), False)
   if start is not None and start >= config.train.steps:
     if is_main:
       print(f"Run already complete: step {start} of {config.train.steps} in {workdir}. "
-            f"Checkpoints: {ckpts.directory}; metrics: {writer.path}. "
+            f"Checkpoints: {ckpts.directory}; metrics: {result.metrics_path}. "
             "Raise --config.train.steps to train further.", flush=True)
     result.complete = True
     ckpts.close()
@@ -128,6 +128,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   elif is_main:
     print(f"Resuming from step {start} ({ckpts.directory})", flush=True)
 
+  writer = metrics_lib.MetricsWriter(workdir)
   train_step = step_lib.make_train_step(config, vocab, mesh)
   eval_step = step_lib.make_eval_step(config, vocab, mesh)
   model_cfg = model_lib.ModelConfig.from_config(config, vocab)
@@ -182,8 +183,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             jax.process_count() == 1 or step % config.train.log_every_steps == 0) else False
         if do_eval:
           run_eval(step)
-          progress.write(f"step {step}: " + ", ".join(
-              f"{k} {v:.4f}" for k, v in result.eval_metrics.items()))
+          progress.write(f"step {step}: {_eval_line(result.eval_metrics)}")
         if do_eval or step % config.train.checkpoint_every_steps == 0 or due_by_time or stopping:
           save(step, result.eval_metrics.get("eval_loss") if do_eval else None)
           last_ckpt_time = time.monotonic()
@@ -215,6 +215,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     print(f"Checkpoints: {ckpts.directory}\nMetrics: {writer.path}  (TensorBoard: "
           f"{os.path.join(workdir, 'tensorboard')})\nLoss curves: {png}", flush=True)
   return result
+
+
+_EVAL_SHOWN = {"eval_loss": "validation loss {:.4f}", "eval_fim_loss": "FIM middle loss {:.4f}",
+               "infill_exact": "infill exact match {:.1%}",
+               "gen_schema_valid_rate": "generated schema-valid {:.0%}"}
+
+
+def _eval_line(metrics: dict) -> str:
+  """The headline evaluation figures (all of them go to metrics.jsonl)."""
+  return ", ".join(fmt.format(metrics[k]) for k, fmt in _EVAL_SHOWN.items() if k in metrics)
 
 
 def _summarize(fetched: list[dict], elapsed: float, tokens_per_step: int,
