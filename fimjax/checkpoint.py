@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from typing import Any
 
 from etils import epath
@@ -20,6 +21,21 @@ from orbax.checkpoint import checkpoint_managers
 log = logging.getLogger(__name__)
 
 EVAL_METRIC = "eval_loss"
+
+
+def local_dir(workdir: str) -> str:
+  """Where files that need a local filesystem go: the workdir itself, or for a bucket workdir
+  (gs://...) a local folder ($FIMJAX_LOCAL_DIR or /tmp/fimjax/<bucket path>); checkpoints always
+  go to the workdir and metrics are mirrored there."""
+  if "://" not in workdir:
+    return workdir
+  base = os.environ.get("FIMJAX_LOCAL_DIR", os.path.join(tempfile.gettempdir(), "fimjax"))
+  return os.path.join(base, workdir.replace("://", "/").strip("/"))
+
+
+def cache_dir(config, workdir: str) -> str:
+  """The run's token cache: `data.cache_dir`, else `cache/` in the (local) run directory."""
+  return config.data.cache_dir or os.path.join(local_dir(workdir), "cache")
 
 
 class Checkpoints:
@@ -135,8 +151,7 @@ def load_run(workdir: str, *, step: int | None = None, mesh=None):
       raise FileNotFoundError(f"no checkpoint for step {step} in {ckpts.directory} "
                               f"(have: {steps})")
     config = ml_collections.ConfigDict(ckpts.read_json(step, "config"))
-    cache_dir = config.data.cache_dir or os.path.join(workdir, "cache")
-    cache = cache_lib.load_cache(cache_dir)
+    cache = cache_lib.load_cache(cache_dir(config, workdir))
     if mesh is None:
       config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
       mesh = sharding.make_mesh(config.mesh)

@@ -23,9 +23,11 @@ def _plain(value):
 class MetricsWriter:
   """Appends one JSON object per call to `<workdir>/metrics.jsonl` and mirrors it to TensorBoard."""
 
-  def __init__(self, workdir: str, *, enabled: bool | None = None):
+  def __init__(self, workdir: str, *, enabled: bool | None = None, mirror: str | None = None):
+    """`mirror`: a remote run directory (gs://...) that receives a copy at every flush."""
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
+    self.mirror = mirror
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
@@ -45,10 +47,19 @@ class MetricsWriter:
   def flush(self) -> None:
     if self._tb is not None:
       self._tb.flush()
+    self.mirror_file(self.path)
+
+  def mirror_file(self, path: str | None) -> None:
+    """Copies a local output file into the remote run directory, if there is one."""
+    if self.enabled and self.mirror and path and os.path.exists(path):
+      from etils import epath  # pylint: disable=g-import-not-at-top
+      dst = epath.Path(self.mirror) / os.path.basename(path)
+      dst.write_bytes(open(path, "rb").read())
 
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self.mirror_file(self.path)
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -73,10 +73,6 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
-def _cache_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
-  return config.data.cache_dir or os.path.join(workdir, "cache")
-
-
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict, allow_change: bool) -> None:
   """Refuses to resume a run whose saved config differs in fields that change its meaning."""
   differences = config_base.incompatible_fields(saved, config.to_dict())
@@ -96,8 +92,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains `config` in `workdir`, resuming from its latest good checkpoint."""
   config_base.validate(config)
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-  cache = cache_lib.ensure_cache(config.data, _cache_dir(config, workdir))
+  logdir = checkpoint_lib.local_dir(workdir)
+  os.makedirs(logdir, exist_ok=True)
+  cache = cache_lib.ensure_cache(config.data, checkpoint_lib.cache_dir(config, workdir))
   vocab = cache.model_vocab_size
   mesh = sharding.make_mesh(config.mesh)
 
@@ -113,7 +110,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   abstract = step_lib.abstract_train_state(config, vocab, mesh)
   start, state = ckpts.restore_latest(abstract, data_iter)
   result = RunResult(start or 0, {}, str(ckpts.directory),
-                     os.path.join(workdir, "metrics.jsonl"), False)
+                     os.path.join(logdir, "metrics.jsonl"), False)
   if start is not None and start >= config.train.steps:
     if is_main:
       print(f"Run already complete: step {start} of {config.train.steps} in {workdir}. "
@@ -128,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   elif is_main:
     print(f"Resuming from step {start} ({ckpts.directory})", flush=True)
 
-  writer = metrics_lib.MetricsWriter(workdir)
+  writer = metrics_lib.MetricsWriter(logdir, mirror=workdir if logdir != workdir else None)
   train_step = step_lib.make_train_step(config, vocab, mesh)
   eval_step = step_lib.make_eval_step(config, vocab, mesh)
   model_cfg = model_lib.ModelConfig.from_config(config, vocab)
@@ -207,13 +204,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   result.step = step
   result.complete = step >= config.train.steps
   if is_main:
-    png = plot.plot_losses(workdir) if os.path.exists(writer.path) else None
+    png = plot.plot_losses(logdir) if os.path.exists(writer.path) else None
+    writer.mirror_file(png)
     ev = result.eval_metrics
     if ev:
       print(f"Validation at step {step}: loss {ev['eval_loss']:.4f} (next-token), "
             f"FIM middle loss {ev['eval_fim_loss']:.4f}")
     print(f"Checkpoints: {ckpts.directory}\nMetrics: {writer.path}  (TensorBoard: "
-          f"{os.path.join(workdir, 'tensorboard')})\nLoss curves: {png}", flush=True)
+          f"{os.path.join(logdir, 'tensorboard')})\nLoss curves: {png}", flush=True)
   return result
 
 
