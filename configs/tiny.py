@@ -1,10 +1,13 @@
-"""tiny: a ~3M-parameter model that trains on a laptop CPU in a few minutes.
+"""tiny: a 1.9M-parameter model (BPE vocab 4096) that trains on a laptop CPU in a few minutes.
 
 Run (what `make train` does):
   python -m fimjax.main --config configs/tiny.py --workdir runs/tiny
 
-Trains on the embedded default corpus (hand-written workflows plus seeded generated ones) with a
-byte-level BPE. Expect: figures are filled in by the session that measures them.
+Trains on the embedded default corpus (38 hand-written workflows plus 3,000 seeded generated ones)
+with a byte-level BPE. Expect (measured 2026-11-29 on a shared 2-core CPU, load ~3): cache build
+~10 s, ~1.1 s/step (~3,600 tokens/s), 200 steps in ~4.5 min in all; train loss ~1.05, validation
+loss ~0.98 nats/token, FIM middle loss ~1.44. At this size infill exact match is still ~0: the
+point of this config is a quick end-to-end check, not a useful model.
 """
 
 from fimjax.config_base import base_config
