@@ -20,6 +20,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
@@ -100,6 +101,8 @@ def note(r: dict) -> str:
     parts.append(f"{r['train_tokens_per_s']:.4g} tokens/s x real fraction {r['real_fraction']:.3f}")
   elif "real_fraction" in r:
     parts.append(f"real fraction {r['real_fraction']:.3f}")
+  if "of_step" in r:
+    parts.append(f"{r['of_step']:.3f} of a small train step")
   return "; ".join(parts)
 
 
@@ -107,14 +110,18 @@ def markdown(report: dict) -> str:
   m = report["machine"]
   v = m["versions"]
   rows = [{**r, "±": f"{r['spread']:.1%}", "notes": note(r)} for r in report["rows"]]
-  lines = [
+  per_bench = ", ".join(f"{n.removesuffix('_bench')} {b['wall_s']:.0f} s"
+                        + (f" / {b['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in b else "")
+                        for n, b in report["benches"].items())
+  lines = [textwrap.fill(
       f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), accelerator {m['accelerator']} "
       f"x{m['num_devices']}; jax {v['jax']}, flax {v['flax']}, grain {v['grain']}, "
       f"orbax {v['orbax-checkpoint']}, Python {m['python']}. Load average (1/5/15 min) "
       f"{'/'.join(map(str, report['load_avg_start']))} at the start, "
       f"{'/'.join(map(str, report['load_avg_end']))} at the end (other jobs may share the "
-      f"machine); `python -m bench` took {report['total_s'] / 60:.1f} min.",
-      "Each figure: median of n runs after a warm-up; ± is the half-range over the median.", "",
+      f"machine); `python -m bench` took {report['total_s'] / 60:.1f} min (per bench: wall "
+      f"time / peak RSS of its process: {per_bench}). Each figure: the median of n runs after "
+      "a warm-up; ± is the half-range over the median.", 100), "",
       common.table(rows, ["what", "median", "±", "unit", "n", "notes"]), ""]
   lines += [f"- target {k}: {'met' if ok else 'NOT met'}" for k, ok in report["targets"].items()]
   lines += [f"- {name} failed: {res['error']}" for name, res in report["benches"].items()
@@ -132,11 +139,32 @@ def update_readme(md: str, md_path: pathlib.Path):
   text = README.read_text()
   start = text.index("## Performance\n")
   end = text.find("\n## ", start + 1)
-  body = (f"## Performance\n\nLatest results (`{md_path.relative_to(common.REPO)}`). Reproduce "
-          "with `make bench` (or `.venv/bin/python -m bench`; `--list` names the benches, "
-          "`--only NAME,...` runs some, each `bench/*_bench.py` also runs alone with its own "
-          "flags). It writes `bench/results/<machine>-<date>.json` and `.md`.\n\n" + md)
+  intro = textwrap.fill(
+      f"Latest results (`{md_path.relative_to(common.REPO)}`). Reproduce with `make bench` (or "
+      "`.venv/bin/python -m bench`; `--list` names the benches, `--only NAME,...` runs some; "
+      "each `bench/*_bench.py` also runs alone with its own flags); it writes "
+      "`bench/results/<machine>-<date>.json` and `.md`, and `--readme` puts the table here. On "
+      "a GPU/TPU (jax's default backend) the same command measures the train step of `small` "
+      "and `medium_512` in bf16 against the device's dense bf16 peak (target: MFU >= 40% for "
+      "`medium_512` on an H100); no accelerator run is recorded yet.", 100)
+  body = f"## Performance\n\n{intro}\n\n{md}"
   README.write_text(text[:start] + body + (text[end:] if end >= 0 else ""))
+
+
+def measure(names: list[str], quick: bool) -> dict:
+  """Runs the benches one after another; the combined report."""
+  t0, load_start, results = time.perf_counter(), common.load_avg(), {}
+  for name in names:
+    print(f"\n=== {name} ===", flush=True)
+    results[name] = run_isolated(name, links(name, results), quick)
+    print(f"=== {name}: {results[name]['wall_s']:.0f} s", flush=True)
+  return {"machine": common.machine(), "quick": quick, "load_avg_start": load_start,
+          "load_avg_end": common.load_avg(), "total_s": time.perf_counter() - t0,
+          "rows": [{"bench": n, **r} for n, res in results.items() for r in res["rows"]]
+                  + real_token_rows(results),
+          "targets": {f"{n}: {k}": ok for n, res in results.items()
+                      for k, ok in res.get("targets", {}).items()},
+          "benches": results}
 
 
 def main(argv=None) -> int:
@@ -146,6 +174,7 @@ def main(argv=None) -> int:
   p.add_argument("--full", action="store_true", help="each bench's own default sizes (slow)")
   p.add_argument("--readme", action="store_true", help="put the table in README.md")
   p.add_argument("--out_dir", default=str(common.RESULTS))
+  p.add_argument("--from_json", help="re-render the table (and README) of a saved report")
   p.add_argument("--child", help=argparse.SUPPRESS)
   p.add_argument("--kw", default="{}", help=argparse.SUPPRESS)
   p.add_argument("--result", help=argparse.SUPPRESS)
@@ -156,22 +185,14 @@ def main(argv=None) -> int:
   if args.child:
     child(args.child, json.loads(args.kw), not args.full, args.result)
     return 0
-  names = args.only.split(",") if args.only else bench_names()
-  unknown = set(names) - set(bench_names())
-  if unknown:
-    p.error(f"unknown benches {sorted(unknown)}; --list names them")
-  t0, load_start, results = time.perf_counter(), common.load_avg(), {}
-  for name in names:
-    print(f"\n=== {name} ===", flush=True)
-    results[name] = run_isolated(name, links(name, results), not args.full)
-    print(f"=== {name}: {results[name]['wall_s']:.0f} s", flush=True)
-  report = {"machine": common.machine(), "quick": not args.full, "load_avg_start": load_start,
-            "load_avg_end": common.load_avg(), "total_s": time.perf_counter() - t0,
-            "rows": [{"bench": n, **r} for n, res in results.items() for r in res["rows"]]
-                    + real_token_rows(results),
-            "targets": {f"{n}: {k}": ok for n, res in results.items()
-                        for k, ok in res.get("targets", {}).items()},
-            "benches": results}
+  if args.from_json:
+    report = json.loads(pathlib.Path(args.from_json).read_text())
+  else:
+    names = args.only.split(",") if args.only else bench_names()
+    unknown = set(names) - set(bench_names())
+    if unknown:
+      p.error(f"unknown benches {sorted(unknown)}; --list names them")
+    report = measure(names, quick=not args.full)
   m = report["machine"]
   stem = pathlib.Path(args.out_dir) / f"{machine_slug(m)}-{m['date']}"
   md = markdown(report)
@@ -181,7 +202,7 @@ def main(argv=None) -> int:
   if args.readme:
     update_readme(md, pathlib.Path(f"{stem}.md"))
     print(f"updated {README}")
-  return 1 if any("error" in r for r in results.values()) else 0
+  return 1 if any("error" in r for r in report["benches"].values()) else 0
 
 
 if __name__ == "__main__":

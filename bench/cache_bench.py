@@ -1,6 +1,6 @@
 """Token cache speed: whole build (with BPE training), each phase, and tokenization files/s.
 
-    python bench/cache_bench.py [--input DIR ...] [--repeat 3] [--out bench/results/cache_bench.json]
+    python bench/cache_bench.py [--input DIR ...] [--repeat 3] [--out FILE]
 
 Every figure is the median (with spread) of `--repeat` runs. Targets (issue): the whole build of
 the shared corpus under 30 s on 2 cores; tokenizing already-parsed files at >= 2,000 files/s.

@@ -1,6 +1,6 @@
 """Training pipeline speed: tokens/s of finished batches, packed and unpacked, FIM rate 0.5 and 0.
 
-    python bench/pipeline_bench.py [--cores 1] [--context 512] [--seconds 4] [--repeat 3] [--out FILE]
+    python bench/pipeline_bench.py [--cores 1] [--context 512] [--seconds 4] [--repeat 3]
 
 Documents: the shared corpus (../shared/data/workflows) through the token cache, else synthetic
 documents with the corpus's length distribution (log-normal, median 225, mean 451 tokens).
@@ -24,7 +24,7 @@ from fimjax import config_base  # noqa: E402
 from fimjax.data import pipeline  # noqa: E402
 
 VOCAB = 8192
-QUICK = {"seconds": 1.0, "repeat": 3}
+QUICK = {"seconds": 2.0, "repeat": 3}
 
 
 def parser():

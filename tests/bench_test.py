@@ -62,7 +62,7 @@ def test_real_token_rows_and_markdown():
        "versions": {k: "1" for k in ("jax", "flax", "grain", "orbax-checkpoint")}}
   md = suite.markdown({"machine": m, "rows": [train] + rows, "load_avg_start": [1, 2, 3],
                        "load_avg_end": [1, 2, 3], "total_s": 60.0, "targets": {"t": True},
-                       "benches": {"x": {"error": "exit status 1"}}})
+                       "benches": {"x": {"error": "exit status 1", "wall_s": 2.0}}})
   assert "| train step small | 1000 | 10.0% | tokens/s | 3 | MFU 40.0% of 0.3 TFLOP/s" in md
   assert "- target t: met" in md and "- x failed: exit status 1" in md
   assert suite.machine_slug({**m, "cpu": "Intel(R) Xeon(R) Processor"}) == \
