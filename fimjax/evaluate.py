@@ -11,17 +11,20 @@
 `infill_metrics`: greedy infilling of a fixed set of held-out holes (validation documents,
 HOLE_SEED): a middle counts as an exact match (`infill_exact*`) when the sampler writes exactly
 its tokens and then EOM; `infill_written*` only asks that it writes them (stopping not required:
-a small model learns the middle long before it learns where to stop). Span holes draw a length bucket uniformly (1 token, 2-8, 9-32, 33+, up to max_new_tokens - 1),
-then a length and a place; with the BPE tokenizer another `infill_holes // 4` holes are whole lines
+a small model learns the middle long before it learns where to stop). Span holes draw a length
+bucket uniformly (1 token, 2-8, 9-32, 33+, up to max_new_tokens - 1), then a length and a place; with the BPE tokenizer another `infill_holes // 4` holes are whole lines
 (from a token starting with a newline to the next one: newline, indentation and content).
-Prefix and suffix are the rest of the document, cropped around the hole to fit the context.
+Prefix and suffix are the rest of the document, cropped around the hole to fit the context. Holes
+are token spans, so this works with any tokenizer (TCT included).
 
 `generation_metrics`: `generate_samples` workflows sampled from scratch (temperature 1, GEN_SEED);
-rates that decode, parse and pass the workflow JSON schema (fimjax.generate).
+rates that decode (ending with EOS within GEN_MAX_TOKENS), parse and pass the workflow JSON schema
+(fimjax.generate).
 """
 
 import argparse
 import json
+import logging
 import math
 import sys
 
@@ -32,8 +35,10 @@ import numpy as np
 from fimjax import step as step_lib
 from fimjax.data import pipeline
 
+log = logging.getLogger(__name__)
 HOLE_SEED, GEN_SEED = 20_240, 7
 BUCKETS = (("len1", 1, 1), ("len2_8", 2, 8), ("len9_32", 9, 32), ("len33plus", 33, 1 << 30))
+GEN_MAX_TOKENS = 1024  # a generated workflow longer than this counts as not decoded
 EVAL_DEFAULTS = {"infill_holes": 32, "generate_samples": 8, "max_new_tokens": 64, "in_loop": True}
 
 
@@ -163,8 +168,8 @@ def infill_metrics(cfg, params, cache, *, num_holes: int, max_new: int, batch_si
 # ---------------------------------------------------------------------------------- generation
 
 
-def generation_metrics(cfg, params, cache, *, num: int, max_tokens: int = 2048, schema_path="",
-                       seed: int = GEN_SEED, batch_size: int = 16) -> dict:
+def generation_metrics(cfg, params, cache, *, num: int, max_tokens: int = GEN_MAX_TOKENS,
+                       schema_path="", seed: int = GEN_SEED, batch_size: int = 16) -> dict:
   from fimjax import generate  # pylint: disable=g-import-not-at-top
   from fimjax import sample as sample_lib  # pylint: disable=g-import-not-at-top
   try:
@@ -192,6 +197,10 @@ def evaluate(config, cache, state, mesh, eval_step=None, *, sampling: bool = Tru
     eval_step = step_lib.make_eval_step(config, cache.model_vocab_size, mesh)
   out = validation_losses(config, cache, state, eval_step, mesh)
   if not sampling:
+    return out
+  if jax.process_count() > 1:  # the sampler fetches whole arrays to one host
+    log.warning("infill/generation metrics are computed in single-process runs only; run "
+                "python -m fimjax.evaluate --workdir ... on one host")
     return out
   cfg = model_lib.ModelConfig.from_config(config, cache.model_vocab_size)
   params = state["params"]
