@@ -12,7 +12,8 @@
 HOLE_SEED): a middle counts as an exact match (`infill_exact*`) when the sampler writes exactly
 its tokens and then EOM; `infill_written*` only asks that it writes them (stopping not required:
 a small model learns the middle long before it learns where to stop). Span holes draw a length
-bucket uniformly (1 token, 2-8, 9-32, 33+, up to max_new_tokens - 1), then a length and a place; with the BPE tokenizer another `infill_holes // 4` holes are whole lines
+bucket uniformly (1 token, 2-8, 9-32, 33+, up to max_new_tokens - 1), then a length and a place;
+with the BPE tokenizer another `infill_holes // 4` holes are whole lines
 (from a token starting with a newline to the next one: newline, indentation and content).
 Prefix and suffix are the rest of the document, cropped around the hole to fit the context. Holes
 are token spans, so this works with any tokenizer (TCT included).

@@ -72,7 +72,8 @@ def hole_prompt(prefix: list[int], suffix: list[int], special_ids: dict, context
     raise InfillError(f"--max-tokens {max_new} leaves no room for context in the model's "
                       f"context of {context} tokens")
   drop, keep = crop(prefix, suffix, budget)
-  return sample_lib.infill_prompt(prefix[drop:], suffix[:keep], special_ids, start=drop + 1 if drop else 0,
+  return sample_lib.infill_prompt(prefix[drop:], suffix[:keep], special_ids,
+                                  start=drop + 1 if drop else 0,
                                   bos=drop == 0, eos=last and keep == len(suffix))
 
 
