@@ -16,4 +16,5 @@ def get_config():
   c = base_config("medium")
   c.optim.lr = 1.2e-4
   c.train.steps = 20000
+  c.train.microbatches = 8  # 16 rows per pass: ~28 GiB on one device (fimjax.fit)
   return c

@@ -16,4 +16,5 @@ def get_config():
   c = base_config("medium_small")
   c.optim.lr = 3e-4
   c.train.steps = 20000
+  c.train.microbatches = 4  # 32 rows per pass: ~33 GiB on one device (fimjax.fit)
   return c
