@@ -15,7 +15,17 @@ import pytest  # noqa: E402
 absl.flags.FLAGS.mark_as_parsed()
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+
+def _find_shared() -> pathlib.Path:
+  """The shared data folder: $FIMJAX_SHARED, ../shared beside the checkout, or /work/shared."""
+  candidates = [os.environ.get("FIMJAX_SHARED"), REPO.parent / "shared", "/work/shared"]
+  for c in candidates:
+    if c and (pathlib.Path(c) / "data").is_dir():
+      return pathlib.Path(c)
+  return REPO.parent / "shared"
+
+
+SHARED = _find_shared()
 SHARED_WORKFLOWS = SHARED / "data" / "workflows"
 SHARED_SCHEMA = SHARED / "data" / "schemas" / "github-workflow.json"
 
