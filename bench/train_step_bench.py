@@ -14,7 +14,6 @@ at their own batch size; target (issue): MFU >= 40% for `medium_512` on an H100.
 """
 
 import argparse
-import importlib.util
 import pathlib
 import sys
 import time
@@ -25,6 +24,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from fimjax import config_base  # noqa: E402
 from fimjax import flops  # noqa: E402
 from fimjax import model as model_lib  # noqa: E402
 from fimjax import sharding as shd  # noqa: E402
@@ -55,10 +55,7 @@ def parser():
 def load_config(name):
   """configs/<name>.py's config; `name@context` also sets model.context."""
   name, _, context = name.partition("@")
-  spec = importlib.util.spec_from_file_location(name, common.REPO / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = config_base.load_config_file(common.REPO / "configs" / f"{name}.py")
   if context:
     c.model.context = int(context)
   return c

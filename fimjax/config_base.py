@@ -169,3 +169,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ValueError(f"config.{key}={flat['.' + key]} must be between 0 and 1")
   if c.model.context < 8:
     raise ValueError(f"config.model.context={c.model.context} is too short (at least 8)")
+
+
+def load_config_file(path) -> ml_collections.ConfigDict:
+  """`get_config()` of a config file such as `configs/small.py` (for notebooks, tests, benches)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f"fimjax_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

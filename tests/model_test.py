@@ -1,6 +1,5 @@
 """Model tests: parameter counts of every config, segment isolation, causality, FIM dependence."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -11,6 +10,7 @@ import pytest
 from fimjax import config_base
 from fimjax import model as model_lib
 from fimjax import step as step_lib
+from tests.step_test import micro_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VOCAB = 8197  # 8192 tokenizer ids (PAD included) + 5 specials
@@ -19,17 +19,8 @@ DESIGN_PARAMS_M = {"small": 20.4, "medium_small": 27.5, "medium": 83.4, "medium_
                    "large_512": 167.8, "large": 167.8}
 
 
-def load_config(name):
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
-
-
 def micro_cfg(**kw):
-  c = config_base.base_config("tiny")
-  c.model.d_model, c.model.num_layers, c.model.num_heads, c.model.context = 32, 2, 2, 32
-  c.model.dtype = "float32"
+  c = micro_config()
   for k, v in kw.items():
     setattr(c.model, k, v)
   return model_lib.ModelConfig.from_config(c, VOCAB)
@@ -37,7 +28,7 @@ def micro_cfg(**kw):
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.py")), ids=lambda p: p.stem)
 def test_param_count_matches_design(path):
-  c = load_config(path.stem)
+  c = config_base.load_config_file(path)
   cfg = model_lib.ModelConfig.from_config(c, VOCAB)
   d, l, ctx = c.model.d_model, c.model.num_layers, c.model.context
   assert cfg.vocab_size == 8320

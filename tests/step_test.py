@@ -1,6 +1,5 @@
 """Train/eval step tests: golden metrics, microbatching, non-finite skip, determinism, lr."""
 
-import importlib.util
 import pathlib
 
 import jax
@@ -17,10 +16,7 @@ VOCAB = 8197
 
 
 def tiny_config():
-  spec = importlib.util.spec_from_file_location("tiny", REPO / "configs" / "tiny.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config()
+  return config_base.load_config_file(REPO / "configs" / "tiny.py")
 
 
 def micro_config(**train):
