@@ -28,6 +28,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from fimjax import cli
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).")
 _DEVICES = flags.DEFINE_integer("devices", 0, "Number of devices (0 = all available).")
 _VOCAB = flags.DEFINE_integer("model_vocab_size", 8197, "Tokenizer vocab + specials.")
@@ -120,4 +122,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

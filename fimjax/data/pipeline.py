@@ -353,15 +353,15 @@ def _print_readable(tokenizer, examples: list[dict], packed: bool) -> None:
 
 
 def _main(argv):
-  import os  # pylint: disable=g-import-not-at-top
   from absl import app, flags  # pylint: disable=g-import-not-at-top
+  from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
   from fimjax.data import cache as cache_lib  # pylint: disable=g-import-not-at-top
   if len(argv) != 2 or argv[1] != "show":
     raise app.UsageError("usage: python -m fimjax.data.pipeline show --config CONFIG "
                          "[--split train|validation] [--num N] [--json] [--packed]")
   f = flags.FLAGS
   config = f.config
-  cache_dir = config.data.cache_dir or os.path.join(f.workdir or f"runs/{config.name}", "cache")
+  cache_dir = checkpoint.cache_dir(config, f.workdir or f"runs/{config.name}")
   cache = cache_lib.ensure_cache(config.data, cache_dir, progress=not f.json,
                                  log=lambda s: print(s, file=sys.stderr))
   examples = show_examples(config, cache.documents(f.split), cache.special_ids, split=f.split,
@@ -376,6 +376,7 @@ def _main(argv):
 def _cli():
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  from fimjax import cli  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", lock_config=True)
   flags.DEFINE_enum("split", "train", ["train", "validation"], "which split")
   flags.DEFINE_integer("num", 4, "how many examples (or packed rows)")
@@ -384,7 +385,7 @@ def _cli():
   flags.DEFINE_string("workdir", "", "run folder; the cache is <workdir>/cache "
                       "(default runs/<config.name>) unless data.cache_dir is set")
   flags.mark_flags_as_required(["config"])
-  app.run(_main)
+  app.run(_main, flags_parser=cli.parse_flags)
 
 
 if __name__ == "__main__":
