@@ -159,21 +159,49 @@ class Block(nnx.Module):
 
   def __call__(self, x_BxLxD, pos_BxL, seg_BxL):
     cfg = self.cfg
-    dt = jnp.dtype(cfg.dtype)
-    h_BxLxD = rms_norm(x_BxLxD)
-    q, k, v = (dense(h_BxLxD, w[...], dt) for w in (self.wq, self.wk, self.wv))
-    q = rope(rms_norm(q), pos_BxL, cfg.rope_base) * jnp.asarray(cfg.head_dim ** -0.5, dt)
-    k = rope(rms_norm(k), pos_BxL, cfg.rope_base)
-    q, k, v = (shd.constrain(t, ("batch", None, "heads", None)) for t in (q, k, v))
-    o_BxLxHxK = attention(q, k, v, seg_BxL, block=cfg.attn_block, impl=cfg.attention)
-    b, l = o_BxLxHxK.shape[:2]
-    x_BxLxD = x_BxLxD + dense(o_BxLxHxK.reshape(b, l, -1), self.wo[...].reshape(-1, cfg.d_model),
-                              dt)
-    x_BxLxD = shd.constrain(x_BxLxD, ("batch", None, None))
-    h_BxLxF = dense(rms_norm(x_BxLxD), self.w_up[...], dt)
-    h_BxLxF = shd.constrain(jnp.square(jax.nn.relu(h_BxLxF)), ("batch", None, "mlp"))
-    x_BxLxD = x_BxLxD + dense(h_BxLxF, self.w_down[...], dt)
-    return shd.constrain(x_BxLxD, ("batch", None, None))
+
+    def attend(q, k, v):
+      q, k, v = (shd.constrain(t, ("batch", None, "heads", None)) for t in (q, k, v))
+      return attention(q, k, v, seg_BxL, block=cfg.attn_block, impl=cfg.attention)
+    weights = {name: getattr(self, name)[...] for name in BLOCK_WEIGHTS}
+    return block_apply(cfg, weights, x_BxLxD, pos_BxL, attend)
+
+
+BLOCK_WEIGHTS = ("wq", "wk", "wv", "wo", "w_up", "w_down")
+
+
+def block_apply(cfg: ModelConfig, p: dict, x_BxLxD, pos_BxL, attend):
+  """One pre-norm block on weights `p`; `attend(q, k, v) -> o_BxLxHxK` (q pre-scaled) is the
+  attention over whatever keys the caller has (the whole row in training, a KV cache when
+  sampling), so both paths share every other operation."""
+  dt = jnp.dtype(cfg.dtype)
+  h_BxLxD = rms_norm(x_BxLxD)
+  q, k, v = (dense(h_BxLxD, p[w], dt) for w in ("wq", "wk", "wv"))
+  q = rope(rms_norm(q), pos_BxL, cfg.rope_base) * jnp.asarray(cfg.head_dim ** -0.5, dt)
+  k = rope(rms_norm(k), pos_BxL, cfg.rope_base)
+  o_BxLxHxK = attend(q, k, v)
+  b, l = o_BxLxHxK.shape[:2]
+  x_BxLxD = x_BxLxD + dense(o_BxLxHxK.reshape(b, l, -1), p["wo"].reshape(-1, cfg.d_model), dt)
+  x_BxLxD = shd.constrain(x_BxLxD, ("batch", None, None))
+  h_BxLxF = dense(rms_norm(x_BxLxD), p["w_up"], dt)
+  h_BxLxF = shd.constrain(jnp.square(jax.nn.relu(h_BxLxF)), ("batch", None, "mlp"))
+  x_BxLxD = x_BxLxD + dense(h_BxLxF, p["w_down"], dt)
+  return shd.constrain(x_BxLxD, ("batch", None, None))
+
+
+def embed_inputs(cfg: ModelConfig, embed_VxD, gap_embed_GxD, tokens_BxL, gap_BxL):
+  """Token + gap embedding, normalised, in the compute dtype."""
+  gap_BxL = jnp.clip(gap_BxL, 0, cfg.context)
+  x_BxLxD = jnp.take(embed_VxD, tokens_BxL, axis=0) + jnp.take(gap_embed_GxD, gap_BxL, axis=0)
+  return shd.constrain(rms_norm(x_BxLxD).astype(jnp.dtype(cfg.dtype)), ("batch", None, None))
+
+
+def output_logits(cfg: ModelConfig, head_DxV, x_BxLxD):
+  """Final norm, head and logit soft-cap; fp32 logits."""
+  logits_BxLxV = dense(rms_norm(x_BxLxD), head_DxV, jnp.dtype(cfg.dtype), jnp.float32)
+  logits_BxLxV = shd.constrain(logits_BxLxV, ("batch", None, "vocab"))
+  cap = cfg.logit_softcap
+  return cap * jnp.tanh(logits_BxLxV / cap) if cap else logits_BxLxV
 
 
 def _block_apply(block, x, pos, seg):
@@ -197,18 +225,11 @@ class Transformer(nnx.Module):
 
   def __call__(self, tokens_BxL, pos_BxL, gap_BxL, segment_ids_BxL=None):
     cfg = self.cfg
-    dt = jnp.dtype(cfg.dtype)
-    gap_BxL = jnp.clip(gap_BxL, 0, cfg.context)
-    x_BxLxD = (jnp.take(self.embed[...], tokens_BxL, axis=0)
-               + jnp.take(self.gap_embed[...], gap_BxL, axis=0))
-    x_BxLxD = shd.constrain(rms_norm(x_BxLxD).astype(dt), ("batch", None, None))
+    x_BxLxD = embed_inputs(cfg, self.embed[...], self.gap_embed[...], tokens_BxL, gap_BxL)
     apply = nnx.remat(_block_apply) if cfg.remat else _block_apply
     for i in range(cfg.num_layers):
       x_BxLxD = apply(getattr(self, f"block_{i}"), x_BxLxD, pos_BxL, segment_ids_BxL)
-    logits_BxLxV = dense(rms_norm(x_BxLxD), self.head[...], dt, jnp.float32)
-    logits_BxLxV = shd.constrain(logits_BxLxV, ("batch", None, "vocab"))
-    cap = cfg.logit_softcap
-    return cap * jnp.tanh(logits_BxLxV / cap) if cap else logits_BxLxV
+    return output_logits(cfg, self.head[...], x_BxLxD)
 
 
 @functools.lru_cache(maxsize=16)

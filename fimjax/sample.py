@@ -62,48 +62,33 @@ def _write(cache_BxHxSxK, new_BxTxHxK, start_B):
   return jax.vmap(upd)(cache_BxHxSxK, new_BxHxTxK, start_B)
 
 
-def _proj(x_BxTxD, w, dt):
-  return jnp.einsum("btd,d...->bt...", x_BxTxD.astype(dt), w.astype(dt))
-
-
 def _block(cfg, p, x_BxTxD, pos_BxT, kv, start_B):
   """One block on T new tokens at slots start_B + [0, T); returns (x, updated (k, v))."""
-  dt = jnp.dtype(cfg.dtype)
-  h_BxTxD = model_lib.rms_norm(x_BxTxD)
-  q, k, v = (_proj(h_BxTxD, p[w], dt) for w in ("wq", "wk", "wv"))
-  q = model_lib.rope(model_lib.rms_norm(q), pos_BxT, cfg.rope_base) * jnp.asarray(
-      cfg.head_dim ** -0.5, dt)
-  k = model_lib.rope(model_lib.rms_norm(k), pos_BxT, cfg.rope_base)
-  k_c, v_c = _write(kv[0], k, start_B), _write(kv[1], v, start_B)
-  t, s = q.shape[1], k_c.shape[2]
-  slot_BxT = start_B[:, None] + jnp.arange(t)
-  mask_BxTxS = jnp.arange(s)[None, None, :] <= slot_BxT[:, :, None]
-  s_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q, k_c, preferred_element_type=jnp.float32)
-  s_BxHxTxS = jnp.where(mask_BxTxS[:, None], s_BxHxTxS, -1e30)
-  p_BxHxTxS = jax.nn.softmax(s_BxHxTxS, axis=-1).astype(v_c.dtype)
-  o_BxTxHxK = jnp.einsum("bhts,bhsk->bthk", p_BxHxTxS, v_c)
-  x_BxTxD = x_BxTxD + jnp.einsum("bthk,hkd->btd", o_BxTxHxK, p["wo"].astype(dt))
-  h_BxTxF = _proj(model_lib.rms_norm(x_BxTxD), p["w_up"], dt)
-  x_BxTxD = x_BxTxD + _proj(jnp.square(jax.nn.relu(h_BxTxF)), p["w_down"], dt)
-  return x_BxTxD, (k_c, v_c)
+  new_kv = []
+
+  def attend(q, k, v):
+    k_c, v_c = _write(kv[0], k, start_B), _write(kv[1], v, start_B)
+    new_kv.extend((k_c, v_c))
+    t, s = q.shape[1], k_c.shape[2]
+    slot_BxT = start_B[:, None] + jnp.arange(t)
+    mask_BxTxS = jnp.arange(s)[None, None, :] <= slot_BxT[:, :, None]
+    s_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q, k_c, preferred_element_type=jnp.float32)
+    s_BxHxTxS = jnp.where(mask_BxTxS[:, None], s_BxHxTxS, -1e30)
+    p_BxHxTxS = jax.nn.softmax(s_BxHxTxS, axis=-1).astype(v_c.dtype)
+    return jnp.einsum("bhts,bhsk->bthk", p_BxHxTxS, v_c)
+  x_BxTxD = model_lib.block_apply(cfg, p, x_BxTxD, pos_BxT, attend)
+  return x_BxTxD, tuple(new_kv)
 
 
 def forward_cached(cfg: model_lib.ModelConfig, params: dict, tokens_BxT, pos_BxT, gap_BxT,
                    cache: list, start_B):
   """Logits [B, T, V] (fp32) of T new tokens at cache slots start_B + [0, T), and the cache."""
-  dt = jnp.dtype(cfg.dtype)
-  gap_BxT = jnp.clip(gap_BxT, 0, cfg.context)
-  x_BxTxD = (jnp.take(params["embed"], tokens_BxT, axis=0)
-             + jnp.take(params["gap_embed"], gap_BxT, axis=0))
-  x_BxTxD = model_lib.rms_norm(x_BxTxD).astype(dt)
+  x_BxTxD = model_lib.embed_inputs(cfg, params["embed"], params["gap_embed"], tokens_BxT, gap_BxT)
   new_cache = []
   for i in range(cfg.num_layers):
     x_BxTxD, kv = _block(cfg, params[f"block_{i}"], x_BxTxD, pos_BxT, cache[i], start_B)
     new_cache.append(kv)
-  logits = jnp.einsum("btd,dv->btv", model_lib.rms_norm(x_BxTxD), params["head"].astype(dt),
-                      preferred_element_type=jnp.float32)
-  cap = cfg.logit_softcap
-  return (cap * jnp.tanh(logits / cap) if cap else logits), new_cache
+  return model_lib.output_logits(cfg, params["head"], x_BxTxD), new_cache
 
 
 # ------------------------------------------------------------------------------------ sampling
