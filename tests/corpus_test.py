@@ -132,11 +132,9 @@ def test_errors(tmp_path, monkeypatch):
   _write(tmp_path, "bad.yml", "on: [")
   with pytest.raises(corpus.CorpusError, match="no usable workflow.*yaml_error 1"):
     corpus.read_corpus([str(tmp_path)])
-  monkeypatch.chdir(tmp_path)
-  monkeypatch.setattr(corpus, "_REPO", tmp_path)
-  with pytest.raises(corpus.CorpusError, match="data.schema_path"):
-    corpus.find_schema("")
-  with pytest.raises(corpus.CorpusError, match="not found: /x.json"):
+  monkeypatch.chdir(tmp_path)  # the bundled schema is found from anywhere
+  assert corpus.find_schema("") == corpus.BUNDLED_SCHEMA and corpus.BUNDLED_SCHEMA.is_file()
+  with pytest.raises(corpus.CorpusError, match="not found: /x.json .*--schema"):
     corpus.find_schema("/x.json")
 
 
@@ -158,12 +156,24 @@ def test_parallel_equals_serial(shared_workflows):
   assert a == b and any(s["reason"] == "too_large" for s in a.skipped)
 
 
-def test_default_corpus():
-  dc = pytest.importorskip("fimjax.data.default_corpus")
-  if not hasattr(dc, "documents"):
-    pytest.skip("fimjax.data.default_corpus.documents not written yet")
-  n = len(dc.documents(10))
-  c = corpus.read_corpus(["default"], default_corpus_size=10)
-  assert c.num_inputs == n and len(c.documents) + len(c.skipped) == n
-  assert all(d.name.startswith("default:") for d in c.documents)
-  assert len(c.documents) >= 0.9 * n  # the project's own corpus is (nearly) all usable
+def test_default_corpus_is_the_shipped_real_corpus_with_its_split(shared_workflows):
+  """'default' reads the packed 1,269 real workflows byte for byte, with SPLIT.tsv's split."""
+  c = corpus.read_corpus(["default"])
+  split = dict(line.split("\t") for line in
+               (shared_workflows / "SPLIT.tsv").read_text().splitlines()[1:])
+  assert c.num_inputs == len(split) == 1269
+  assert corpus.summary(c.num_inputs, len(c.documents), c.skipped).startswith("kept 1245 of 1269")
+  for d in c.documents[::50]:
+    name = d.name[len("default:"):]
+    assert d.text.encode() == (shared_workflows / name).read_bytes()
+    assert d.split == ("train", "validation").index(split[name])
+  assert {s["reason"] for s in c.skipped} >= {"yaml_error", "empty"}  # broken files stay in
+
+
+def test_synthetic_corpus_and_bad_embedded_names():
+  c = corpus.read_corpus(["synthetic:10"])
+  assert c.num_inputs > 10 and all(d.name.startswith("synthetic:") for d in c.documents)
+  assert all(d.split is None for d in c.documents)  # split by content hash
+  assert len(c.documents) >= 0.9 * c.num_inputs  # the project's own corpus is (nearly) all usable
+  with pytest.raises(corpus.CorpusError, match="synthetic:N"):
+    corpus.list_sources(["synthetic:many"])

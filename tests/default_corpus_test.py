@@ -24,7 +24,7 @@ def _load(text: str) -> dict:
 
 @pytest.fixture(scope="module")
 def docs():
-  return default_corpus.documents(num_generated=SAMPLE, seed=0)
+  return default_corpus.synthetic(num_generated=SAMPLE, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +71,10 @@ def test_text_encodes_the_generated_structure():
 
 
 def test_deterministic():
-  a = default_corpus.documents(num_generated=50, seed=1)
-  b = default_corpus.documents(num_generated=50, seed=1)
+  a = default_corpus.synthetic(num_generated=50, seed=1)
+  b = default_corpus.synthetic(num_generated=50, seed=1)
   assert a == b
-  c = default_corpus.documents(num_generated=50, seed=2)
+  c = default_corpus.synthetic(num_generated=50, seed=2)
   assert [t for _, t in a] != [t for _, t in c]
   assert generator.generate(17, seed=1) == a[-50 + 17][1]
 

@@ -35,13 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   sub = ap.add_subparsers(dest="cmd", required=True)
   b = sub.add_parser("build", help="read, tokenize and write a token cache")
   b.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                 help="workflow files/folders (.yml/.yaml/.json, recursive), or 'default'")
+                 help="workflow files/folders (.yml/.yaml/.json, recursive), 'default' or 'synthetic:N'")
   b.add_argument("--out", required=True, metavar="DIR")
   b.add_argument("--tokenizer", default="auto", choices=["auto", "tct", "bpe"])
   for flag, typ, default in (("--val-fraction", float, 0.05), ("--bpe-vocab-size", int, 8192),
                              ("--tct-module", str, "tct_github_workflow"), ("--schema-path", str, ""),
-                             ("--max-file-bytes", int, 1_000_000), ("--default-corpus-size", int, 3000),
-                             ("--num-proc", int, None)):  # None = auto
+                             ("--max-file-bytes", int, 1_000_000), ("--num-proc", int, None)):  # None = auto
     b.add_argument(flag, type=typ, default=default)
   b.add_argument("--schema-check", action="store_true", help="validate against the workflow schema")
   b.add_argument("--no-progress", action="store_true")
@@ -54,8 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       build_cache(args.input, args.out, tokenizer=args.tokenizer, tct_module=args.tct_module,
                   val_fraction=args.val_fraction, bpe_vocab_size=args.bpe_vocab_size,
                   schema_check=args.schema_check, schema_path=args.schema_path,
-                  max_file_bytes=args.max_file_bytes, default_corpus_size=args.default_corpus_size,
-                  num_proc=args.num_proc, progress=not args.no_progress)
+                  max_file_bytes=args.max_file_bytes, num_proc=args.num_proc, progress=not args.no_progress)
       _print_info(load_cache(args.out).meta, args.out, summary=False)  # build printed it
     else:
       meta = load_cache(args.dir).meta

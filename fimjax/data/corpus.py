@@ -19,10 +19,11 @@ from typing import Iterable, Sequence
 import yaml
 
 EXTENSIONS = (".yml", ".yaml", ".json")
-DEFAULT = "default"  # the input that means the embedded corpus
+DEFAULT = "default"  # the input that means the embedded corpus of real workflows
+SYNTHETIC = "synthetic:"  # "synthetic:N": the hand-written workflows plus N generated ones
 CACHE_MARKER = ".fimjax-cache"  # folders holding this file (token caches) are never read as input
-SCHEMA_SEARCH = ("../shared/data/schemas/github-workflow.json",)
-_REPO = pathlib.Path(__file__).resolve().parents[2]
+# SchemaStore's github-workflow.json (Apache-2.0; source and license beside it).
+BUNDLED_SCHEMA = pathlib.Path(__file__).resolve().parent / "schemas" / "github-workflow.json"
 PARALLEL_MIN = 4000  # auto num_proc: fewer files (without schema checks) are faster in one process
 
 # Every reason a file can be skipped for, in pipeline order.
@@ -36,10 +37,11 @@ class CorpusError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Source:
-  """One input: a file on disk (`path`) or an embedded document (`text`)."""
+  """One input: a file on disk (`path`) or an embedded document (`data`, with its own split)."""
   name: str
   path: str | None = None
-  text: str | None = None
+  data: bytes | None = None
+  split: int | None = None  # 0 train / 1 validation; None = by content hash
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Document:
   text: str  # the file's text, exactly as read
   json_text: str  # the loaded workflow as JSON (with the `on:` fix)
   sha256: str  # of the file's bytes
+  split: int | None = None  # the source's own split, if it has one
 
 
 @dataclasses.dataclass
@@ -89,18 +92,18 @@ def sha256(data: bytes) -> str:
 
 
 def find_schema(schema_path: str = "") -> pathlib.Path:
-  """`schema_path`, or the shared workflow schema searched relative to the cwd and the repo."""
+  """`schema_path`, or the workflow JSON schema shipped with the package (SchemaStore's)."""
   if schema_path:
     p = pathlib.Path(schema_path)
     if not p.is_file():
-      raise CorpusError(f"workflow schema not found: {schema_path} (fix data.schema_path)")
+      raise CorpusError(f"JSON schema not found: {schema_path} (fix --schema / data.schema_path)")
     return p
-  for base in (pathlib.Path.cwd(), _REPO):
-    for rel in SCHEMA_SEARCH:
-      if (base / rel).is_file():
-        return (base / rel).resolve()
-  raise CorpusError("workflow schema not found (searched ../shared/data/schemas/github-workflow.json"
-                    " from the cwd and the repo); set --config.data.schema_path=PATH")
+  return BUNDLED_SCHEMA
+
+
+def schema_validator(schema_path: str = ""):
+  """A jsonschema validator of `schema_path` (default: the bundled workflow schema), cached."""
+  return _validator(str(find_schema(schema_path)))
 
 
 @functools.lru_cache(maxsize=4)
@@ -111,14 +114,19 @@ def _validator(schema_path: str):
   return jsonschema.validators.validator_for(schema)(schema)
 
 
-def list_sources(inputs: Sequence[str], default_corpus_size: int = 3000) -> list[Source]:
-  """Expands files, folders (recursive, `.yml`/`.yaml`/`.json`) and "default" into sources."""
+def is_embedded(inp: str) -> bool:
+  """The input names an embedded corpus ("default" or "synthetic:N"), not a path."""
+  return inp == DEFAULT or inp.startswith(SYNTHETIC)
+
+
+def list_sources(inputs: Sequence[str]) -> list[Source]:
+  """Expands files, folders (recursive, `.yml`/`.yaml`/`.json`), "default" and "synthetic:N"."""
   if isinstance(inputs, str):
     inputs = [inputs]
   sources = []
   for inp in inputs:
-    if inp == DEFAULT:
-      sources.extend(_default_sources(default_corpus_size))
+    if is_embedded(inp):
+      sources.extend(_embedded_sources(inp))
       continue
     p = pathlib.Path(inp)
     if p.is_file():
@@ -133,22 +141,32 @@ def list_sources(inputs: Sequence[str], default_corpus_size: int = 3000) -> list
         found.extend(os.path.join(root, f) for f in files if f.lower().endswith(EXTENSIONS))
       sources.extend(Source(f, path=f) for f in sorted(found))
     else:
-      raise CorpusError(f"input not found: {inp} (give existing workflow files/folders, or 'default')")
+      raise CorpusError(f"input not found: {inp} (give existing workflow files/folders, "
+                        "'default' or 'synthetic:N')")
   return sources
 
 
-def _default_sources(size: int) -> list[Source]:
+def _embedded_sources(inp: str) -> list[Source]:
   try:
     from fimjax.data import default_corpus
   except ImportError as e:
-    raise CorpusError(f"the embedded corpus (input 'default') cannot be loaded: {e}") from e
-  return [Source(f"default:{name}", text=text) for name, text in default_corpus.documents(size)]
+    raise CorpusError(f"the embedded corpus (input {inp!r}) cannot be loaded: {e}") from e
+  if inp == DEFAULT:
+    return [Source(f"default:{name}", data=data, split=split)
+            for name, data, split in default_corpus.embedded()]
+  try:
+    size = int(inp[len(SYNTHETIC):])
+  except ValueError:
+    size = -1
+  if size < 0:
+    raise CorpusError(f"bad input {inp!r}: write synthetic:N with N >= 0 generated workflows")
+  return [Source(f"synthetic:{name}", data=text.encode("utf-8"))
+          for name, text in default_corpus.synthetic(size)]
 
 
 def _read_bytes(src: Source, max_file_bytes: int) -> tuple[bytes | None, str | None]:
-  if src.text is not None:
-    data = src.text.encode("utf-8")
-    return (None, "too_large") if len(data) > max_file_bytes else (data, None)
+  if src.data is not None:
+    return (None, "too_large") if len(src.data) > max_file_bytes else (src.data, None)
   try:
     if os.path.getsize(src.path) > max_file_bytes:
       return None, "too_large"
@@ -187,7 +205,7 @@ def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str =
     return digest, None, "not_json"
   if schema_path and not _validator(schema_path).is_valid(json.loads(json_text)):
     return digest, None, "schema_invalid"
-  return digest, Document(src.name, text, json_text, digest), None
+  return digest, Document(src.name, text, json_text, digest, src.split), None
 
 
 def _read_chunk(chunk, max_file_bytes, schema_path):
@@ -220,13 +238,13 @@ def default_num_proc() -> int:
 
 
 def read_corpus(inputs: Sequence[str], *, max_file_bytes: int = 1_000_000, schema_check: bool = False,
-                schema_path: str = "", default_corpus_size: int = 3000, num_proc: int | None = None,
+                schema_path: str = "", num_proc: int | None = None,
                 progress: bool = False) -> Corpus:
   """Reads, parses and de-duplicates every input; raises CorpusError when nothing is usable.
 
   `num_proc`: worker processes (None = auto, 1 = in this process).
   """
-  sources = list_sources(inputs, default_corpus_size)
+  sources = list_sources(inputs)
   schema = str(find_schema(schema_path)) if schema_check else ""
   if num_proc is None:  # auto: processes only where they pay for their start-up
     num_proc = default_num_proc() if schema_check or len(sources) >= PARALLEL_MIN else 1
@@ -266,11 +284,10 @@ def _fingerprint_line(src: Source, digest: str | None, reason: str | None) -> by
   return (digest or f"{reason}:{src.name}").encode() + b"\n"
 
 
-def fingerprint(inputs: Sequence[str], default_corpus_size: int = 3000,
-                max_file_bytes: int = 1_000_000) -> str:
+def fingerprint(inputs: Sequence[str], max_file_bytes: int = 1_000_000) -> str:
   """Hash of the inputs' contents in order (not their location), to tell whether a cache is stale."""
   h = hashlib.sha256()
-  for src in list_sources(inputs, default_corpus_size):
+  for src in list_sources(inputs):
     data, reason = _read_bytes(src, max_file_bytes)
     h.update(_fingerprint_line(src, sha256(data) if data is not None else None, reason))
   return h.hexdigest()
