@@ -112,6 +112,26 @@ def test_shared_cache_decodes_to_files_and_split_by_hash(shared_cache):
   assert 0.02 < val < 0.09
 
 
+def test_structure_marks_are_stored_per_token(shared_cache):
+  """struct_flags / struct_span line up with the tokens: a VALUE mark decodes to a YAML value."""
+  from fimjax.data import structure  # pylint: disable=g-import-not-at-top
+  tc = cache.load_cache(shared_cache[0])
+  tok = tc.tokenizer()
+  assert tc.flags.shape == tc.span.shape == tc.tokens.shape and isinstance(tc.flags, np.memmap)
+  docs = tc.documents("train")
+  assert docs.flags is tc.flags and docs.span is tc.span
+  for d in range(0, len(docs), 97):
+    s, n = docs.starts[d], docs.lengths[d]
+    fl, sp, ids = (np.asarray(a[s:s + n]) for a in (tc.flags, tc.span, tc.tokens))
+    assert fl[0] & structure.LINE
+    again = structure.structure(tok.decode(ids), tok.token_bytes()[ids])  # as at build time
+    np.testing.assert_array_equal(again[0], fl)
+    np.testing.assert_array_equal(again[1], sp)
+  counts = {b: int((np.asarray(tc.flags) & b > 0).sum())
+            for b in (structure.VALUE, structure.STEP, structure.BLOCK, structure.TEXT)}
+  assert all(c > 1000 for c in counts.values()), counts
+
+
 def test_documents(shared_cache):
   tc = cache.load_cache(shared_cache[0])
   docs = tc.documents("validation")
@@ -271,6 +291,7 @@ def test_tct_cache_with_worker_processes(tmp_path, monkeypatch):
   assert meta["skipped"] == [{"file": str(src / "w005.yml"), "reason": "tokenizer_rejected"}]
   assert meta["tokenizer_file"] is None and not (tmp_path / "c" / "tokenizer.json").exists()
   tc = cache.load_cache(tmp_path / "c")
+  assert not np.asarray(tc.flags).any()  # no byte offsets: no structure (holes fall back)
   tok = tc.tokenizer()
   rows = [ln.split("\t") for ln in (tmp_path / "c" / cache.DOCS_TSV).read_text().splitlines()[1:]]
   assert len(rows) == 11 == len(tc.documents("train")) + len(tc.documents("validation"))

@@ -4,8 +4,10 @@
                                       [--val-fraction F]
     python -m fimjax.data.cache info DIR [--json]
 
-Layout (docs/interfaces.md): tokens.npy, offsets.npy, split.npy, meta.json, tokenizer.json (bpe),
-documents.tsv (index, split, tokens, sha256, source) and a `.fimjax-cache` marker.
+Layout (docs/interfaces.md): tokens.npy, offsets.npy, split.npy, struct_flags.npy and
+struct_span.npy (per-token hole boundaries, `fimjax.data.structure`; zeros for a tokenizer
+without byte offsets such as TCT), meta.json, tokenizer.json (bpe), documents.tsv (index, split,
+tokens, sha256, source) and a `.fimjax-cache` marker.
 """
 
 import dataclasses
@@ -23,11 +25,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fimjax.data import corpus as corpus_lib
+from fimjax.data import structure as structure_lib
 from fimjax.data import tokenizers as tok_lib
 
 FORMAT = "fimjax-token-cache"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: struct_flags.npy / struct_span.npy
 META, TOKENIZER_FILE, DOCS_TSV = "meta.json", "tokenizer.json", "documents.tsv"
+STRUCT_FLAGS, STRUCT_SPAN = "struct_flags.npy", "struct_span.npy"
 SPLITS = {"train": 0, "validation": 1}
 SPECIALS = ("bos", "eos", "mask", "mid", "eom")  # model ids V, V+1, ... after the tokenizer's vocab
 _ENCODE_CHUNK = 512
@@ -44,13 +48,19 @@ class Documents:
   starts: np.ndarray  # int64 [n]
   lengths: np.ndarray  # int64 [n]
   path: str | None = dataclasses.field(default=None, repr=False, compare=False)  # tokens.npy
+  flags: np.ndarray | None = None  # uint8, like tokens: structure marks (None = none known)
+  span: np.ndarray | None = None  # uint16, like tokens: node lengths of VALUE/STEP/BLOCK marks
 
   @classmethod
-  def from_lists(cls, docs: Sequence[Sequence[int]]) -> "Documents":
+  def from_lists(cls, docs: Sequence[Sequence[int]], flags=None, span=None) -> "Documents":
+    """Documents from token lists, with optional per-document structure arrays alike."""
     lengths = np.array([len(d) for d in docs], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    flat = np.concatenate([np.asarray(d, np.int32) for d in docs]) if docs else np.zeros(0, np.int32)
-    return cls(flat, starts, lengths)
+    cat = lambda xs, dt: (np.concatenate([np.asarray(x, dt) for x in xs]) if len(xs)
+                          else np.zeros(0, dt))
+    return cls(cat(docs, np.int32), starts, lengths,
+               flags=None if flags is None else cat(flags, np.uint8),
+               span=None if span is None else cat(span, np.uint16))
 
   def __len__(self) -> int:
     return len(self.starts)
@@ -68,14 +78,17 @@ class Documents:
         and os.fspath(self.tokens.filename or "") == os.path.abspath(self.path)
         and self.tokens.shape == self._shape()):
       return (_open_documents, (self.path, self.starts, self.lengths))
-    return (Documents, (self.tokens, self.starts, self.lengths))
+    return (Documents, (self.tokens, self.starts, self.lengths, None, self.flags, self.span))
 
   def _shape(self) -> tuple:
     return np.load(self.path, mmap_mode="r").shape  # reads the header only
 
 
 def _open_documents(path, starts, lengths) -> Documents:
-  return Documents(np.load(path, mmap_mode="r"), starts, lengths, path)
+  folder = pathlib.Path(path).parent
+  load = lambda name: np.load(folder / name, mmap_mode="r")
+  return Documents(load("tokens.npy"), starts, lengths, path, load(STRUCT_FLAGS),
+                   load(STRUCT_SPAN))
 
 
 def special_ids(vocab_size: int, pad_id: int) -> dict[str, int]:
@@ -90,11 +103,12 @@ def split_of(sha256_hex: str, val_fraction: float) -> int:
 class TokenCache:
   """A loaded cache: `documents(split)` are memory-mapped, nothing is read up front."""
 
-  def __init__(self, path: pathlib.Path, meta: dict, tokens, offsets, split):
+  def __init__(self, path: pathlib.Path, meta: dict, tokens, offsets, split, flags, span):
     self.path, self.meta = path, meta
     self.special_ids: dict[str, int] = dict(meta["special_ids"])
     self.model_vocab_size: int = int(meta["model_vocab_size"])
     self.tokens, self.offsets, self.split = tokens, offsets, split
+    self.flags, self.span = flags, span
 
   def documents(self, split: str) -> Documents:
     if split not in SPLITS:
@@ -102,7 +116,8 @@ class TokenCache:
     keep = self.split == SPLITS[split]
     starts = np.asarray(self.offsets[:-1][keep], np.int64)
     lengths = np.asarray(np.diff(self.offsets)[keep], np.int64)
-    return Documents(self.tokens, starts, lengths, str(self.path / "tokens.npy"))
+    return Documents(self.tokens, starts, lengths, str(self.path / "tokens.npy"), self.flags,
+                     self.span)
 
   def tokenizer(self) -> tok_lib.Tokenizer:
     m = self.meta
@@ -146,22 +161,24 @@ def load_cache(path: str | os.PathLike) -> TokenCache:
     tokens = np.load(path / "tokens.npy", mmap_mode="r")
     offsets = np.load(path / "offsets.npy")
     split = np.load(path / "split.npy")
+    flags = np.load(path / STRUCT_FLAGS, mmap_mode="r")
+    span = np.load(path / STRUCT_SPAN, mmap_mode="r")
   except (OSError, ValueError) as e:
     raise CacheError(f"{path}: unreadable cache arrays ({e}); {hint}") from None
   if meta.get("tokenizer_file") and not (path / meta["tokenizer_file"]).is_file():
     raise CacheError(f"{path}: tokenizer file {meta['tokenizer_file']} is missing; {hint}")
   n = sum(meta["num_documents"].values())
   ok = (tokens.ndim == 1 and offsets.shape == (n + 1,) and split.shape == (n,) and offsets[0] == 0
-        and offsets[-1] == len(tokens) and bool(np.all(np.diff(offsets) >= 0)))
+        and offsets[-1] == len(tokens) and bool(np.all(np.diff(offsets) >= 0))
+        and flags.shape == tokens.shape and span.shape == tokens.shape)
   if not ok:
     raise CacheError(f"{path}: arrays do not match {META} (truncated or mixed files); {hint}")
-  return TokenCache(path, meta, tokens, offsets, split)
+  return TokenCache(path, meta, tokens, offsets, split, flags, span)
 
 
 def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="tct_github_workflow",
                        val_fraction=0.05, bpe_vocab_size=8192, schema_check=False, schema_path="",
-                       max_file_bytes=1_000_000, default_corpus_size=3000,
-                       fingerprint: str | None = None) -> dict:
+                       max_file_bytes=1_000_000, fingerprint: str | None = None) -> dict:
   """Everything a cache's content depends on; equal settings = the cache can be reused."""
   name = tok_lib.resolve(tokenizer, tct_module)
   s = {"format_version": FORMAT_VERSION, "tokenizer": name, "val_fraction": float(val_fraction),
@@ -173,9 +190,7 @@ def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="t
     s["bpe_vocab_size"] = int(bpe_vocab_size)
   if schema_check:
     s["schema_sha256"] = corpus_lib.sha256(corpus_lib.find_schema(schema_path).read_bytes())
-  if corpus_lib.DEFAULT in inputs:
-    s["default_corpus_size"] = int(default_corpus_size)
-  s["inputs_sha256"] = fingerprint or corpus_lib.fingerprint(inputs, default_corpus_size, max_file_bytes)
+  s["inputs_sha256"] = fingerprint or corpus_lib.fingerprint(inputs, max_file_bytes)
   return s
 
 
@@ -194,6 +209,26 @@ def _tokenize(tok, docs: list[corpus_lib.Document], num_proc: int | None, progre
       out.extend(ids or None for ids in tok.encode_batch(chunk))
       bar.update(len(chunk))
   return out
+
+
+def _usable(tok, ids) -> bool:
+  """No ids (TCT on an odd document), ids past the vocab or PAD inside content: not usable."""
+  return bool(ids) and max(ids) < tok.vocab_size and min(ids) >= 0 and tok.pad_id not in ids
+
+
+def _structure(tok, docs: list[corpus_lib.Document], ids: list[list[int]], progress: bool):
+  """Flat (flags, span) arrays of the kept documents; zeros where the tokenizer has no byte
+  offsets (TCT encodes JSON, not the file's text: its holes fall back to random spans)."""
+  n = sum(len(x) for x in ids)
+  if not hasattr(tok, "token_bytes"):
+    return np.zeros(n, np.uint8), np.zeros(n, np.uint16)
+  from tqdm import tqdm
+  nbytes = tok.token_bytes()
+  parts = [structure_lib.structure(d.text, nbytes[np.asarray(x)])
+           for d, x in tqdm(zip(docs, ids), total=len(docs), desc="structure", unit="file",
+                            disable=not progress, leave=False)]
+  return (np.concatenate([p[0] for p in parts]).astype(np.uint8),
+          np.concatenate([p[1] for p in parts]).astype(np.uint16))
 
 
 def _percentiles(lengths: np.ndarray) -> dict:
@@ -257,7 +292,7 @@ def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
 def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer="auto",
                 tct_module="tct_github_workflow", val_fraction=0.05, bpe_vocab_size=8192,
                 schema_check=False, schema_path="", max_file_bytes=1_000_000,
-                default_corpus_size=3000, num_proc: int | None = None, progress=True,
+                num_proc: int | None = None, progress=True,
                 log: Callable[[str], None] = print) -> dict:
   """Reads, tokenizes and writes a cache to `out_dir` atomically; returns its meta."""
   t0 = time.perf_counter()
@@ -266,7 +301,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   if not 0.0 <= val_fraction < 1.0:
     raise CacheError(f"--val-fraction / data.val_fraction must be in [0, 1), got {val_fraction}")
   for inp in inputs:
-    if inp != corpus_lib.DEFAULT and pathlib.Path(inp).resolve().is_relative_to(out):
+    if not corpus_lib.is_embedded(inp) and pathlib.Path(inp).resolve().is_relative_to(out):
       raise CacheError(f"input {inp} lies inside the cache folder {out}; choose another --out")
   if not _owned(out):
     raise CacheError(f"refusing to write the cache into {out}: it is not empty and not a fimjax "
@@ -275,23 +310,19 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 
   corp = corpus_lib.read_corpus(inputs, max_file_bytes=max_file_bytes, schema_check=schema_check,
-                                schema_path=schema_path, default_corpus_size=default_corpus_size,
-                                num_proc=num_proc, progress=progress)
+                                schema_path=schema_path, num_proc=num_proc, progress=progress)
   docs, skipped = corp.documents, list(corp.skipped)
-  split = np.array([split_of(d.sha256, val_fraction) for d in docs], np.uint8)
+  split = np.array([split_of(d.sha256, val_fraction) if d.split is None else d.split
+                    for d in docs], np.uint8)
   if tok is None:
     train_texts = [d.text for d, s in zip(docs, split) if s == 0]
     if not train_texts:
       raise CacheError(f"no training document to train the BPE on; lower --val-fraction ({val_fraction})")
     tok = tok_lib.BpeTokenizer.train(train_texts, bpe_vocab_size)
   ids = _tokenize(tok, docs, num_proc, progress)
-  keep = []
-  for i, (d, x) in enumerate(zip(docs, ids)):
-    # No ids (TCT on an odd document), ids past the vocab or PAD inside content: not usable.
-    if not x or max(x) >= tok.vocab_size or min(x) < 0 or tok.pad_id in x:
-      skipped.append({"file": d.name, "reason": "tokenizer_rejected"})
-    else:
-      keep.append(i)
+  keep = [i for i, x in enumerate(ids) if _usable(tok, x)]
+  skipped += [{"file": docs[i].name, "reason": "tokenizer_rejected"}
+              for i in sorted(set(range(len(ids))) - set(keep))]
   if not keep:
     raise CacheError(f"no usable workflow in {inputs}: {corpus_lib.summary(corp.num_inputs, 0, skipped)}")
 
@@ -301,14 +332,14 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   tokens = np.fromiter(itertools.chain.from_iterable(ids[i] for i in keep), dtype, int(offsets[-1]))
   split = split[keep]
   kept_docs = [docs[i] for i in keep]
+  flags, span = _structure(tok, kept_docs, [ids[i] for i in keep], progress)
 
   sizes = {k: int((split == v).sum()) for k, v in SPLITS.items()}
   counts = {k: int(lengths[split == v].sum()) for k, v in SPLITS.items()}
   settings = requested_settings(inputs, tokenizer=name, tct_module=tct_module,
                                 val_fraction=val_fraction, bpe_vocab_size=bpe_vocab_size,
                                 schema_check=schema_check, schema_path=schema_path,
-                                max_file_bytes=max_file_bytes,
-                                default_corpus_size=default_corpus_size, fingerprint=corp.fingerprint)
+                                max_file_bytes=max_file_bytes, fingerprint=corp.fingerprint)
   meta = {
       "format": FORMAT, "format_version": FORMAT_VERSION,
       "tokenizer": name, "tokenizer_version": tok.version,
@@ -333,7 +364,8 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   tmp.mkdir()
   try:
     (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
-    for fname, array in (("tokens.npy", tokens), ("offsets.npy", offsets), ("split.npy", split)):
+    for fname, array in (("tokens.npy", tokens), ("offsets.npy", offsets), ("split.npy", split),
+                         (STRUCT_FLAGS, flags), (STRUCT_SPAN, span)):
       _write(tmp / fname, lambda f, a=array: np.save(f, a))
     if name == "bpe":
       _write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
@@ -351,8 +383,27 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   return meta
 
 
+def encode_documents(inputs: Sequence[str], tokenizer, *, max_file_bytes: int = 1_000_000,
+                     progress: bool = False) -> tuple[Documents, str]:
+  """Files read and encoded with an existing tokenizer (a held-out corpus, kept in memory):
+  (Documents with structure marks, the reader's one-line summary)."""
+  corp = corpus_lib.read_corpus(inputs, max_file_bytes=max_file_bytes, progress=progress)
+  ids = _tokenize(tokenizer, corp.documents, None, progress)
+  keep = [i for i, x in enumerate(ids) if _usable(tokenizer, x)]
+  skipped = corp.skipped + [{"file": corp.documents[i].name, "reason": "tokenizer_rejected"}
+                            for i in sorted(set(range(len(ids))) - set(keep))]
+  docs = [corp.documents[i] for i in keep]
+  toks = [ids[i] for i in keep]
+  flags, span = _structure(tokenizer, docs, toks, progress)
+  lengths = np.array([len(x) for x in toks], np.int64)
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+  flat = np.fromiter(itertools.chain.from_iterable(toks), np.int32, int(lengths.sum()))
+  return (Documents(flat, starts, lengths, flags=flags, span=span),
+          corpus_lib.summary(corp.num_inputs, len(keep), skipped))
+
+
 _DATA_FIELDS = ("tokenizer", "tct_module", "val_fraction", "bpe_vocab_size", "schema_check",
-                "schema_path", "max_file_bytes", "default_corpus_size")  # config.data -> build_cache
+                "schema_path", "max_file_bytes")  # config.data -> build_cache
 
 
 def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,

@@ -180,6 +180,14 @@ class BpeTokenizer:
     fn = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
     return [e.ids for e in fn(list(texts), add_special_tokens=False)]
 
+  def token_bytes(self) -> "np.ndarray":
+    """[vocab_size] int: each id's length in bytes (0 for PAD): byte-level tokens are strings of
+    one character per byte, so a document's tokens locate its text exactly."""
+    import numpy as np
+    n = self._tok.get_vocab_size()
+    return np.array([len(self._tok.id_to_token(i)) for i in range(n)]
+                    + [0] * (self.vocab_size - n), np.int64)
+
   def decode(self, ids: Sequence[int]) -> str:
     """Ids outside the model (PAD) are dropped."""
     n = self._tok.get_vocab_size()

@@ -1,0 +1,107 @@
+"""Structure marks of a document (fimjax.data.structure) and the holes cut from them."""
+
+import numpy as np
+import pytest
+
+from fimjax.data import holes, rand, structure
+from fimjax.data import tokenizers as tok_lib
+from fimjax.data.cache import Documents
+
+WORKFLOW = """name: CI
+on: [push]
+jobs:
+  build:
+    runs-on: ubuntu-latest   # a comment
+    steps:
+      - uses: actions/checkout@v4
+
+      - name: Tëst ✓
+        run: |
+          make
+          make test
+"""
+
+
+@pytest.fixture(scope="module")
+def bpe():
+  return tok_lib.BpeTokenizer.train([WORKFLOW] * 3 + ["jobs:\n  x: 1\n"], 320)
+
+
+def marks(bpe, text):
+  ids = bpe.encode(text)
+  flags, span = structure.structure(text, bpe.token_bytes()[ids])
+  return ids, flags, span
+
+
+def holes_of(bpe, text, bit):
+  ids, flags, span = marks(bpe, text)
+  return [bpe.decode(ids[i:i + span[i]]) for i in np.flatnonzero(flags & bit)]
+
+
+def test_values_steps_and_blocks_are_whole_nodes(bpe):
+  assert holes_of(bpe, WORKFLOW, structure.VALUE) == [
+      " CI", " [push]", " ubuntu-latest", " actions/checkout@v4", " Tëst ✓",
+      " |\n          make\n          make test"]
+  assert holes_of(bpe, WORKFLOW, structure.STEP) == [
+      "\n      - uses: actions/checkout@v4",
+      "\n\n      - name: Tëst ✓\n        run: |\n          make\n          make test"]
+  tail = lambda key: WORKFLOW[WORKFLOW.index(key):].rstrip()  # noqa: E731
+  assert holes_of(bpe, WORKFLOW, structure.BLOCK) == [tail("\njobs:"), tail("\n  build:"),
+                                                      tail("\n    steps:")]
+
+
+def test_lines_start_at_their_newline_and_blank_lines_are_no_holes(bpe):
+  ids, flags, _ = marks(bpe, WORKFLOW)
+  line = np.flatnonzero(flags & structure.LINE)
+  text = np.flatnonzero(flags & structure.TEXT)
+  pieces = [bpe.decode(ids[a:b]) for a, b in zip(line, list(line[1:]) + [len(ids)])]
+  assert "".join(pieces) == WORKFLOW
+  assert pieces[0] == "name: CI" and "\n    runs-on: ubuntu-latest   # a comment" in pieces
+  written = [bpe.decode(ids[a:line[line > a][0] if (line > a).any() else len(ids)])
+             for a in text]
+  assert all(w.strip() for w in written) and len(text) == WORKFLOW.strip().count("\n") + 1 - 1
+
+
+def test_broken_yaml_keeps_line_marks_and_recursion_ends(bpe):
+  ids, flags, span = marks(bpe, "a: [1\nb: 2\n")
+  assert (flags & structure.LINE).sum() == 3 and not span.any()
+  ids, flags, span = marks(bpe, "a: &x\n  - *x\n  - b: 1\n")  # a list that holds itself
+  assert len(ids) == len(flags)
+
+
+def test_token_bytes_must_cover_the_text(bpe):
+  ids = bpe.encode(WORKFLOW)
+  with pytest.raises(ValueError, match="bytes"):
+    structure.structure(WORKFLOW + "x", bpe.token_bytes()[ids])
+
+
+@pytest.mark.parametrize("kind", ["line", "value", "step", "block", "yaml"])
+def test_vectorised_holes_equal_the_reference(bpe, kind):
+  texts = [WORKFLOW, WORKFLOW.replace("CI", "Build and test"), "jobs:\n  x:\n    y: 1\n"]
+  per_doc = [marks(bpe, t) for t in texts]
+  docs = Documents.from_lists([p[0] for p in per_doc], [p[1] for p in per_doc],
+                              [p[2] for p in per_doc])
+  n_ext = docs.lengths + 2
+  d = np.repeat(np.arange(len(texts)), 12)
+  rng = np.random.default_rng(0)
+  start = np.array([rng.integers(0, n_ext[i] - 2) for i in d])
+  n = np.array([rng.integers(2, n_ext[i] - s + 1) for i, s in zip(d, start)])
+  lo = (start == 0).astype(np.int64)
+  eos = start + n == n_ext[d]
+  hi = n - eos
+  keep = hi - lo >= 1
+  d, start, n, lo, eos, hi = d[keep], start[keep], n[keep], lo[keep], eos[keep], hi[keep]
+  k = np.full(len(d), holes.KINDS.index(kind))
+  hp = rand.hash_u64(1, 0, np.arange(len(d)), rand.S_PICK)
+  hl = rand.hash_u64(1, 0, np.arange(len(d)), rand.S_LINES)
+  g, m, found = holes.structured_holes(docs, d, start, n, lo, hi, eos, k, hp, hl, 3)
+  ext_flags = [np.concatenate([[0], p[1], [0]]) for p in per_doc]
+  ext_span = [np.concatenate([[0], p[2], [0]]) for p in per_doc]
+  assert found.any()  # some windows hold a hole of the kind (the rest fall back)
+  for i in range(len(d)):
+    w = slice(start[i], start[i] + n[i])
+    ref = holes.hole_reference(ext_flags[d[i]][w], ext_span[d[i]][w], lo[i], hi[i], eos[i],
+                               k[i], hp[i:i + 1], hl[i:i + 1], 3)
+    assert (ref is not None) == found[i]
+    if ref is not None:
+      assert (g[i], m[i]) == ref and lo[i] <= g[i] and g[i] + m[i] <= hi[i] and m[i] >= 1
