@@ -26,6 +26,5 @@ def get_config():
   c.train.eval_every_steps = 100
   c.train.checkpoint_every_steps = 100
   c.train.eval_batch_size = 32
-  c.data.default_corpus_size = 3000
   c.data.bpe_vocab_size = 4096  # a smaller head: the tiny model spends its FLOPs on the blocks
   return c

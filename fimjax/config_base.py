@@ -25,24 +25,32 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.name = size
 
   c.data = ml_collections.ConfigDict()
-  # Comma-separated files/folders of workflows, or "default": the embedded corpus.
+  # Comma-separated files/folders of workflows; "default": the embedded corpus of 1,269 real
+  # workflows (its own train/validation split); "synthetic:N": hand-written + N generated ones.
   c.data.corpus = "default"
-  c.data.default_corpus_size = 3000  # generated workflows added to the hand-written ones
   c.data.cache_dir = ""  # "" = <workdir>/cache
   c.data.tokenizer = "auto"  # auto | tct | bpe
   c.data.tct_module = "tct_github_workflow"
   c.data.bpe_vocab_size = 8192
   c.data.val_fraction = 0.05
   c.data.schema_check = False  # validate each file against the workflow JSON schema
-  c.data.schema_path = ""  # "" = bundled search: ../shared/data/schemas/github-workflow.json
+  c.data.schema_path = ""  # "" = the workflow schema shipped in fimjax/data/schemas/
   c.data.max_file_bytes = 1_000_000
   c.data.pack = True  # pack several examples per row (training only)
   c.data.num_workers = 0  # grain multiprocess prefetch workers (0 = in-process)
 
-  c.fim = ml_collections.ConfigDict()
+  c.fim = ml_collections.ConfigDict()  # docs/infill.md has the measurements behind these
   c.fim.rate = 0.5
-  c.fim.span_policy = "split"  # token | uniform | split
-  c.fim.max_span = 64  # longest middle for span_policy=uniform
+  # Where holes are cut (fimjax/data/holes.py): token | uniform | split | line | value | step |
+  # block | yaml | mixed (a kind per example, drawn with the weights of fim.mix).
+  c.fim.span_policy = "mixed"
+  c.fim.mix = ml_collections.ConfigDict(
+      {"token": 0.0, "uniform": 0.0, "split": 0.25, "line": 0.3, "value": 0.25, "step": 0.1,
+       "block": 0.1, "yaml": 0.0})
+  c.fim.max_span = 64  # longest middle of uniform holes
+  c.fim.max_lines = 1  # line holes take 1..max_lines whole lines
+  c.fim.positions = "continued"  # collapsed | continued | sequential: pos of MID and the middle
+  c.fim.eom_weight = 1.0  # loss weight of the EOM target (the end of a middle)
   c.fim.spm_rate = 0.0  # share of FIM examples in SPM order
   c.fim.seed = 0
 
@@ -90,7 +98,7 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.train.progress = True  # terminal progress bar
 
   c.eval = ml_collections.ConfigDict()  # sampling metrics (fimjax/evaluate.py)
-  c.eval.infill_holes = 32  # held-out span holes for infill exact match (+1/4 line holes, BPE)
+  c.eval.infill_holes = 16  # held-out holes per kind (value, line, step, block, 4 span lengths)
   c.eval.generate_samples = 8  # workflows sampled from scratch for the validity rates
   c.eval.max_new_tokens = 64  # longest middle an infill hole may take (EOM included)
   c.eval.in_loop = True  # also compute the sampling metrics at each evaluation of training
@@ -100,7 +108,7 @@ def base_config(size: str) -> ml_collections.ConfigDict:
 # Fields that give a run its meaning: resuming with another value would silently mix two runs.
 # Everything else (steps, intervals, mesh, workers, lr schedule length...) may change on resume.
 FIXED_ON_RESUME = (
-    "data.corpus", "data.default_corpus_size", "data.tokenizer", "data.tct_module",
+    "data.corpus", "data.tokenizer", "data.tct_module",
     "data.bpe_vocab_size", "data.val_fraction", "data.pack", "fim", "model.d_model",
     "model.num_layers", "model.num_heads", "model.context", "model.mlp_ratio",
     "model.logit_softcap", "model.rope_base", "model.param_dtype", "train.seed",
@@ -109,7 +117,9 @@ FIXED_ON_RESUME = (
 
 _CHOICES = {
     "data.tokenizer": ("auto", "tct", "bpe"),
-    "fim.span_policy": ("token", "uniform", "split"),
+    "fim.span_policy": ("token", "uniform", "split", "line", "value", "step", "block", "yaml",
+                        "mixed"),
+    "fim.positions": ("collapsed", "continued", "sequential"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.attention": ("xla", "cudnn"),
@@ -154,7 +164,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
   positive = ("model.d_model", "model.num_layers", "model.num_heads", "model.context",
               "train.steps", "train.batch_size", "train.microbatches", "train.log_every_steps",
               "train.eval_every_steps", "train.checkpoint_every_steps", "train.eval_batch_size",
-              "train.keep_checkpoints", "fim.max_span")
+              "train.keep_checkpoints", "fim.max_span", "fim.max_lines")
   for key in positive:
     if flat["." + key] <= 0:
       raise ValueError(f"config.{key}={flat['.' + key]} must be positive")
@@ -164,6 +174,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.train.batch_size % c.train.microbatches:
     raise ValueError(f"config.train.batch_size={c.train.batch_size} must be divisible by "
                      f"config.train.microbatches={c.train.microbatches}")
+  if c.fim.eom_weight < 0:
+    raise ValueError(f"config.fim.eom_weight={c.fim.eom_weight} must be >= 0")
+  mix = c.fim.mix.to_dict()
+  if any(v < 0 for v in mix.values()) or (c.fim.span_policy == "mixed" and sum(mix.values()) <= 0):
+    raise ValueError(f"config.fim.mix={mix} needs weights >= 0, not all 0")
   for key in ("fim.rate", "fim.spm_rate", "data.val_fraction"):
     if not 0.0 <= flat["." + key] <= 1.0:
       raise ValueError(f"config.{key}={flat['.' + key]} must be between 0 and 1")

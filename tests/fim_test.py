@@ -78,8 +78,10 @@ def test_fim_rate_zero_is_next_token_training():
     assert (rows["segment_ids"][i, k:] == 0).all() and (rows["pos"][i, k:] == 0).all()
 
 
-def _check_fim(tokens, targets, pos, gap, loss, w, start, kind, g, m):
-  """Every window token appears once, in its place by (pos, gap); middle targets are true."""
+def _check_fim(tokens, targets, pos, gap, loss, w, start, kind, g, m, step=0):
+  """Every window token appears once, in its place by (pos, gap); middle targets are true.
+
+  `step`: how pos moves along the middle (0 collapsed, 1 continued)."""
   n = len(w)
   mask_at = np.flatnonzero(tokens == SP["mask"])
   mid_at = np.flatnonzero(tokens == SP["mid"])
@@ -90,7 +92,8 @@ def _check_fim(tokens, targets, pos, gap, loss, w, start, kind, g, m):
   q = mid_at[0]
   np.testing.assert_array_equal(targets[q:], np.concatenate([w[g:g + m], [SP["eom"]]]))
   np.testing.assert_array_equal(gap[q:], np.arange(1, m + 2))
-  assert (pos[q:] == start + g).all() and (loss[q:] == 1).all()
+  np.testing.assert_array_equal(pos[q:], start + g + step * np.arange(m + 1))
+  assert (loss[q:] == 1).all()
   # Reconstruct the window from (pos, gap): each index exactly once.
   rebuilt = np.full(n, -1)
   content = (tokens != SP["mask"]) & (tokens != SP["mid"])
@@ -111,11 +114,13 @@ def _check_fim(tokens, targets, pos, gap, loss, w, start, kind, g, m):
   assert (w[g:g + m] < V).all()  # BOS / EOS are never in the middle
 
 
-@pytest.mark.parametrize("policy", fim.SPAN_POLICIES)
+@pytest.mark.parametrize("policy", ["token", "uniform", "split", "mixed"])
 @pytest.mark.parametrize("spm_rate", [0.0, 1.0])
-def test_fim_examples(policy, spm_rate):
-  docs = make_docs(LENGTHS * 3, seed=1)
-  cfg = fim.FimConfig(rate=1.0, span_policy=policy, max_span=5, spm_rate=spm_rate, seed=7)
+@pytest.mark.parametrize("positions", ["collapsed", "continued"])
+def test_fim_examples(policy, spm_rate, positions):
+  docs = make_docs(LENGTHS * 3, seed=1)  # no structure marks: structure kinds cut split holes
+  cfg = fim.FimConfig(rate=1.0, span_policy=policy, max_span=5, spm_rate=spm_rate, seed=7,
+                      positions=positions, mix=(0.3, 0.3, 0.0, 0.4, 0, 0, 0, 0))
   rows, meta = rows_for(docs, cfg, epoch=2)
   assert (meta["kind"][meta["n"] > 3] != fim.AR).all()
   for i in range(len(meta["doc"])):
@@ -133,7 +138,8 @@ def test_fim_examples(policy, spm_rate):
     elif policy == "uniform":
       assert 1 <= m <= 5
     _check_fim(r["tokens"][:k], r["targets"][:k], r["pos"][:k], r["gap"][:k],
-               r["loss_mask"][:k], w, meta["start"][i], meta["kind"][i], g, m)
+               r["loss_mask"][:k], w, meta["start"][i], meta["kind"][i], g, m,
+               step=fim.middle_pos_step(positions))
 
 
 def test_special_ids_never_collide_with_content():
@@ -158,7 +164,7 @@ def test_fim_share_matches_rate_and_is_a_pure_function():
   cfg = fim.FimConfig(rate=0.3, spm_rate=0.25, seed=11)
   ids = np.arange(table.num_windows)
   d, s, n = table.spans(ids, 4, seed=0)
-  kind, g, m = fim.sample_fim(cfg, 4, ids, s, n, docs.lengths[d] + 2)
+  kind, g, m, _ = fim.sample_fim(cfg, 4, ids, s, n, docs, d)
   N = len(ids)
   share = (kind != fim.AR).mean()
   assert abs(share - 0.3) < 4 * np.sqrt(0.3 * 0.7 / N), (share, N)
@@ -166,10 +172,10 @@ def test_fim_share_matches_rate_and_is_a_pure_function():
   assert abs(spm - 0.25) < 0.05
   # Same (seed, epoch, index) -> same draw, whatever else is in the batch.
   sub = ids[::7][::-1]
-  k2, g2, m2 = fim.sample_fim(cfg, 4, sub, s[sub], n[sub], docs.lengths[d[sub]] + 2)
+  k2, g2, _, _ = fim.sample_fim(cfg, 4, sub, s[sub], n[sub], docs, d[sub])
   np.testing.assert_array_equal(k2, kind[sub])
   np.testing.assert_array_equal(g2, g[sub])
-  k3, _, _ = fim.sample_fim(cfg, 5, ids, s, n, docs.lengths[d] + 2)
+  k3 = fim.sample_fim(cfg, 5, ids, s, n, docs, d)[0]
   assert (k3 != kind).any()  # another epoch, other draws
 
 
@@ -194,3 +200,39 @@ def test_packing_keeps_examples_intact():
     assert (np.diff(real_row) >= 0).all() and (np.diff(real_row) <= 1).all() and real_row[0] == 1
     assert (row[len(real_row):] == 0).all()
   assert (packed["tokens"][packed["segment_ids"] == 0] == SP["pad"]).all()
+
+
+def test_a_worked_example_literally():
+  """PSM, window [BOS] a b c d e [EOS] at document start, middle [c d]: what the model sees."""
+  B, E, M, I, O = SP["bos"], SP["eos"], SP["mask"], SP["mid"], SP["eom"]
+  a, b, c, d, e = 10, 11, 12, 13, 14
+  ex = fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.PSM, SP, positions="continued")
+  assert ex["tokens"] == [B, a, b, M, e, E, I, c, d]
+  assert ex["targets"] == [a, b, M, e, E, I, c, d, O]
+  assert ex["pos"] == [0, 1, 2, 3, 4, 5, 3, 4, 5]  # suffix collapsed onto MASK; middle continues
+  assert ex["gap"] == [0, 0, 0, 0, 0, 0, 1, 2, 3]
+  assert ex["loss_mask"] == [1, 1, 0, 1, 1, 0, 1, 1, 1]  # no loss on MASK and MID as targets
+  assert fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.PSM, SP,
+                         positions="collapsed")["pos"] == [0, 1, 2, 3, 4, 5, 3, 3, 3]
+  assert fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.PSM, SP,
+                         positions="sequential")["pos"] == list(range(9))
+  spm = fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.SPM, SP, positions="continued")
+  assert spm["tokens"] == [M, e, E, B, a, b, I, c, d]
+  assert spm["pos"] == [3, 4, 5, 0, 1, 2, 3, 4, 5]  # each token keeps its (pos, gap)
+  assert spm["loss_mask"] == [1, 1, 0, 1, 1, 0, 1, 1, 1]  # E -> B: where a window starts
+
+
+@pytest.mark.parametrize("positions", fim.POSITIONS)
+def test_vectorised_examples_equal_the_reference(positions):
+  docs = make_docs(LENGTHS, seed=5)
+  table = fim.WindowTable(docs.lengths, L)
+  cfg = fim.FimConfig(rate=0.7, spm_rate=0.4, positions=positions, eom_weight=2.5, seed=3)
+  rows, meta = rows_for(docs, cfg, epoch=1, table=table)
+  assert (meta["kind"] != fim.AR).any() and (meta["kind"] == fim.SPM).any()
+  for i in range(len(meta["doc"])):
+    w = ext(docs, meta["doc"][i])[meta["start"][i]:][:meta["n"][i]]
+    ref = fim.fim_example(w, int(meta["g"][i]), int(meta["m"][i]), int(meta["kind"][i]), SP,
+                          start=int(meta["start"][i]), positions=positions, eom_weight=2.5)
+    k = meta["lengths"][i]
+    for f in ("tokens", "targets", "pos", "gap", "loss_mask"):
+      np.testing.assert_array_equal(rows[f][i, :k], ref[f], err_msg=f"{f} of example {i}")

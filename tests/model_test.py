@@ -10,6 +10,7 @@ import pytest
 from fimjax import config_base
 from fimjax import model as model_lib
 from fimjax import step as step_lib
+from fimjax.data import fim
 from tests.step_test import micro_config
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
@@ -87,16 +88,15 @@ def test_causal(micro):
 
 
 def _fim_row(rng, n):
-  """prefix(6), MASK, suffix(7), MID, middle(5): tokens, pos, gap; returns middle indices too."""
-  mask_id, mid_id = 8194, 8195
-  pre, suf, mid = (rng.integers(0, 8192, k) for k in (6, 7, 5))
-  toks = np.concatenate([pre, [mask_id], suf, [mid_id], mid])
-  pos = np.concatenate([np.arange(6), [6], 7 + np.arange(7), [6] * 6])
-  gap = np.concatenate([np.zeros(14), 1 + np.arange(6)])
-  pad = n - len(toks)
-  z = np.zeros(pad, np.int64)
-  return (np.concatenate([toks, z]), np.concatenate([pos, z]), np.concatenate([gap, z]),
-          np.concatenate([np.ones(len(toks)), z]), np.arange(14, 20))
+  """prefix(6), MASK, suffix(7), MID, middle(5) as training builds it (fim.fim_example, default
+  positions): tokens, pos, gap, segment ids, and the indices of MID and the middle."""
+  sp = {"mask": 8194, "mid": 8195, "eom": 8196}
+  pre, suf, mid = (rng.integers(0, 8192, k).tolist() for k in (6, 7, 5))
+  ex = fim.fim_example(pre + mid + suf, 6, 5, fim.PSM, sp,
+                       positions=config_base.base_config("tiny").fim.positions)
+  pad = np.zeros(n - len(ex["tokens"]), np.int64)
+  row = [np.concatenate([np.asarray(ex[k], np.int64), pad]) for k in ("tokens", "pos", "gap")]
+  return (*row, np.concatenate([np.ones(len(ex["tokens"])), pad]), np.arange(14, 20))
 
 
 def test_fim_middle_depends_on_suffix(micro):

@@ -186,7 +186,7 @@ def test_show_examples_one_per_window():
 def test_show_cli_json(tmp_path):
   """`python -m fimjax.data.pipeline show ... --json` on the tiny config's default corpus."""
   cmd = [sys.executable, "-m", "fimjax.data.pipeline", "show", "--config", "configs/tiny.py",
-         "--config.data.default_corpus_size=50", "--config.data.bpe_vocab_size=600",
+         "--config.data.corpus=synthetic:50", "--config.data.bpe_vocab_size=600",
          f"--workdir={tmp_path}", "--num", "3", "--json"]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
   lines = [json.loads(x) for x in out.stdout.splitlines()]
@@ -206,8 +206,10 @@ def test_memmapped_documents_pickle_as_their_file(tmp_path):
   np.save(tmp_path / "tokens.npy", tokens)
   mm = np.load(tmp_path / "tokens.npy", mmap_mode="r")
   for arr in (mm, mm[1000:]):
-    docs = Documents(arr, np.array([0, 10]), np.array([10, 5]))
+    docs = Documents(arr, np.array([0, 10]), np.array([10, 5]), flags=arr, span=arr[5:])
     blob = pickle.dumps(pipeline._Docs(docs))  # pylint: disable=protected-access
     assert len(blob) < 10_000
     back = pickle.loads(blob)
     np.testing.assert_array_equal(np.asarray(back.tokens), np.asarray(arr))
+    np.testing.assert_array_equal(np.asarray(back.flags), np.asarray(arr))
+    np.testing.assert_array_equal(np.asarray(back.span), np.asarray(arr[5:]))

@@ -9,15 +9,23 @@ is a target exactly once per epoch. Cut points move by an epoch-dependent pseudo
 drawn from a static range per document, chosen so no window is ever empty), so an epoch has a
 static number of windows. A document that fits in one window is always one window.
 
-Examples (length L, see docs/interfaces.md). AR: tokens = w[:-1], targets = w[1:], pos = s + j.
-FIM with middle w[g:g+m] (span inside the window's content: BOS and EOS are never in the middle):
+Examples (length L, see docs/interfaces.md; `fim_example` is the readable one-example version,
+`build_examples` the vectorised one, and a test checks they agree). AR: tokens = w[:-1],
+targets = w[1:], pos = s + j. FIM with middle w[g:g+m] (where: `fimjax.data.holes`; BOS and EOS are
+never in the middle):
   PSM: prefix, MASK, suffix, MID, middle      (targets: next token; middle's last target EOM)
   SPM: MASK, suffix, prefix, MID, middle
-pos: prefix/suffix keep document order with the span collapsed to the MASK position s + g, MID and
-middle carry s + g; gap: 0 before MID, then 1 (MID), 2, 3, ... along the middle. Each token keeps the
-same (pos, gap) in PSM and SPM; only the order differs. No loss on the targets MASK and MID (random
-sentinels) nor, in SPM, on prefix[0] (it follows the suffix: where the window starts is not
-predictable). All randomness is a hash of (seed, epoch, window index): a pure function.
+pos: prefix and suffix keep document order with the span collapsed to MASK's position p = s + g
+(the suffix does not reveal the hole's length); MID and the middle by `fim.positions`:
+  collapsed   all at p                 (RoPE cannot tell which middle token came last)
+  continued   MID at p, middle i at p + 1 + i   (previous token at distance 1 everywhere, and the
+              prefix's end at distance 1 from MID)
+  sequential  every cell at s + its index in the sequence (StarCoder/CodeLlama FIM; SPM too)
+gap: 0 before MID, then 1 (MID), 2, 3, ... along the middle. In collapsed/continued each token
+keeps the same (pos, gap) in PSM and SPM; only the order differs. No loss on the targets MASK and
+MID (random sentinels) nor, in SPM, on prefix[0] (it follows the suffix: where the window starts
+is not predictable); EOM targets weigh `fim.eom_weight`. All randomness is a hash of (seed,
+epoch, window index): a pure function.
 
 Packing. `place` puts examples into rows: one per row, or first-fit decreasing into rows of L with
 a seeded row shuffle; `to_rows` scatters them with `segment_ids` 1, 2, ... per row.
@@ -27,45 +35,17 @@ import dataclasses
 
 import numpy as np
 
+from fimjax.data import holes as holes_lib
+from fimjax.data import rand
+from fimjax.data.rand import below, hash_u64, uniform  # noqa: F401  (re-exported)
+
 SPECIAL_NAMES = ("pad", "bos", "eos", "mask", "mid", "eom")
-SPAN_POLICIES = ("token", "uniform", "split")
+SPAN_POLICIES = holes_lib.POLICIES
+POSITIONS = ("collapsed", "continued", "sequential")
 AR, PSM, SPM = 0, 1, 2
 FIELDS = ("tokens", "targets", "pos", "gap", "loss_mask", "segment_ids")
 DTYPES = {"tokens": np.int32, "targets": np.int32, "pos": np.int32, "gap": np.int32,
           "loss_mask": np.float32, "segment_ids": np.int32}
-
-# Hash streams: independent uniforms per (seed, epoch, index).
-_S_OFFSET, _S_FIM, _S_SPM, _S_G, _S_M, _S_ROWS = range(1, 7)
-_M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: np.ndarray) -> np.ndarray:
-  """splitmix64 finaliser on a uint64 array (wrapping arithmetic)."""
-  x = x ^ (x >> np.uint64(30))
-  x = x * _M1
-  x = x ^ (x >> np.uint64(27))
-  x = x * _M2
-  return x ^ (x >> np.uint64(31))
-
-
-def hash_u64(seed: int, epoch: int | np.ndarray, index: np.ndarray, stream: int) -> np.ndarray:
-  """A uint64 hash per element of (seed, epoch, index, stream); epoch may be an array."""
-  index = np.atleast_1d(np.asarray(index)).astype(np.uint64)
-  epoch = np.asarray(epoch).astype(np.uint64)
-  key = np.array([(seed + stream * int(_GOLDEN)) % 2**64], np.uint64)
-  x = _mix(_mix(_mix(key) + epoch * _GOLDEN + np.uint64(1)) ^ (index * _GOLDEN + np.uint64(2)))
-  return x
-
-
-def below(h: np.ndarray, n) -> np.ndarray:
-  """Uniform ints in [0, n) (n >= 1, broadcast) from uint64 hashes."""
-  u = (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
-  return np.minimum((u * n).astype(np.int64), np.asarray(n, np.int64) - 1)
-
-
-def uniform(h: np.ndarray) -> np.ndarray:
-  return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
 class WindowTable:
@@ -98,7 +78,7 @@ class WindowTable:
     """(doc, start, n) of windows `ids` in `epoch`: extended tokens [start, start + n) of doc."""
     ids = np.asarray(ids, np.int64)
     d, j = self.doc[ids], self.j[ids]
-    o = self.o_lo[d] + below(hash_u64(seed, epoch, d, _S_OFFSET), self.o_n[d])
+    o = self.o_lo[d] + below(hash_u64(seed, epoch, d, rand.S_OFFSET), self.o_n[d])
     nt = self.nt[d]
     a = np.clip(j * self.T - o, 0, nt)
     b = np.clip((j + 1) * self.T - o, 0, nt)
@@ -107,49 +87,100 @@ class WindowTable:
 
 @dataclasses.dataclass(frozen=True)
 class FimConfig:
+  """What `fim` in the config says about building examples (hashable, picklable)."""
   rate: float = 0.5
   span_policy: str = "split"
   max_span: int = 64
   spm_rate: float = 0.0
   seed: int = 0
+  positions: str = "continued"
+  mix: tuple = (0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # weights in holes.KINDS order (mixed)
+  max_lines: int = 1
+  eom_weight: float = 1.0
 
   @classmethod
-  def from_config(cls, fim) -> "FimConfig":
+  def from_config(cls, fim, **overrides) -> "FimConfig":
     if fim.span_policy not in SPAN_POLICIES:
       raise ValueError(f"fim.span_policy must be one of {SPAN_POLICIES}, got {fim.span_policy!r}")
-    return cls(float(fim.rate), str(fim.span_policy), int(fim.max_span), float(fim.spm_rate),
-               int(fim.seed))
+    if fim.positions not in POSITIONS:
+      raise ValueError(f"fim.positions must be one of {POSITIONS}, got {fim.positions!r}")
+    mix = tuple(float(fim.mix.get(k, 0.0)) for k in holes_lib.KINDS)
+    unknown = sorted(set(fim.mix) - set(holes_lib.KINDS))
+    if unknown or min(mix) < 0 or (fim.span_policy == "mixed" and sum(mix) <= 0):
+      raise ValueError(f"fim.mix={dict(fim.mix)} must give weights >= 0 (not all 0) to hole kinds "
+                       f"among {holes_lib.KINDS}")
+    cfg = cls(float(fim.rate), str(fim.span_policy), int(fim.max_span), float(fim.spm_rate),
+              int(fim.seed), str(fim.positions), mix, int(fim.max_lines), float(fim.eom_weight))
+    return dataclasses.replace(cfg, **overrides)
 
 
-def sample_fim(cfg: FimConfig, epoch, ids, start, n, ext_len):
-  """(kind, g, m) per window: AR/PSM/SPM and the middle w[g:g+m] in window coordinates."""
-  ids = np.asarray(ids)
+def sample_fim(cfg: FimConfig, epoch, ids, start, n, docs, d):
+  """(kind, g, m, hole) per window: AR/PSM/SPM, the middle w[g:g+m] in window coordinates and
+  the hole kind it was cut by (index in holes.KINDS; -1 for AR). `docs` are the documents
+  (lengths and structure marks) and `d` each window's document."""
+  ids = np.atleast_1d(np.asarray(ids))
+  start, n, d = (np.asarray(a, np.int64) for a in (start, n, d))
+  epoch = np.broadcast_to(np.asarray(epoch, np.int64), ids.shape)
   lo = (start == 0).astype(np.int64)  # BOS stays in the prefix
-  hi = n - (start + n == ext_len)  # EOS stays in the suffix
-  c = hi - lo
-  fim = (uniform(hash_u64(cfg.seed, epoch, ids, _S_FIM)) < cfg.rate) & (c >= 1)
-  spm = fim & (uniform(hash_u64(cfg.seed, epoch, ids, _S_SPM)) < cfg.spm_rate)
-  cc = np.maximum(c, 1)
-  hg, hm = hash_u64(cfg.seed, epoch, ids, _S_G), hash_u64(cfg.seed, epoch, ids, _S_M)
-  if cfg.span_policy == "token":
-    m = np.ones_like(cc)
-    g = below(hg, cc)
-  elif cfg.span_policy == "uniform":
-    m = 1 + below(hm, np.minimum(cfg.max_span, cc))
-    g = below(hg, cc - m + 1)
-  else:  # split: two distinct uniform cut points in [0, c]
-    x = below(hg, cc + 1)
-    y = below(hm, cc)
-    y = y + (y >= x)
-    g, m = np.minimum(x, y), np.abs(x - y)
+  eos = start + n == np.asarray(docs.lengths)[d] + 2  # EOS stays in the suffix
+  hi = n - eos
+  fim = (uniform(hash_u64(cfg.seed, epoch, ids, rand.S_FIM)) < cfg.rate) & (hi - lo >= 1)
+  spm = fim & (uniform(hash_u64(cfg.seed, epoch, ids, rand.S_SPM)) < cfg.spm_rate)
+  g, m, hole = np.zeros_like(n), np.zeros_like(n), np.full(n.shape, -1, np.int64)
+  at = np.flatnonzero(fim)
+  if len(at):
+    g[at], m[at], hole[at] = holes_lib.sample_holes(
+        cfg, epoch[at], ids[at], docs, d[at], start[at], n[at], lo[at], hi[at], eos[at])
   kind = np.where(fim, np.where(spm, SPM, PSM), AR)
-  return kind, np.where(fim, g + lo, 0), np.where(fim, m, 0)
+  return kind, g, m, hole
 
 
-def build_examples(tokens, doc_starts, doc_lengths, doc, start, n, kind, g, m, special_ids):
+def middle_pos_step(positions: str) -> int:
+  """How `pos` moves from one middle token to the next (MID and the sampler's decode steps)."""
+  return 0 if positions == "collapsed" else 1
+
+
+def fim_example(window, g: int, m: int, kind: int, special_ids: dict, *, start: int = 0,
+                positions: str = "continued", eom_weight: float = 1.0) -> dict:
+  """One example, plainly (the reference `build_examples` must equal): lists `tokens`, `targets`,
+  `pos`, `gap`, `loss_mask` (inputs and their next-token targets).
+
+  `window` is a run of the extended document (`[BOS] doc [EOS]`) starting at extended position
+  `start`; the middle is window[g:g+m] (AR when kind == AR). The sampler's prompts are these
+  inputs up to MID, with an empty middle (`m=0`).
+  """
+  sp, w = special_ids, list(window)
+  if kind == AR:
+    return {"tokens": w[:-1], "targets": w[1:], "pos": list(range(start, start + len(w) - 1)),
+            "gap": [0] * (len(w) - 1), "loss_mask": [1.0] * (len(w) - 1)}
+  prefix, middle, suffix = w[:g], w[g:g + m], w[g + m:]
+  p = start + g  # the hole's (MASK's) document position
+  pre = [(t, start + i) for i, t in enumerate(prefix)]
+  mask_and_suffix = [(sp["mask"], p)] + [(t, p + 1 + i) for i, t in enumerate(suffix)]
+  front = pre + mask_and_suffix if kind == PSM else mask_and_suffix + pre
+  step = middle_pos_step(positions)
+  back = [(t, p + i * step) for i, t in enumerate([sp["mid"]] + middle + [sp["eom"]])]
+  cells = front + back
+  tokens = [t for t, _ in cells]
+  pos = [x for _, x in cells]
+  if positions == "sequential":
+    pos = list(range(start, start + len(cells)))
+  gap = [0] * len(front) + list(range(1, len(back) + 1))
+  targets = tokens[1:]
+  loss = [0.0 if t in (sp["mask"], sp["mid"]) else eom_weight if t == sp["eom"] else 1.0
+          for t in targets]
+  if kind == SPM and g > 0:
+    loss[len(mask_and_suffix) - 1] = 0.0  # prefix[0] after the suffix: where a window starts
+  return {"tokens": tokens[:-1], "targets": targets, "pos": pos[:-1], "gap": gap[:-1],
+          "loss_mask": loss}
+
+
+def build_examples(tokens, doc_starts, doc_lengths, doc, start, n, kind, g, m, special_ids, *,
+                   positions: str = "continued", eom_weight: float = 1.0):
   """Ragged examples: dict of flat input-cell arrays + `example`, `index`, and `lengths` [C].
 
-  `tokens` is the flat token array (memmap is fine); doc d is tokens[doc_starts[d]:][:len].
+  The vectorised `fim_example` of a chunk. `tokens` is the flat token array (memmap is fine);
+  doc d is tokens[doc_starts[d]:][:len].
   """
   sp = special_ids
   doc, start, n = (np.asarray(a, np.int64) for a in (doc, start, n))
@@ -174,8 +205,12 @@ def build_examples(tokens, doc_starts, doc_lengths, doc, start, n, kind, g, m, s
   special[fimc & (j == q)] = sp["mid"]
   special[fimc & (j == n_ + 2)] = sp["eom"]
   src = np.where(fimc, src, j)
+  # PSM front cells sit at s + j (the suffix collapsed onto MASK's position); SPM moves them.
   spm_pos = np.where(j == 0, s + g_, np.where(j <= suf, s + g_ + j, s + j - 1 - suf))
-  pos = np.where(fimc & (j >= q), s + g_, np.where(k_ == SPM, spm_pos, s + j))
+  mid_pos = s + g_ + middle_pos_step(positions) * (j - q)
+  pos = np.where(fimc & (j >= q), mid_pos, np.where(k_ == SPM, spm_pos, s + j))
+  if positions == "sequential":
+    pos = s + j
   gap = np.where((k_ != AR) & (j >= q), j - q + 1, 0)
   # Tokens: content through the flat array, BOS/EOS at the document ends, sentinels.
   x = s + src
@@ -187,12 +222,13 @@ def build_examples(tokens, doc_starts, doc_lengths, doc, start, n, kind, g, m, s
   # Inputs are every cell but the last of each example; targets are the next cell.
   inp = np.flatnonzero(j < ext[e] - 1)
   tgt = tok[inp + 1]
-  loss = (tgt != sp["mask"]) & (tgt != sp["mid"])
-  loss &= ~((k_[inp] == SPM) & (j[inp] == suf[inp]) & (g_[inp] > 0))  # SPM: prefix[0]
+  loss = ((tgt != sp["mask"]) & (tgt != sp["mid"])).astype(np.float32)
+  loss[(k_[inp] == SPM) & (j[inp] == suf[inp]) & (g_[inp] > 0)] = 0.0  # SPM: prefix[0]
+  loss[fimc[inp] & (tgt == sp["eom"])] = eom_weight
   return {
       "tokens": tok[inp].astype(np.int32), "targets": tgt.astype(np.int32),
       "pos": pos[inp].astype(np.int32), "gap": gap[inp].astype(np.int32),
-      "loss_mask": loss.astype(np.float32), "example": e[inp], "index": j[inp],
+      "loss_mask": loss, "example": e[inp], "index": j[inp],
       "lengths": ext - 1,
   }
 
@@ -246,20 +282,20 @@ def make_rows(docs, table: WindowTable, cfg: FimConfig, codes: np.ndarray, speci
   """Rows for stream codes (epoch * num_windows + window id): windows, FIM, placement.
 
   Window cut points use `seed` (train.seed); FIM uses cfg.seed. With `meta`, also returns
-  per-example dict (doc, start, n, kind, g, m, row, lengths).
+  per-example dict (doc, start, n, kind, g, m, hole, row, lengths).
   """
   codes = np.asarray(codes, np.int64)
   nw = num_windows or table.num_windows
   epoch, ids = np.divmod(codes, nw)
   d, start, n = table.spans(ids, epoch, seed)
-  ext_len = docs.lengths[d] + 2
-  kind, g, m = sample_fim(cfg, epoch, ids, start, n, ext_len)
+  kind, g, m, hole = sample_fim(cfg, epoch, ids, start, n, docs, d)
   ex = build_examples(docs.tokens, docs.starts, docs.lengths, d, start, n, kind, g, m,
-                      special_ids)
-  key = int(hash_u64(seed, 0, codes[:1], _S_ROWS)[0]) if len(codes) else 0
+                      special_ids, positions=cfg.positions, eom_weight=cfg.eom_weight)
+  key = int(hash_u64(seed, 0, codes[:1], rand.S_ROWS)[0]) if len(codes) else 0
   row, off, seg, nrows = place(ex["lengths"], table.context, pack=pack, seed=key)
   rows = to_rows(ex, row, off, seg, nrows, table.context, special_ids["pad"])
   if not meta:
     return rows
-  return rows, {"doc": d, "start": start, "n": n, "kind": kind, "g": g, "m": m, "row": row,
+  return rows, {"doc": d, "start": start, "n": n, "kind": kind, "g": g, "m": m, "hole": hole,
+                "row": row,
                 "offset": off, "lengths": ex["lengths"], "epoch": epoch, "window": ids}

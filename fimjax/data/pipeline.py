@@ -37,28 +37,36 @@ def _process(process_index, process_count) -> tuple[int, int]:
   return int(process_index), int(process_count)
 
 
+def _memmap_state(a):
+  """A memmap as (file, dtype, byte offset, shape) so it pickles as its file, not its content."""
+  if isinstance(a, np.memmap) and a.filename and a.flags.c_contiguous and a._mmap is not None:
+    base = np.frombuffer(a._mmap, np.uint8).__array_interface__["data"][0]
+    start = a.offset - a.offset % mmap.ALLOCATIONGRANULARITY
+    where = a.__array_interface__["data"][0] - base + start
+    return ("memmap", a.filename, a.dtype.str, where, a.shape)
+  return a
+
+
+def _from_state(a):
+  if isinstance(a, tuple) and a and a[0] == "memmap":
+    return np.memmap(a[1], dtype=np.dtype(a[2]), mode="r", offset=a[3], shape=a[4])
+  return a
+
+
 class _Docs:
-  """Documents (tokens, starts, lengths) that pickle a memmap as its file, not its content."""
+  """Documents (tokens, starts, lengths, structure marks) that pickle memmaps as their files."""
+  _ARRAYS = ("tokens", "flags", "span")
 
   def __init__(self, docs):
-    self.tokens = docs.tokens
+    self.tokens, self.flags, self.span = docs.tokens, docs.flags, docs.span
     self.starts = np.asarray(docs.starts, np.int64)
     self.lengths = np.asarray(docs.lengths, np.int64)
 
   def __getstate__(self):
-    t = self.tokens
-    if isinstance(t, np.memmap) and t.filename and t.flags.c_contiguous and t._mmap is not None:
-      base = np.frombuffer(t._mmap, np.uint8).__array_interface__["data"][0]
-      start = t.offset - t.offset % mmap.ALLOCATIONGRANULARITY
-      where = t.__array_interface__["data"][0] - base + start
-      t = ("memmap", t.filename, t.dtype.str, where, t.shape)
-    return {"tokens": t, "starts": self.starts, "lengths": self.lengths}
+    return {**self.__dict__, **{k: _memmap_state(getattr(self, k)) for k in self._ARRAYS}}
 
   def __setstate__(self, state):
-    t = state["tokens"]
-    if isinstance(t, tuple) and t and t[0] == "memmap":
-      t = np.memmap(t[1], dtype=np.dtype(t[2]), mode="r", offset=t[3], shape=t[4])
-    self.tokens, self.starts, self.lengths = t, state["starts"], state["lengths"]
+    self.__dict__.update({k: _from_state(v) for k, v in state.items()})
 
 
 class ShuffledStream(grain.MapDataset):
@@ -203,16 +211,17 @@ def _eval_chunk_rows(docs, table, cfg, ids, special_ids, pack, build: bool):
   if build:
     return fim_lib.make_rows(docs, table, cfg, codes, special_ids, seed=0, pack=pack)
   d, start, n = table.spans(codes, 0, 0)
-  kind, _, _ = fim_lib.sample_fim(cfg, 0, codes, start, n, docs.lengths[d] + 2)
+  kind = fim_lib.sample_fim(cfg, 0, codes, start, n, docs, d)[0]
   lengths = np.where(kind == fim_lib.AR, n - 1, n + 2)
   return fim_lib.place(lengths, table.context, pack=pack)[3]
 
 
 def make_eval_batches(config, docs, special_ids, *, fim: bool, batch_size: int,
-                      process_index=None, process_count=None,
-                      pack: bool | None = None) -> Iterator[dict]:
+                      process_index=None, process_count=None, pack: bool | None = None,
+                      span_policy: str = "") -> Iterator[dict]:
   """The whole split once: fixed cut points; all AR (`fim=False`) or all FIM (`fim=True`: PSM,
-  config span policy, EVAL_SEED; windows without content stay AR).
+  the config's span policy (or `span_policy`) and positions, EOM weight 1, EVAL_SEED; windows
+  without content stay AR).
 
   `batch_size` is global: each process yields [batch_size // process_count, L] batches, all
   processes the same number; rows past the end are padding (loss_mask 0). Packed when `pack`
@@ -223,8 +232,9 @@ def make_eval_batches(config, docs, special_ids, *, fim: bool, batch_size: int,
   b = max(1, batch_size // pc)
   L = config.model.context
   table = fim_lib.WindowTable(docs.lengths, L, shift=False)
-  cfg = fim_lib.FimConfig(1.0 if fim else 0.0, config.fim.span_policy, config.fim.max_span,
-                          0.0, EVAL_SEED)
+  cfg = fim_lib.FimConfig.from_config(config.fim, rate=1.0 if fim else 0.0, spm_rate=0.0,
+                                      seed=EVAL_SEED, eom_weight=1.0,
+                                      **({"span_policy": span_policy} if span_policy else {}))
   d = _Docs(docs)
   n = table.num_windows
   c = int(min(EVAL_CHUNK, max(1, -(-n // pc))))
@@ -283,8 +293,7 @@ def show_examples(config, docs, special_ids, *, split: str = "train", num: int =
   else:
     table = fim_lib.WindowTable(d.lengths, config.model.context, shift=False)
     codes = np.arange(min(num, table.num_windows))
-    cfg = fim_lib.FimConfig(config.fim.rate, config.fim.span_policy, config.fim.max_span,
-                            config.fim.spm_rate, EVAL_SEED)
+    cfg = fim_lib.FimConfig.from_config(config.fim, seed=EVAL_SEED)
     seed = 0
   if not len(codes):
     return []
@@ -301,6 +310,7 @@ def show_examples(config, docs, special_ids, *, split: str = "train", num: int =
         "doc_index": doc, "window_start": s, "window": ext[s:s + n].tolist(),
         "is_fim": kind != fim_lib.AR, "kind": ("ar", "psm", "spm")[kind],
         "middle": [int(meta["g"][i]), int(meta["g"][i] + meta["m"][i])] if kind else None,
+        "hole": fim_lib.holes_lib.KINDS[int(meta["hole"][i])] if kind else None,
         "epoch": int(meta["epoch"][i]), "special_ids": dict(sp)})
   return result
 
@@ -347,7 +357,7 @@ def _print_readable(tokenizer, examples: list[dict], packed: bool) -> None:
       print(f"{head}, AR\n{_render(tokenizer, w, sp)}")
       continue
     g, e = ex["middle"]
-    print(f"{head}, FIM ({ex['kind']}), middle [{g}, {e}) of the window")
+    print(f"{head}, FIM ({ex['kind']}, {ex['hole']} hole), middle [{g}, {e}) of the window")
     for name, part in (("PREFIX", w[:g]), ("SUFFIX", w[e:]), ("MIDDLE", w[g:e])):
       print(f"---- {name} ({len(part)} tokens)\n{_render(tokenizer, part, sp)}")
 
