@@ -44,10 +44,11 @@ def generate_tokens(cfg, params, special_ids, model_vocab_size, num: int, *, sc,
   out = []
   for b0 in range(0, num, batch_size):
     n = min(batch_size, num - b0)
-    docs, done = [[] for _ in range(n)], [False] * n
+    # done[i]: None while sampling, True after EOS, False when out of tokens (not decoded).
+    docs, done = [[] for _ in range(n)], [None if max_tokens > 0 else False] * n
     chunk = 0
-    while not all(done):
-      rows = [i for i in range(n) if not done[i]]
+    while any(d is None for d in done):
+      rows = [i for i in range(n) if done[i] is None]
       prompts = []
       for i in rows:
         start = max(0, len(docs[i]) - keep + 1)  # BOS + up to keep-1 tokens, or keep tokens
@@ -66,7 +67,7 @@ def generate_tokens(cfg, params, special_ids, model_vocab_size, num: int, *, sc,
         if res.stopped[j]:
           done[i] = True
         elif len(docs[i]) >= max_tokens:
-          docs[i], done[i] = docs[i][:max_tokens], None  # ran out of tokens
+          docs[i], done[i] = docs[i][:max_tokens], False  # ran out of tokens: leaves the loop
     out.extend((d, f is True) for d, f in zip(docs, done))
   return out
 
@@ -107,11 +108,7 @@ def check(sample: Sample, tokenizer, validator) -> Sample:
 
 
 def make_validator(schema_path: str = ""):
-  import jsonschema  # pylint: disable=g-import-not-at-top
-  path = corpus.find_schema(schema_path)
-  with open(path, encoding="utf-8") as f:
-    schema = json.load(f)
-  return jsonschema.validators.validator_for(schema)(schema)
+  return corpus.schema_validator(schema_path)
 
 
 def counts(samples: list[Sample]) -> dict:

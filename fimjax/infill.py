@@ -1,7 +1,7 @@
 """Fill the holes of a workflow file with a trained model.
 
   python -m fimjax.infill --workdir DIR FILE [--out PATH] [--temperature T] [--top-k K]
-                          [--top-p P] [--seed S] [--max-tokens N] [--step STEP]
+                          [--top-p P] [--seed S] [--max-tokens N] [--step STEP] [--stop eom|line]
 
 A hole is the marker `<FILL>`. Alone on its line (indentation allowed) it is a *line hole*: the
 model writes that whole line, its indentation included (and may write several lines). Inside a
@@ -10,7 +10,9 @@ line it is a *span hole*: the model writes the text between what precedes and wh
 Holes are filled left to right; hole i sees the file before it with the earlier holes already
 filled (prefix) and the text up to the next hole (suffix). A suffix cut at the next hole is
 what training calls a window that ends mid-document, so no EOS follows it; the last hole's
-suffix runs to the end of the file, followed by EOS. See docs/infill.md.
+suffix runs to the end of the file, followed by EOS. A hole ends where the model writes EOM;
+`--stop line` also ends a line hole at the end of its first line (before a token holding a
+newline). See docs/infill.md.
 
 Only the BPE tokenizer can express a hole in the text; with TCT (whole JSON documents only) the
 command stops with a one-line error.
@@ -20,6 +22,8 @@ import argparse
 import dataclasses
 import re
 import sys
+
+import numpy as np
 
 from fimjax import sample as sample_lib
 
@@ -56,30 +60,11 @@ def find_holes(text: str) -> list[Hole]:
   return holes
 
 
-def crop(prefix: list[int], suffix: list[int], budget: int) -> tuple[int, int]:
-  """(prefix tokens dropped from the left, suffix tokens kept): the hole's nearest context."""
-  half = budget // 2
-  keep_suf = min(len(suffix), max(half, budget - len(prefix)))
-  keep_pre = min(len(prefix), budget - keep_suf)
-  return len(prefix) - keep_pre, keep_suf
-
-
-def hole_prompt(prefix: list[int], suffix: list[int], special_ids: dict, context: int,
-                max_new: int, *, last: bool) -> sample_lib.Prompt:
-  """The FIM prompt of one hole, cropped to leave `max_new` tokens in `context`."""
-  budget = context - max_new - 4  # BOS, MASK, EOS, MID
-  if budget < 2:
-    raise InfillError(f"--max-tokens {max_new} leaves no room for context in the model's "
-                      f"context of {context} tokens")
-  drop, keep = crop(prefix, suffix, budget)
-  return sample_lib.infill_prompt(prefix[drop:], suffix[:keep], special_ids,
-                                  start=drop + 1 if drop else 0,
-                                  bos=drop == 0, eos=last and keep == len(suffix))
-
-
 def fill(text: str, tokenizer, cfg, params, special_ids: dict, model_vocab_size: int, *,
-         sc: sample_lib.SampleConfig, seed: int = 0, log=None) -> str:
-  """`text` with every hole filled (left to right)."""
+         sc: sample_lib.SampleConfig, positions: str, seed: int = 0, stop: str = "eom",
+         log=None) -> str:
+  """`text` with every hole filled (left to right). `positions`: the run's fim.positions;
+  `stop="line"` ends line holes at the end of their first line."""
   holes = find_holes(text)
   if not holes:
     raise InfillError(f"no hole: mark one with {MARKER} (alone on a line for a whole line, "
@@ -89,13 +74,19 @@ def fill(text: str, tokenizer, cfg, params, special_ids: dict, model_vocab_size:
                       f"{MARKER} hole in the text cannot be expressed; infilling needs a model "
                       "trained with --config.data.tokenizer=bpe (see docs/infill.md)")
   done, cursor = "", 0
+  lines = sample_lib.newline_ids(tokenizer) if stop == "line" else None
   for i, hole in enumerate(holes):
     done += text[cursor:hole.start]
     nxt = holes[i + 1].start if i + 1 < len(holes) else len(text)
-    prompt = hole_prompt(tokenizer.encode(done), tokenizer.encode(text[hole.end:nxt]),
-                         special_ids, cfg.context, sc.max_new, last=i + 1 == len(holes))
+    try:
+      prompt = sample_lib.hole_prompt(tokenizer.encode(done), tokenizer.encode(text[hole.end:nxt]),
+                                      special_ids, cfg.context, sc.max_new,
+                                      last=i + 1 == len(holes), positions=positions)
+    except ValueError as e:
+      raise InfillError(str(e)) from None
     res = sample_lib.sample(cfg, params, [prompt], special_ids, model_vocab_size,
-                            mode=sample_lib.INFILL, sc=sc, seed=seed + i)
+                            mode=sample_lib.INFILL, sc=sc, seed=seed + i, positions=positions,
+                            stop_before=lines if hole.kind == "line" else None)
     middle = tokenizer.decode(res.tokens[0])
     if log is not None and not res.stopped[0]:
       log(f"warning: hole {i + 1} ({hole.kind}, line {text.count(chr(10), 0, hole.start) + 1}): "
@@ -112,6 +103,8 @@ def _args(argv):
   p.add_argument("--out", help="write the completed workflow here (default: print it)")
   p.add_argument("--step", type=int, help="checkpoint step (default: best, else latest)")
   p.add_argument("--hole", help="TCT only: a path such as jobs.build.steps[2] (not supported yet)")
+  p.add_argument("--stop", choices=("eom", "line"), default="eom",
+                 help="line: also end a line hole at the end of its first line")
   add_sampling_flags(p, temperature=0.0, max_tokens=128)
   return p.parse_args(argv)
 
@@ -133,6 +126,39 @@ def load_model(workdir: str, step=None):
   return config, cache, cfg, state["params"], step
 
 
+def demo(workdir: str, *, kind: str = "line", context_lines: int = 3) -> str:
+  """A newcomer's look at the model: one fixed held-out hole of `kind` (a validation document's
+  line with a `key: value`) filled greedily, with the lines around it and the file's own text."""
+  from fimjax import infill_eval  # pylint: disable=g-import-not-at-top
+  config, cache, cfg, params, step = load_model(workdir)
+  tok = cache.tokenizer()
+  if tok.name != "bpe":
+    return f"(no text hole to show: the {tok.name} tokenizer has no line structure)"
+  docs = cache.documents("validation")
+  max_new = min(int(config.eval.max_new_tokens), cfg.context // 2)
+  holes = [h for h in infill_eval.make_holes(docs, 64, max_new) if h["kind"] == kind]
+  text = lambda h, a, b: tok.decode(np.asarray(docs[h["doc"]][a:b]).tolist())  # noqa: E731
+  holes = [h for h in holes if ": " in text(h, h["start"], h["start"] + h["length"])] or holes
+  if not holes:
+    return "(no held-out hole to show)"
+  h = holes[0]
+  end = h["start"] + h["length"]
+  [(written, stopped)] = infill_eval.fill_holes(cfg, params, docs, cache.special_ids,
+                                                cache.model_vocab_size, [h], max_new=max_new,
+                                                positions=config.fim.positions, batch_size=1)
+  truth, wrote = text(h, h["start"], end), tok.decode(written)
+  before = text(h, 0, h["start"]).split("\n")[-context_lines - 1:]
+  after = text(h, end, None).split("\n")[:context_lines + 1]
+  hole_line = ("\n" if truth.startswith("\n") else "") + "<FILL>"
+  shown = "\n".join(before) + hole_line + "\n".join(after)
+  verdict = ("exact match" if wrote == truth and stopped else
+             "right text, but it did not stop" if wrote.startswith(truth) else "differs")
+  return (f"One held-out hole (validation file {int(h['doc'])}, a {kind} hole), step {step}:\n"
+          + "\n".join("  | " + line for line in shown.split("\n")) +
+          f"\n  model wrote: {wrote!r}{'' if stopped else ' (no end of middle)'}"
+          f"\n  the file has: {truth!r}  -> {verdict}")
+
+
 def main(argv=None) -> int:
   args = _args(sys.argv[1:] if argv is None else argv)
   err = lambda msg: print(f"error: {msg}", file=sys.stderr)
@@ -147,7 +173,7 @@ def main(argv=None) -> int:
         "inside a line for a span)")
     return 2
   try:
-    _, cache, cfg, params, _ = load_model(args.workdir, args.step)
+    config, cache, cfg, params, _ = load_model(args.workdir, args.step)
     tok = cache.tokenizer()
     if args.hole is not None:
       raise InfillError(
@@ -157,7 +183,8 @@ def main(argv=None) -> int:
     sc = sample_lib.SampleConfig(args.temperature, args.top_k, args.top_p,
                                  min(args.max_tokens, cfg.context // 2))
     out = fill(text, tok, cfg, params, cache.special_ids, cache.model_vocab_size, sc=sc,
-               seed=args.seed, log=lambda m: print(m, file=sys.stderr))
+               positions=config.fim.positions, seed=args.seed, stop=args.stop,
+               log=lambda m: print(m, file=sys.stderr))
   except (InfillError, FileNotFoundError, ValueError) as e:
     err(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return 2 if isinstance(e, InfillError) else 1

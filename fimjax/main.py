@@ -31,6 +31,7 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", int(os.environ["FIMJAX_PROCESS_ID"]) if "FIMJAX_PROCESS_ID" in os.environ
     else None, "This process's index (env FIMJAX_PROCESS_ID).")
+_DEMO = flags.DEFINE_bool("demo", True, "At the end, fill one held-out hole and print it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -40,6 +41,7 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)  # no backend-probing chatter
   from fimjax import distributed  # pylint: disable=g-import-not-at-top  # jax import after flags
   distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  import jax  # pylint: disable=g-import-not-at-top
   from fimjax import train  # pylint: disable=g-import-not-at-top
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
@@ -47,6 +49,9 @@ def main(argv):
   except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  if _DEMO.value and result.step > 0 and jax.process_count() == 1:
+    from fimjax import infill  # pylint: disable=g-import-not-at-top
+    print(infill.demo(_WORKDIR.value), flush=True)
   return 0 if result.complete or result.step > 0 else 1
 
 

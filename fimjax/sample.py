@@ -5,10 +5,11 @@ dict (`model.init_params` layout: embed, gap_embed, block_i/{wq, wk, wv, wo, w_u
 and the same helpers (`rms_norm`, `rope`), so a checkpoint samples without building nnx modules.
 `tests/sample_test.py` checks it against `model.apply` recomputing the whole sequence each step.
 
-Layout (as in training, see fimjax/data/fim.py):
+Layout (as in training: the prompt is `fim.fim_example`'s inputs up to MID):
   infill      prompt `[BOS] prefix MASK suffix [EOS] MID`; prefix/MASK/suffix keep document
-              positions (the span collapsed to MASK's position), MID and the middle carry MASK's
-              position with gap 1 (MID), 2, 3, ...; sampling stops at EOM.
+              positions (the span collapsed to MASK's position), MID and the middle follow the
+              run's `fim.positions` with gap 1 (MID), 2, 3, ...; sampling stops at EOM, or
+              (`stop_before`) before a token of a given set, such as one starting a new line.
   generation  prompt `BOS` (or any document start), pos 0, 1, ..., gap 0; stops at EOS.
 
 A batch of prompts of different lengths is right-padded; each row writes its generated tokens
@@ -25,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fimjax import model as model_lib
+from fimjax.data import fim as fim_lib
 
 INFILL, GENERATE = "infill", "generate"
 PROMPT_BUCKET = 32  # prompt lengths are padded to a multiple of this (fewer recompilations)
@@ -121,15 +123,19 @@ def choose(key, logits_BxV, sc: SampleConfig, allowed_V):
   return jax.random.categorical(key, x, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "sc", "mode", "use_cache", "with_logits"))
-def _sample(params, tokens_BxP, pos_BxP, gap_BxP, length_B, allowed_V, stop_id, key, *,
-            cfg, sc, mode, use_cache=True, with_logits=False):
-  """Tokens [B, N] (after each row's prompt), count [B] (stop token included), stopped [B]."""
+@functools.partial(jax.jit, static_argnames=("cfg", "sc", "mode", "d_pos", "use_cache",
+                                             "with_logits"))
+def _sample(params, tokens_BxP, pos_BxP, gap_BxP, length_B, allowed_V, stop_id, stop_before_V,
+            key, *, cfg, sc, mode, d_pos=1, use_cache=True, with_logits=False):
+  """Tokens [B, N] (after each row's prompt), count [B] (stop token included), stopped [B].
+
+  `d_pos`: how pos moves per generated token; a token in `stop_before_V` drawn after the first
+  ends its row without being kept."""
   b, p = tokens_BxP.shape
   n, s = sc.max_new, p + sc.max_new
   rows = jnp.arange(b)
   last = length_B - 1
-  d_pos, d_gap = (0, 1) if mode == INFILL else (1, 0)
+  d_gap = 1 if mode == INFILL else 0
   pos0_B = pos_BxP[rows, last] + d_pos  # position / gap of the first generated token
   gap0_B = gap_BxP[rows, last] + d_gap
   pad_tokens = lambda a: jnp.pad(a, ((0, 0), (0, n)))
@@ -173,9 +179,10 @@ def _sample(params, tokens_BxP, pos_BxP, gap_BxP, length_B, allowed_V, stop_id, 
       logits_BxV = model_lib.apply(cfg, params, seq["tokens"], seq["pos"], seq["gap"])[
           rows, slot_B]
     tok_B = pick(t, logits_BxV)
-    st["out"] = st["out"].at[:, t].set(jnp.where(st["done"], 0, tok_B))
-    st["count"] = st["count"] + (~st["done"]).astype(jnp.int32)
-    st["done"] = st["done"] | (tok_B == stop_id)
+    cut_B = stop_before_V[tok_B]
+    st["out"] = st["out"].at[:, t].set(jnp.where(st["done"] | cut_B, 0, tok_B))
+    st["count"] = st["count"] + (~st["done"] & ~cut_B).astype(jnp.int32)
+    st["done"] = st["done"] | (tok_B == stop_id) | cut_B
     if with_logits:
       st["logits"] = st["logits"].at[:, t].set(logits_BxV)
     st["t"] = t + 1
@@ -205,6 +212,11 @@ class Result:
   logits: np.ndarray | None = None  # [B, N, V] with `with_logits`
 
 
+def newline_ids(tokenizer) -> np.ndarray:
+  """[vocab] bool: ids whose text holds a newline (where the `line` stop rule ends a middle)."""
+  return np.array(["\n" in tokenizer.decode([i]) for i in range(tokenizer.vocab_size)], bool)
+
+
 def allowed_ids(special_ids: dict, vocab_size: int, model_vocab_size: int, mode: str) -> np.ndarray:
   """[vocab_size] bool: content ids and the mode's stop token (EOM infill, EOS generation)."""
   ok = np.zeros(vocab_size, bool)
@@ -214,9 +226,9 @@ def allowed_ids(special_ids: dict, vocab_size: int, model_vocab_size: int, mode:
   return ok
 
 
-def infill_prompt(prefix, suffix, special_ids, *, start: int = 0, bos: bool = True,
-                  eos: bool = True) -> Prompt:
-  """`[BOS] prefix MASK suffix [EOS] MID` with training's positions.
+def infill_prompt(prefix, suffix, special_ids, *, positions: str, start: int = 0,
+                  bos: bool = True, eos: bool = True) -> Prompt:
+  """`[BOS] prefix MASK suffix [EOS] MID` with training's positions (`fim.positions`).
 
   `start` is the document position of the prompt's first token: 0 for BOS; a prefix cropped
   from the left has no BOS and keeps its true positions (BOS is position 0, the doc's token k is
@@ -225,13 +237,30 @@ def infill_prompt(prefix, suffix, special_ids, *, start: int = 0, bos: bool = Tr
   sp = special_ids
   pre = ([sp["bos"]] if bos else []) + list(prefix)
   suf = list(suffix) + ([sp["eos"]] if eos else [])
-  p0 = start
-  mask_pos = p0 + len(pre)
-  tokens = pre + [sp["mask"]] + suf + [sp["mid"]]
-  pos = list(range(p0, mask_pos + 1)) + list(range(mask_pos + 1, mask_pos + 1 + len(suf)))
-  pos += [mask_pos]
-  gap = [0] * (len(tokens) - 1) + [1]
-  return Prompt(*(np.asarray(a, np.int32) for a in (tokens, pos, gap)))
+  ex = fim_lib.fim_example(pre + suf, len(pre), 0, fim_lib.PSM, sp, start=start,
+                           positions=positions)
+  return Prompt(*(np.asarray(ex[k], np.int32) for k in ("tokens", "pos", "gap")))
+
+
+def crop(prefix: list[int], suffix: list[int], budget: int) -> tuple[int, int]:
+  """(prefix tokens dropped from the left, suffix tokens kept): the hole's nearest context."""
+  half = budget // 2
+  keep_suf = min(len(suffix), max(half, budget - len(prefix)))
+  keep_pre = min(len(prefix), budget - keep_suf)
+  return len(prefix) - keep_pre, keep_suf
+
+
+def hole_prompt(prefix: list[int], suffix: list[int], special_ids: dict, context: int,
+                max_new: int, *, last: bool, positions: str) -> Prompt:
+  """The FIM prompt of one hole, cropped to leave `max_new` tokens in `context`."""
+  budget = context - max_new - 4  # BOS, MASK, EOS, MID
+  if budget < 2:
+    raise ValueError(f"--max-tokens {max_new} leaves no room for context in the model's "
+                     f"context of {context} tokens")
+  drop, keep = crop(prefix, suffix, budget)
+  return infill_prompt(prefix[drop:], suffix[:keep], special_ids, positions=positions,
+                       start=drop + 1 if drop else 0, bos=drop == 0,
+                       eos=last and keep == len(suffix))
 
 
 def generate_prompt(special_ids, doc_tokens=(), start: int = 0) -> Prompt:
@@ -244,8 +273,12 @@ def generate_prompt(special_ids, doc_tokens=(), start: int = 0) -> Prompt:
 
 def sample(cfg: model_lib.ModelConfig, params, prompts: list[Prompt], special_ids: dict,
            model_vocab_size: int, *, mode: str, sc: SampleConfig, seed: int = 0,
+           positions: str = "continued", stop_before: np.ndarray | None = None,
            use_cache: bool = True, with_logits: bool = False) -> Result:
-  """Samples a batch of prompts; every prompt plus `sc.max_new` must fit in `cfg.context`."""
+  """Samples a batch of prompts; every prompt plus `sc.max_new` must fit in `cfg.context`.
+
+  `positions`: the run's `fim.positions` (how an infilled middle's pos moves); `stop_before`:
+  [vocab] bool, ids that end a row (not kept) when drawn after its first token."""
   if mode not in (INFILL, GENERATE):
     raise ValueError(f"mode must be {INFILL!r} or {GENERATE!r}, not {mode!r}")
   lengths = np.array([len(p.tokens) for p in prompts], np.int32)
@@ -262,9 +295,13 @@ def sample(cfg: model_lib.ModelConfig, params, prompts: list[Prompt], special_id
       arr[k][i, :len(p.tokens)] = getattr(p, k)
   allowed = allowed_ids(special_ids, cfg.vocab_size, model_vocab_size, mode)
   stop = special_ids["eom" if mode == INFILL else "eos"]
+  cut = np.zeros(cfg.vocab_size, bool)
+  if stop_before is not None:
+    cut[:len(stop_before)] = stop_before
+  d_pos = fim_lib.middle_pos_step(positions) if mode == INFILL else 1
   out, count, done, logits = jax.device_get(_sample(
-      params, arr["tokens"], arr["pos"], arr["gap"], lengths, allowed, np.int32(stop),
-      jax.random.key(seed), cfg=cfg, sc=sc, mode=mode, use_cache=use_cache,
+      params, arr["tokens"], arr["pos"], arr["gap"], lengths, allowed, np.int32(stop), cut,
+      jax.random.key(seed), cfg=cfg, sc=sc, mode=mode, d_pos=d_pos, use_cache=use_cache,
       with_logits=with_logits))
   toks = [[int(t) for t in out[i, :count[i]] if t != stop] for i in range(len(prompts))]
   return Result(toks, [bool(d) for d in done], logits if with_logits else None)

@@ -117,24 +117,51 @@ def token_losses(cfg, params, batch):
   """
   logits_BxLxV = model_lib.apply(cfg, params, batch["tokens"], batch["pos"], batch["gap"],
                                  batch.get("segment_ids"))
+  return cross_entropy(cfg, logits_BxLxV, batch["targets"])
+
+
+def cross_entropy(cfg, logits_BxLxV, targets_BxL):
+  """Per-token cross-entropy [B, L] of fp32 logits (see token_losses)."""
   if cfg.logit_softcap and cfg.logit_softcap <= 30:
     logz_BxL = jnp.log(jnp.sum(jnp.exp(logits_BxLxV), axis=-1))
   else:
     logz_BxL = jax.nn.logsumexp(logits_BxLxV, axis=-1)
-  hit_BxLxV = jnp.arange(logits_BxLxV.shape[-1]) == batch["targets"][..., None]
+  hit_BxLxV = jnp.arange(logits_BxLxV.shape[-1]) == targets_BxL[..., None]
   tgt_BxL = jnp.sum(jnp.where(hit_BxLxV, logits_BxLxV, 0.0), axis=-1)
   return logz_BxL - tgt_BxL
 
 
-def _loss_sums(cfg, params, batch):
-  """Sums over the batch: loss, count, and the AR (gap == 0) / FIM (gap > 0) parts."""
-  ce_BxL = token_losses(cfg, params, batch)
+def _loss_sums(cfg, params, batch, eom_id=None):
+  """Sums over the batch: loss, count, and the AR (gap == 0) / FIM (gap > 0) parts.
+
+  With `eom_id` (evaluation), also loss and argmax-correct sums by where the target sits:
+  `first` (the middle's first token, predicted at MID), `inside` (the rest of the middle),
+  `eom` (the end of the middle) and `context` (gap == 0: AR tokens, or a FIM row's prefix and
+  suffix). Each has <part>_loss_sum, <part>_correct and <part>_count.
+  """
+  if eom_id is None:
+    ce_BxL = token_losses(cfg, params, batch)
+  else:
+    logits_BxLxV = model_lib.apply(cfg, params, batch["tokens"], batch["pos"], batch["gap"],
+                                   batch.get("segment_ids"))
+    ce_BxL = cross_entropy(cfg, logits_BxLxV, batch["targets"])
   mask = batch["loss_mask"].astype(jnp.float32)
   fim = (batch["gap"] > 0).astype(jnp.float32)
   ar_m, fim_m = mask * (1.0 - fim), mask * fim
-  return {"loss_sum": jnp.sum(ce_BxL * mask), "count": jnp.sum(mask),
+  sums = {"loss_sum": jnp.sum(ce_BxL * mask), "count": jnp.sum(mask),
           "ar_loss_sum": jnp.sum(ce_BxL * ar_m), "ar_count": jnp.sum(ar_m),
           "fim_loss_sum": jnp.sum(ce_BxL * fim_m), "fim_count": jnp.sum(fim_m)}
+  if eom_id is None:
+    return sums
+  correct = (jnp.argmax(logits_BxLxV, axis=-1) == batch["targets"]).astype(jnp.float32)
+  real, gap, is_eom = mask > 0, batch["gap"], batch["targets"] == eom_id
+  parts = {"first": (gap == 1) & ~is_eom, "inside": (gap > 1) & ~is_eom,
+           "eom": (gap > 0) & is_eom, "context": gap == 0}
+  for name, sel in parts.items():
+    w = (sel & real).astype(jnp.float32)
+    sums.update({f"{name}_loss_sum": jnp.sum(ce_BxL * w), f"{name}_correct": jnp.sum(correct * w),
+                 f"{name}_count": jnp.sum(w)})
+  return sums
 
 
 def _check_batch(config, mesh):
@@ -222,8 +249,9 @@ def make_train_step(config, model_vocab_size: int, mesh):
   return _MeshFn(jitted, mesh)
 
 
-def make_eval_step(config, model_vocab_size: int, mesh):
-  """fn(state, batch) -> sums {loss_sum, count, ar_loss_sum, ar_count, fim_loss_sum, fim_count}.
+def make_eval_step(config, model_vocab_size: int, mesh, eom_id: int | None = None):
+  """fn(state, batch) -> sums {loss_sum, count, ar_loss_sum, ar_count, fim_loss_sum, fim_count}
+  (and, with `eom_id`, the per-part sums of `_loss_sums`).
 
   Add the sums over a split and divide (loss = loss_sum / count) for exact split averages.
   """
@@ -231,7 +259,7 @@ def make_eval_step(config, model_vocab_size: int, mesh):
   st_sh = state_shardings(config, model_vocab_size, mesh)
 
   def eval_fn(state, batch):
-    return _loss_sums(cfg, state["params"], batch)
+    return _loss_sums(cfg, state["params"], batch, eom_id)
   jitted = jax.jit(eval_fn, in_shardings=(st_sh, shd.batch_sharding(mesh)),
                    out_shardings=shd.replicated(mesh))
   return _MeshFn(jitted, mesh)

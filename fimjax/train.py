@@ -127,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   writer = metrics_lib.MetricsWriter(logdir, mirror=workdir if logdir != workdir else None)
   train_step = step_lib.make_train_step(config, vocab, mesh)
-  eval_step = step_lib.make_eval_step(config, vocab, mesh)
+  eval_step = evaluate.make_eval_step(config, cache, mesh)
   model_cfg = model_lib.ModelConfig.from_config(config, vocab)
   tokens_per_step = config.train.batch_size * config.model.context
   flops_per_token = flops.model_flops_per_token(model_cfg)
@@ -216,7 +216,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 _EVAL_SHOWN = {"eval_loss": "validation loss {:.4f}", "eval_fim_loss": "FIM middle loss {:.4f}",
+               "eval_fim_eom_acc": "EOM accuracy {:.0%}",
                "infill_exact": "infill exact match {:.1%}",
+               "infill_exact_value": "value {:.0%}", "infill_exact_line": "line {:.0%}",
                "gen_schema_valid_rate": "generated schema-valid {:.0%}"}
 
 

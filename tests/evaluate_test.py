@@ -6,51 +6,84 @@ import numpy as np
 
 from fimjax import evaluate
 from fimjax import generate
+from fimjax import infill_eval
 from fimjax.data import cache as cache_lib
+from fimjax.data import structure
 
 
-def test_bucket_boundaries():
-  assert [evaluate.bucket_of(n) for n in (1, 2, 8, 9, 32, 33, 500)] == [
-      "len1", "len2_8", "len2_8", "len9_32", "len9_32", "len33plus", "len33plus"]
+WORKFLOW = """name: CI
+on: [push]
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - name: Test
+        run: make test
+"""
 
 
-def test_exact_match_summary_on_a_hand_made_case():
-  holes = [{"kind": k} for k in ("len1", "len1", "len2_8", "len9_32", "len9_32", "len9_32",
-                                 "line", "line")]
-  matches = [True, False, True, False, False, True, True, False]
-  out = evaluate.exact_match_summary(holes, matches)
-  assert out == {"infill_exact": 3 / 6, "infill_n": 6,
-                 "infill_exact_len1": 0.5, "infill_n_len1": 2,
-                 "infill_exact_len2_8": 1.0, "infill_n_len2_8": 1,
-                 "infill_exact_len9_32": 1 / 3, "infill_n_len9_32": 3,
-                 "infill_exact_line": 0.5, "infill_n_line": 2}  # empty len33plus: absent
+def byte_docs(texts):
+  """Documents of one token per byte (a lossless tokenizer), with their structure marks."""
+  ids = [list(t.encode()) for t in texts]
+  marks = [structure.structure(t, np.ones(len(i), np.int64)) for t, i in zip(texts, ids)]
+  return cache_lib.Documents.from_lists(ids, [m[0] for m in marks], [m[1] for m in marks])
 
 
-def test_held_out_holes_are_fixed_and_well_formed():
-  rng = np.random.default_rng(0)
-  NL = 7  # the "newline" token
-  docs_list = [list(rng.integers(0, 7, n)) for n in (3, 40, 90, 200)]
-  for d in docs_list[1:]:
-    d[::6] = [NL] * len(d[::6])
-  docs = cache_lib.Documents.from_lists(docs_list)
-  newline = np.zeros(8, bool)
-  newline[NL] = True
-  holes = evaluate.make_holes(docs, 40, 64, newline_ids=newline, seed=3)
-  assert holes == evaluate.make_holes(docs, 40, 64, newline_ids=newline, seed=3)
-  assert holes != evaluate.make_holes(docs, 40, 64, newline_ids=newline, seed=4)
-  spans = [h for h in holes if h["kind"] != "line"]
-  lines = [h for h in holes if h["kind"] == "line"]
-  assert len(spans) == 40 and len(lines) == 10
-  assert {h["kind"] for h in spans} == {"len1", "len2_8", "len9_32", "len33plus"}
+class _Bytes:
+  name, vocab_size = "bpe", 256
+
+  def decode(self, ids):
+    return bytes(ids).decode(errors="replace")
+
+
+def test_held_out_holes_by_kind_are_fixed_and_well_formed():
+  docs = byte_docs([WORKFLOW, WORKFLOW.replace("Test", "Unit tests"), "jobs:\n  a:\n    b: 1\n"])
+  holes = infill_eval.make_holes(docs, 4, 64, seed=3)
+  assert holes == infill_eval.make_holes(docs, 4, 64, seed=3)
+  assert holes != infill_eval.make_holes(docs, 4, 64, seed=4)
+  kinds = [h["kind"] for h in holes]
+  assert all(kinds.count(k) == 4 for k in ("value", "line", "step", "span1", "span2_8",
+                                           "span9_32", "span33plus"))
+  text = lambda h: bytes(docs[h["doc"]][h["start"]:h["start"] + h["length"]].astype(np.uint8)).decode()
   for h in holes:
-    n = docs.lengths[h["doc"]]
-    assert 1 <= h["length"] <= 63 and 0 <= h["start"] and h["start"] + h["length"] <= n
-  for h in spans:
-    assert h["kind"] == evaluate.bucket_of(h["length"])
-  for h in lines:  # from a line start to the next one
-    toks = docs[h["doc"]]
-    assert toks[h["start"]] == NL and NL not in toks[h["start"] + 1:h["start"] + h["length"]]
-    assert h["start"] + h["length"] == len(toks) or toks[h["start"] + h["length"]] == NL
+    assert 1 <= h["length"] <= 63 and h["start"] + h["length"] <= docs.lengths[h["doc"]]
+    t = text(h)
+    if h["kind"] == "value":
+      assert t in (" CI", " [push]", " ubuntu-latest", " actions/checkout@v4", " Test",
+                   " make test", " Unit tests", " 1")
+    elif h["kind"] == "line":
+      assert (t.startswith("\n") or h["start"] == 0) and "\n" not in t[1:] and t.strip()
+    elif h["kind"] == "step":
+      assert t.lstrip("\n ").startswith("- ")
+    elif h["kind"] == "block":  # at most 63 bytes: only the small ones
+      assert t.lstrip("\n").split(":")[0].strip() in ("a", "steps", "build", "jobs")
+
+
+def test_scores_on_a_hand_made_case(shared_schema):
+  docs = byte_docs([WORKFLOW])
+  doc = list(docs[0])
+  at = WORKFLOW.index(" ubuntu-latest")
+  line_at = WORKFLOW.index("\n        run: make test")
+  holes = [{"doc": 0, "start": at, "length": 14, "kind": "value"},
+           {"doc": 0, "start": at, "length": 14, "kind": "value"},
+           {"doc": 0, "start": line_at, "length": 23, "kind": "line"},
+           {"doc": 0, "start": line_at, "length": 23, "kind": "line"}]
+  outputs = [(doc[at:at + 14], True),  # exact
+             (doc[at:at + 14] + list(b": x"), False),  # written, did not stop, breaks the file
+             (doc[line_at:line_at + 23] + list(b"\n  x: 1"), False),  # the line stop cuts it
+             (list(b" runs-on: [oops"), True)]  # breaks the file
+  rows = infill_eval.score(holes, outputs, docs, tokenizer=_Bytes(),
+                           newline=np.array([b == 10 for b in range(256)]),
+                           validator=generate.make_validator(str(shared_schema)))
+  assert [r["exact"] for r in rows] == [True, False, False, False]
+  assert [r["written"] for r in rows] == [True, True, True, False]
+  assert [r.get("line_stop") for r in rows] == [None, None, True, False]
+  assert [r["valid"] for r in rows] == [True, False, False, False]
+  out = infill_eval.summary(rows)
+  assert out["infill_exact"] == 0.25 and out["infill_exact_value"] == 0.5
+  assert out["infill_n_line"] == 2 and out["infill_exact_line_stop"] == 0.5
+  assert out["infill_valid_after_fill"] == 0.25 and "infill_n_block" not in out
 
 
 class _TextTokenizer:
@@ -94,12 +127,16 @@ def test_evaluate_cli_writes_a_report(trained_workdir, tmp_path, capsys):
                       "--generate-samples", "2", "--max-new-tokens", "8"])
   assert rc == 0, capsys.readouterr().err
   report = json.loads(out.read_text())
-  for key in ("eval_loss", "eval_fim_loss", "infill_exact", "infill_written", "infill_n",
+  for key in ("eval_loss", "eval_fim_loss", "eval_fim_first_acc", "eval_fim_eom_acc",
+              "infill_exact", "infill_written", "infill_n", "infill_valid_after_fill",
               "gen_decoded_rate", "gen_parsed_rate", "step"):
     assert key in report, key
-  assert report["infill_n"] == 4 and report["infill_holes"] == 4
+  assert report["infill_holes"] == 4
+  for kind in ("value", "line", "span1", "span2_8", "span9_32"):
+    assert report[f"infill_n_{kind}"] == 4, kind
+  assert report["infill_n"] == sum(report.get(f"infill_n_{k}", 0) for k in infill_eval.KINDS)
   assert 0.0 <= report["infill_exact"] <= report["infill_written"] <= 1.0
-  assert np.isfinite(report["eval_loss"])
+  assert np.isfinite(report["eval_loss"]) and 0 <= report["eval_fim_eom_acc"] <= 1
   assert evaluate.main(["--workdir", str(tmp_path / "none")]) == 1
   assert "no checkpoint" in capsys.readouterr().err
 
@@ -108,3 +145,19 @@ def test_training_loop_logs_sampling_metrics(trained_workdir):
   records = [json.loads(l) for l in open(trained_workdir / "metrics.jsonl")]
   evals = [r for r in records if "eval_loss" in r]
   assert evals and {"eval_fim_loss", "infill_exact", "gen_decoded_rate"} <= evals[-1].keys()
+
+
+def test_evaluate_on_a_held_out_folder(trained_workdir, tmp_path, capsys):
+  folder = tmp_path / "repo"
+  folder.mkdir()
+  (folder / "ci.yml").write_text(WORKFLOW)
+  (folder / "broken.yml").write_text("on: [")
+  rc = evaluate.main(["--workdir", str(trained_workdir), "--corpus", str(folder),
+                      "--infill-holes", "2", "--generate-samples", "0", "--max-new-tokens", "8",
+                      "--span-policy", "line"])
+  assert rc == 0, capsys.readouterr().err
+  report = json.loads(capsys.readouterr().out)
+  assert report["corpus_summary"] == "kept 1 of 2; skipped: yaml_error 1"
+  assert report["span_policy"] == "line" and report["infill_n_line"] == 2
+  tok = cache_lib.load_cache(trained_workdir / "cache").tokenizer()
+  assert report["eval_tokens"] == len(tok.encode(WORKFLOW)) + 1  # every token and EOS, once

@@ -45,22 +45,25 @@ def test_find_holes_line_and_span():
 
 
 def test_crop_keeps_the_nearest_context():
-  assert infill.crop(list(range(10)), list(range(10)), 30) == (0, 10)
-  assert infill.crop(list(range(100)), list(range(100)), 20) == (90, 10)
-  assert infill.crop(list(range(3)), list(range(100)), 20) == (0, 17)  # unused prefix room
-  assert infill.crop(list(range(100)), list(range(4)), 20) == (84, 4)
+  assert sample_lib.crop(list(range(10)), list(range(10)), 30) == (0, 10)
+  assert sample_lib.crop(list(range(100)), list(range(100)), 20) == (90, 10)
+  assert sample_lib.crop(list(range(3)), list(range(100)), 20) == (0, 17)  # unused prefix room
+  assert sample_lib.crop(list(range(100)), list(range(4)), 20) == (84, 4)
 
 
 def test_holes_are_filled_left_to_right_with_the_rest_as_context(monkeypatch):
   seen = []
 
-  def fake_sample(cfg, params, prompts, special_ids, vocab, *, mode, sc, seed):
+  def fake_sample(cfg, params, prompts, special_ids, vocab, *, mode, sc, seed, positions,
+                  stop_before):
+    del stop_before
+    assert positions == "collapsed"
     seen.append(prompts[0])
     return sample_lib.Result([list(f" X{len(seen)}".encode())], [True])
   monkeypatch.setattr(sample_lib, "sample", fake_sample)
   cfg = type("Cfg", (), {"context": 512})()
   out = infill.fill(TEXT, ByteTokenizer(), cfg, None, SP, 261,
-                    sc=sample_lib.SampleConfig(max_new=16))
+                    sc=sample_lib.SampleConfig(max_new=16), positions="collapsed")
   assert out == TEXT.replace(" <FILL>", " X1", 1).replace("\n      <FILL>", " X2")
   first, second = (p.tokens.tolist() for p in seen)
   # Hole 1: BOS + prefix, MASK, the text up to hole 2 (no EOS: the window ends mid-document), MID.
@@ -76,8 +79,8 @@ def test_holes_are_filled_left_to_right_with_the_rest_as_context(monkeypatch):
 
 
 def test_long_context_is_cropped_with_true_positions():
-  p = infill.hole_prompt(list(range(100)), list(range(100)), SP, context=64, max_new=20,
-                         last=True)
+  p = sample_lib.hole_prompt(list(range(100)), list(range(100)), SP, context=64, max_new=20,
+                             last=True, positions="continued")
   assert len(p.tokens) + 20 <= 64
   assert p.tokens[0] != SP["bos"] and SP["eos"] not in p.tokens.tolist()  # both sides cropped
   assert p.pos[0] == 100 - p.tokens.tolist().index(SP["mask"]) + 1  # doc position (BOS = 0)
@@ -86,7 +89,8 @@ def test_long_context_is_cropped_with_true_positions():
 def test_tct_holes_are_refused_in_one_line():
   tct = type("Tct", (), {"name": "tct"})()
   with pytest.raises(infill.InfillError, match="whole JSON documents only"):
-    infill.fill(TEXT, tct, None, None, SP, 261, sc=sample_lib.SampleConfig())
+    infill.fill(TEXT, tct, None, None, SP, 261, sc=sample_lib.SampleConfig(),
+                positions="continued")
 
 
 # ------------------------------------------------------------------------------------- the CLI
@@ -134,15 +138,19 @@ def test_cli_errors_are_one_line(trained_workdir, tmp_path, capsys):
   assert "cannot read" in capsys.readouterr().err
 
 
-def test_prompt_positions_match_training_layout():
-  """The FIM prompt of a hole equals the first cells of training's PSM example."""
+@pytest.mark.parametrize("positions", ["collapsed", "continued", "sequential"])
+def test_prompt_positions_match_training_layout(positions):
+  """The FIM prompt of a hole equals the first cells of training's PSM example, and the
+  sampler's decode steps continue its positions as training does."""
   from fimjax.data import fim as fim_lib  # pylint: disable=g-import-not-at-top
   doc = np.arange(10, 30)
   g, m = 6, 5  # middle = ext[6:11]: doc[5:10]
   ex = fim_lib.build_examples(doc, np.array([0]), np.array([20]), [0], [0], [22],
-                              [fim_lib.PSM], [g], [m], SP)
-  prompt = sample_lib.infill_prompt(doc[:g - 1], doc[g - 1 + m:], SP)
+                              [fim_lib.PSM], [g], [m], SP, positions=positions)
+  prompt = sample_lib.infill_prompt(doc[:g - 1], doc[g - 1 + m:], SP, positions=positions)
   k = len(prompt.tokens)
   for key in ("tokens", "pos", "gap"):
     assert ex[key][:k].tolist() == getattr(prompt, key).tolist(), key
   assert ex["tokens"][k:].tolist() == doc[g - 1:g - 1 + m].tolist()  # the middle follows
+  step = fim_lib.middle_pos_step(positions)
+  assert ex["pos"][k:].tolist() == [int(prompt.pos[-1]) + step * (i + 1) for i in range(m)]

@@ -22,8 +22,10 @@ def params():
 
 def _prompts(seed=0):
   rng = np.random.default_rng(seed)
-  return [sample_lib.infill_prompt(rng.integers(0, 98, 5), rng.integers(0, 98, 9), SP),
-          sample_lib.infill_prompt(rng.integers(0, 98, 14), rng.integers(0, 98, 2), SP)]
+  return [sample_lib.infill_prompt(rng.integers(0, 98, 5), rng.integers(0, 98, 9), SP,
+                                   positions="continued"),
+          sample_lib.infill_prompt(rng.integers(0, 98, 14), rng.integers(0, 98, 2), SP,
+                                   positions="continued")]
 
 
 _apply = jax.jit(lambda p, t, q, g: model_lib.apply(CFG, p, t, q, g))
@@ -45,7 +47,7 @@ def _reference(params, prompt, mode, n):
     if t == stop:
       break
     toks.append(t)
-    pos.append(pos[-1] + (mode == sample_lib.GENERATE))
+    pos.append(pos[-1] + 1)  # generation, and an infilled middle under "continued"
     gap.append(gap[-1] + (mode == sample_lib.INFILL))
   return out, np.stack(logits)
 
@@ -69,12 +71,28 @@ def test_cached_decoding_equals_recomputing(params, mode):
 
 
 def test_infill_layout_positions():
-  p = sample_lib.infill_prompt([7, 8], [9], SP)
+  p = sample_lib.infill_prompt([7, 8], [9], SP, positions="continued")
   assert p.tokens.tolist() == [SP["bos"], 7, 8, SP["mask"], 9, SP["eos"], SP["mid"]]
   assert p.pos.tolist() == [0, 1, 2, 3, 4, 5, 3]
   assert p.gap.tolist() == [0, 0, 0, 0, 0, 0, 1]
-  cropped = sample_lib.infill_prompt([7, 8], [9], SP, start=10, bos=False, eos=False)
+  cropped = sample_lib.infill_prompt([7, 8], [9], SP, start=10, bos=False, eos=False,
+                                     positions="continued")
   assert cropped.pos.tolist() == [10, 11, 12, 13, 12]
+  seq = sample_lib.infill_prompt([7, 8], [9], SP, positions="sequential")
+  assert seq.pos.tolist() == list(range(7))
+
+
+def test_stop_before_ends_a_row_without_keeping_the_token(params):
+  sc = sample_lib.SampleConfig(temperature=0.0, max_new=6)
+  forced = _forced(params, 5)
+  stop = np.zeros(V, bool)
+  stop[5] = True
+  plain = sample_lib.sample(CFG, forced, _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL,
+                            sc=sc)
+  assert plain.tokens == [[5] * 6] * 2 and plain.stopped == [False, False]
+  cut = sample_lib.sample(CFG, forced, _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL,
+                          sc=sc, stop_before=stop)
+  assert cut.tokens == [[5], [5]] and cut.stopped == [True, True]  # the first token is kept
 
 
 def _forced(params, token):

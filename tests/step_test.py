@@ -107,6 +107,28 @@ def test_eval_sums_match_train_loss():
   assert float(sums["ar_count"] + sums["fim_count"]) == float(sums["count"]) == 4 * 24
 
 
+def test_eval_parts_split_the_middle_into_first_inside_and_eom():
+  c = micro_config()
+  mesh = shd.make_mesh(c.mesh, jax.devices()[:1])
+  state = step_lib.create_train_state(c, VOCAB, mesh)
+  batch = synthetic_batch(4, 32, seed=3)
+  batch["gap"][:, 16:] = 0
+  batch["gap"][:, 18:24] = np.arange(1, 7)  # MID at 18, then 5 middle cells
+  eom = VOCAB - 1
+  batch["targets"][:, 23] = eom
+  sums = step_lib.make_eval_step(c, VOCAB, mesh, eom_id=eom)(state, step_lib.shard_batch(batch,
+                                                                                          mesh))
+  sums = {k: float(v) for k, v in sums.items()}
+  assert (sums["first_count"], sums["inside_count"], sums["eom_count"]) == (4, 16, 4)
+  assert sums["context_count"] == sums["ar_count"] == 4 * 24 - 24
+  np.testing.assert_allclose(sums["first_loss_sum"] + sums["inside_loss_sum"]
+                             + sums["eom_loss_sum"], sums["fim_loss_sum"], rtol=1e-6)
+  for part in ("first", "inside", "eom", "context"):
+    assert 0 <= sums[f"{part}_correct"] <= sums[f"{part}_count"]
+  assert "first_count" not in step_lib.make_eval_step(c, VOCAB, mesh)(
+      state, step_lib.shard_batch(batch, mesh))  # training's eval: losses only
+
+
 def test_non_finite_step_is_skipped_and_freezes():
   c = micro_config()
   good, bad = synthetic_batch(4, 32, seed=3), synthetic_batch(4, 32, seed=3)

@@ -23,7 +23,7 @@ SMALL = [
     "--config.model.context=64", "--config.train.batch_size=8", "--config.train.eval_batch_size=16",
     "--config.train.log_every_steps=1", "--config.train.eval_every_steps=4",
     "--config.train.checkpoint_every_steps=2", "--config.train.progress=False",
-    "--config.data.default_corpus_size=60", "--config.data.bpe_vocab_size=400",
+    "--config.data.corpus=synthetic:60", "--config.data.bpe_vocab_size=400",
     "--config.data.val_fraction=0.1", "--config.data.tokenizer=bpe",
     "--config.optim.warmup_steps=2",
 ]
