@@ -58,8 +58,8 @@ def bench_one(cfg, params, batch, prompt, new, use_cache, reps):
 
   def call():
     out = sample_lib._sample(params, tokens, pos, gap, length, allowed, np.int32(SP["eos"]),
-                             jax.random.key(0), cfg=cfg, sc=sc, mode=sample_lib.GENERATE,
-                             use_cache=use_cache)
+                             np.zeros(cfg.vocab_size, bool), jax.random.key(0), cfg=cfg, sc=sc,
+                             mode=sample_lib.GENERATE, use_cache=use_cache)
     return jax.block_until_ready(out)
   (compile_s,), _ = common.timed(call, 1)
   seconds, out = common.timed(call, reps)

@@ -132,7 +132,7 @@ def test_evaluate_cli_writes_a_report(trained_workdir, tmp_path, capsys):
               "gen_decoded_rate", "gen_parsed_rate", "step"):
     assert key in report, key
   assert report["infill_holes"] == 4
-  for kind in ("value", "line", "span1", "span2_8", "span9_32"):
+  for kind in ("value", "line", "span1", "span2_8"):  # 9+ tokens do not fit max-new 8
     assert report[f"infill_n_{kind}"] == 4, kind
   assert report["infill_n"] == sum(report.get(f"infill_n_{k}", 0) for k in infill_eval.KINDS)
   assert 0.0 <= report["infill_exact"] <= report["infill_written"] <= 1.0

@@ -37,7 +37,7 @@ import numpy as np
 
 from fimjax.data import holes as holes_lib
 from fimjax.data import rand
-from fimjax.data.rand import below, hash_u64, uniform  # noqa: F401  (re-exported)
+from fimjax.data.rand import below, hash_u64, uniform
 
 SPECIAL_NAMES = ("pad", "bos", "eos", "mask", "mid", "eom")
 SPAN_POLICIES = holes_lib.POLICIES
