@@ -25,7 +25,7 @@ SMALL = [
     "--config.train.checkpoint_every_steps=2", "--config.train.progress=False",
     "--config.data.corpus=synthetic:60", "--config.data.bpe_vocab_size=400",
     "--config.data.val_fraction=0.1", "--config.data.tokenizer=bpe",
-    "--config.optim.warmup_steps=2",
+    "--config.optim.warmup_steps=2", "--nodemo",
 ]
 
 
@@ -64,12 +64,15 @@ def cache_dir(tmp_path_factory):
 def straight_run(tmp_path_factory, cache_dir):
   """8 steps in one go: the reference the other tests compare against."""
   workdir = tmp_path_factory.mktemp("straight")
-  proc = run_main(workdir, "--config.train.steps=8", cache_dir=cache_dir)
+  proc = run_main(workdir, "--config.train.steps=8", "--demo", cache_dir=cache_dir)
   return workdir, proc
 
 
 def test_run_writes_metrics_checkpoints_and_plot(straight_run):
   workdir, proc = straight_run
+  # The run ends by filling one held-out hole (a line) and showing it beside the file's text.
+  assert "One held-out hole" in proc.stdout and "<FILL>" in proc.stdout
+  assert "model wrote:" in proc.stdout and "the file has:" in proc.stdout
   records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   steps = [r["step"] for r in records if "loss" in r]
   assert steps == list(range(1, 9))
