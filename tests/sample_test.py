@@ -147,3 +147,30 @@ def test_prompt_too_long_is_refused(params):
   with pytest.raises(ValueError, match="exceeds the model's context"):
     sample_lib.sample(CFG, params, [long], SP, MODEL_VOCAB, mode=sample_lib.GENERATE,
                       sc=sample_lib.SampleConfig(max_new=8))
+
+
+@pytest.mark.parametrize("max_tokens, calls", [(10, [8, 2] * 2), (0, [])])
+def test_generate_without_eos_stops_at_max_tokens(monkeypatch, max_tokens, calls):
+  # A sample that never draws EOS is "not decoded" and leaves the loop at --max-tokens: no
+  # one-token calls after it (the old loop sampled it until EOS and counted it decoded).
+  from fimjax import generate
+  seen = []
+
+  def fake_sample(cfg, params, prompts, *args, sc, **kw):
+    seen.append(sc.max_new)
+    return sample_lib.Result([[5] * sc.max_new for _ in prompts], [False] * len(prompts))
+
+  monkeypatch.setattr(sample_lib, "sample", fake_sample)
+  out = generate.generate_tokens(CFG, None, SP, MODEL_VOCAB, 3, sc=sample_lib.SampleConfig(
+      max_new=8), max_tokens=max_tokens, batch_size=2)
+  assert seen == calls  # two batches of 2 rows: 8 tokens, then the last 2 of 10
+  assert [(len(d), f) for d, f in out] == [(max_tokens, False)] * 3
+
+
+def test_generate_counts_eos_as_finished(monkeypatch):
+  from fimjax import generate
+  monkeypatch.setattr(sample_lib, "sample", lambda cfg, params, prompts, *a, sc, **kw:
+                      sample_lib.Result([[7, 7] for _ in prompts], [True] * len(prompts)))
+  out = generate.generate_tokens(CFG, None, SP, MODEL_VOCAB, 2, sc=sample_lib.SampleConfig(),
+                                 max_tokens=10, batch_size=2)
+  assert out == [([7, 7], True), ([7, 7], True)]
