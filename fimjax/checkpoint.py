@@ -9,6 +9,7 @@ best one by validation loss. A checkpoint that fails to restore (torn, corrupt) 
 import json
 import logging
 import os
+import pathlib
 import shutil
 import tempfile
 from typing import Any
@@ -36,6 +37,23 @@ def local_dir(workdir: str) -> str:
 def cache_dir(config, workdir: str) -> str:
   """The run's token cache: `data.cache_dir`, else `cache/` in the (local) run directory."""
   return config.data.cache_dir or os.path.join(local_dir(workdir), "cache")
+
+
+def check_cache_dir(path: str, workdir: str) -> None:
+  """Refuses a cache folder that a cache rebuild (which replaces the whole folder) would wipe the
+  run with: the run directory itself, a folder holding it, or one inside its checkpoints."""
+  cache, run = pathlib.Path(path).resolve(), pathlib.Path(local_dir(workdir)).resolve()
+  what = None
+  if cache == run:
+    what = "is the workdir"
+  elif run.is_relative_to(cache):
+    what = f"holds the workdir {run}"
+  elif any(cache.is_relative_to(run / d) for d in ("checkpoints", "checkpoints_unreadable")):
+    what = "lies inside the workdir's checkpoints"
+  if what:
+    raise ValueError(f"data.cache_dir={path} {what}, and a cache rebuild replaces its whole "
+                     f"folder: set --config.data.cache_dir to a folder of its own, or to '' "
+                     f"for {run / 'cache'}")
 
 
 class Checkpoints:

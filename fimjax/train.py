@@ -93,8 +93,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   config_base.validate(config)
   is_main = jax.process_index() == 0
   logdir = checkpoint_lib.local_dir(workdir)
+  cache_path = checkpoint_lib.cache_dir(config, workdir)
+  checkpoint_lib.check_cache_dir(cache_path, workdir)
   os.makedirs(logdir, exist_ok=True)
-  cache = cache_lib.ensure_cache(config.data, checkpoint_lib.cache_dir(config, workdir))
+  cache = cache_lib.ensure_cache(config.data, cache_path)
   vocab = cache.model_vocab_size
   mesh = sharding.make_mesh(config.mesh)
 

@@ -32,6 +32,7 @@ FORMAT = "fimjax-token-cache"
 FORMAT_VERSION = 2  # 2: struct_flags.npy / struct_span.npy
 META, TOKENIZER_FILE, DOCS_TSV = "meta.json", "tokenizer.json", "documents.tsv"
 STRUCT_FLAGS, STRUCT_SPAN = "struct_flags.npy", "struct_span.npy"
+ARRAYS = ("tokens.npy", "offsets.npy", "split.npy", STRUCT_FLAGS, STRUCT_SPAN)
 SPLITS = {"train": 0, "validation": 1}
 SPECIALS = ("bos", "eos", "mask", "mid", "eom")  # model ids V, V+1, ... after the tokenizer's vocab
 _ENCODE_CHUNK = 512
@@ -142,10 +143,35 @@ def _read_meta(path: pathlib.Path) -> dict | None:
   return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
+def _foreign(path: pathlib.Path) -> list[str]:
+  """Names in the folder `path` that a cache build does not write (a rebuild would delete them)."""
+  own = {*ARRAYS, META, TOKENIZER_FILE, DOCS_TSV, corpus_lib.CACHE_MARKER}
+  return sorted(p.name for p in path.iterdir() if p.name not in own) if path.is_dir() else []
+
+
 def _owned(path: pathlib.Path) -> bool:
-  """Ours to replace: a fimjax cache (marker or meta), or an empty folder."""
-  return (not path.exists() or (path.is_dir() and not any(path.iterdir()))
-          or (path / corpus_lib.CACHE_MARKER).is_file() or _read_meta(path) is not None)
+  """Ours to replace: a fimjax cache (marker or meta) holding only its own files, or an empty
+  folder, or nothing."""
+  if not path.exists():
+    return True
+  if not path.is_dir() or _foreign(path):
+    return False
+  return (not any(path.iterdir()) or (path / corpus_lib.CACHE_MARKER).is_file()
+          or _read_meta(path) is not None)
+
+
+def _refuse_unowned(out: pathlib.Path) -> None:
+  """A rebuild replaces the whole folder: refuse one that holds anything but a cache."""
+  if _owned(out):
+    return
+  if not out.is_dir():
+    raise CacheError(f"refusing to write the cache into {out}: it is not a folder; choose "
+                     "another --out / data.cache_dir")
+  names = _foreign(out) or [f"no {META}"]
+  shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+  raise CacheError(f"refusing to write the cache into {out}: it holds files that are not a fimjax "
+                   f"token cache's ({shown}) and a rebuild would delete them; choose another "
+                   "--out / data.cache_dir (a folder of its own)")
 
 
 def load_cache(path: str | os.PathLike) -> TokenCache:
@@ -283,6 +309,7 @@ def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
       if (_read_meta(out) or {}).get("settings") == settings:  # another process built the same
         shutil.rmtree(tmp, ignore_errors=True)
         return
+  _refuse_unowned(out)  # again: the folder may have changed during the build
   old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
   os.rename(out, old)
   os.rename(tmp, out)
@@ -303,9 +330,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   for inp in inputs:
     if not corpus_lib.is_embedded(inp) and pathlib.Path(inp).resolve().is_relative_to(out):
       raise CacheError(f"input {inp} lies inside the cache folder {out}; choose another --out")
-  if not _owned(out):
-    raise CacheError(f"refusing to write the cache into {out}: it is not empty and not a fimjax "
-                     "cache; choose another --out / data.cache_dir")
+  _refuse_unowned(out)
   name = tok_lib.resolve(tokenizer, tct_module)
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 
@@ -364,8 +389,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   tmp.mkdir()
   try:
     (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
-    for fname, array in (("tokens.npy", tokens), ("offsets.npy", offsets), ("split.npy", split),
-                         (STRUCT_FLAGS, flags), (STRUCT_SPAN, span)):
+    for fname, array in zip(ARRAYS, (tokens, offsets, split, flags, span)):
       _write(tmp / fname, lambda f, a=array: np.save(f, a))
     if name == "bpe":
       _write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
@@ -410,13 +434,14 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
                  log: Callable[[str], None] = print) -> TokenCache:
   """The cache for `config.data` at `out_dir`: reused when its settings match, else (re)built.
 
-  A stale folder that is not a fimjax cache is refused, never overwritten.
+  A folder that holds anything but a cache's own files is refused, never overwritten.
   """
   inputs = [s.strip() for s in str(data.corpus).split(",") if s.strip()]
   if not inputs:
     raise CacheError("data.corpus is empty: give workflow files/folders (comma-separated) or 'default'")
   kwargs = {k: getattr(data, k) for k in _DATA_FIELDS}
   out = pathlib.Path(out_dir)
+  _refuse_unowned(out)  # before any work: a folder that holds more than a cache is not ours
   want = requested_settings(inputs, **kwargs)
   meta = _read_meta(out)
   if meta is not None:
@@ -430,9 +455,6 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
       diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
                        if have.get(k) != want.get(k))
       log(f"token cache at {out} is stale ({diff}); rebuilding")
-  elif not _owned(out):
-    raise CacheError(f"{out} exists and is not a fimjax token cache; refusing to use or overwrite it "
-                     "(set data.cache_dir to an empty or new folder)")
   build_cache(inputs, out, progress=progress, log=log, **kwargs)
   return load_cache(out)
 
