@@ -15,8 +15,8 @@ def _one_line(error: BaseException) -> str:
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing that turns config mistakes into one line on stderr and exit status 2.
 
-  An unknown key (`--config.train.stepz=5`), a wrong type (`--config.train.steps=abc`) or a
-  missing config file names the flag and stops before any work is done.
+  An unknown key (`--config.train.stepz=5`), a wrong type (`--config.train.steps=abc`), a
+  missing config file or one without `get_config()` names the flag and stops before any work.
   """
   try:
     rest = flags.FLAGS(argv)
@@ -27,12 +27,26 @@ def parse_flags(argv: list[str]) -> list[str]:
     message = f"{e}"
   except (AttributeError, KeyError) as e:
     detail = _one_line(e)
-    name = detail.split()[0] if detail else ""
-    key = next((a.split("=")[0] for a in argv
-                if a.startswith("--config.") and a.split("=")[0].endswith("." + name)), "--config")
-    message = f"{key}: no such config field ({detail})"
+    if isinstance(e, AttributeError) and "no attribute 'get_config'" in str(e):  # not a field
+      from fimjax import config_base  # pylint: disable=g-import-not-at-top
+      message = f"--config: {config_base.no_get_config(_flag_value(argv, '--config'))}"
+    else:
+      name = detail.split()[0] if detail else ""
+      key = next((a.split("=")[0] for a in argv if a.startswith("--config.")
+                  and a.split("=")[0].endswith("." + name)), "--config")
+      message = f"{key}: no such config field ({detail})"
   except Exception as e:  # pylint: disable=broad-except  # a config file that does not load
     message = f"--config: cannot load the config file: {type(e).__name__}: {_one_line(e)}"
   message = re.sub(r"\s+", " ", message)
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
+
+
+def _flag_value(argv: list[str], name: str) -> str:
+  """The value given to `name` (`--name=value` or `--name value`), or "" when absent."""
+  for i, arg in enumerate(argv):
+    if arg.startswith(name + "="):
+      return arg[len(name) + 1:].split(":")[0]
+    if arg == name and i + 1 < len(argv):
+      return argv[i + 1].split(":")[0]
+  return ""

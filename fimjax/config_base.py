@@ -194,4 +194,12 @@ def load_config_file(path) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location(f"fimjax_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
+  if not callable(getattr(module, "get_config", None)):
+    raise ValueError(no_get_config(path))
   return module.get_config()
+
+
+def no_get_config(path) -> str:
+  """The error for a config file without `get_config()`, naming the file and the fix."""
+  return (f"{path} has no get_config(): define `def get_config():` returning the config, "
+          "e.g. `return base_config(\"tiny\")` with any changes (as configs/*.py do)")
