@@ -1,15 +1,18 @@
 """Where metrics go: `metrics.jsonl` and TensorBoard in the workdir, and a terminal progress bar.
 
-Only process 0 writes; on other processes every method is a no-op.
+Only process 0 writes; on other processes every method is a no-op. jax is imported where it is
+used, so that a notebook can read metrics without it.
 """
 
 import json
+import logging
 import math
 import os
 import time
 
-import jax
 import tqdm
+
+log = logging.getLogger(__name__)
 
 
 def _plain(value):
@@ -25,12 +28,13 @@ class MetricsWriter:
 
   def __init__(self, workdir: str, *, enabled: bool | None = None, mirror: str | None = None):
     """`mirror`: a remote run directory (gs://...) that receives a copy at every flush."""
-    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.enabled = _process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.mirror = mirror
     self._tb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
+      _cut_torn_tail(self.path)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -62,20 +66,61 @@ class MetricsWriter:
       self.mirror_file(self.path)
 
 
+def _process_index() -> int:
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.process_index()
+
+
+def _cut_torn_tail(path: str) -> None:
+  """Removes a torn last record (a run stopped mid-write) so that appends start on a new line."""
+  if not os.path.exists(path):
+    return
+  with open(path, "rb+") as f:
+    data = f.read()
+    if not data or data.endswith(b"\n"):
+      return
+    cut = data.rfind(b"\n") + 1
+    try:
+      json.loads(data[cut:])
+      f.write(b"\n")  # only the newline was lost
+    except ValueError:
+      f.truncate(cut)
+      log.warning("%s: removed a torn last line (%d bytes; a run stopped while writing it)",
+                  path, len(data) - cut)
+
+
 def read_metrics(workdir: str) -> list[dict]:
-  """All records of `<workdir>/metrics.jsonl` (a resumed run appends; later lines win on plots)."""
+  """All records of `<workdir>/metrics.jsonl` (a resumed run appends; later lines win on plots).
+
+  A torn last line (a run stopped while writing it) is skipped with a warning; a bad line
+  elsewhere raises ValueError naming the file and line.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = [(n, line) for n, line in enumerate(f, 1) if line.strip()]
+  records = []
+  for n, line in lines:
+    try:
+      record = json.loads(line)
+      if not isinstance(record, dict) or "step" not in record:
+        raise ValueError("not a record with a step")
+    except ValueError as e:
+      if n == lines[-1][0]:
+        log.warning("%s:%d: skipped a torn last line (a run stopped while writing it)", path, n)
+        continue
+      raise ValueError(f"{path}:{n}: not a metrics record ({getattr(e, 'msg', e)}): repair or "
+                       "delete that line") from None
+    records.append(record)
+  return records
 
 
 class Progress:
   """A tqdm bar over training steps showing loss, tokens/s, MFU and ETA (process 0 only)."""
 
   def __init__(self, start: int, total: int, *, enabled: bool = True):
-    self.enabled = enabled and jax.process_index() == 0
+    self.enabled = enabled and _process_index() == 0
     self._bar = None
     if self.enabled:
       self._bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
@@ -94,7 +139,7 @@ class Progress:
   def write(self, message: str) -> None:
     if self._bar is not None:
       self._bar.write(message)
-    elif jax.process_index() == 0:
+    elif _process_index() == 0:
       print(message, flush=True)
 
   def close(self) -> None:

@@ -55,7 +55,7 @@ def main(argv: list[str]) -> int:
     return 2
   try:
     print(plot_losses(argv[1]))
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ValueError) as e:  # no metrics, or a damaged line (named)
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

@@ -109,11 +109,11 @@ lines carry `eval_loss`). `python -m fimjax.plot runs/tiny` writes the same curv
 """
 
 PLOT = """\
-import json
-
 import matplotlib.pyplot as plt
 
-rows = [json.loads(line) for line in open(f"{WORKDIR}/metrics.jsonl") if line.strip()]
+from fimjax import metrics
+
+rows = metrics.read_metrics(WORKDIR)  # the lines of metrics.jsonl (a torn last one skipped)
 train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
 evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
 
