@@ -73,18 +73,42 @@ def _any_process(flag: bool) -> bool:
   return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
-def _check_compatible(saved: dict, config: ml_collections.ConfigDict, allow_change: bool) -> None:
-  """Refuses to resume a run whose saved config differs in fields that change its meaning."""
-  differences = config_base.incompatible_fields(saved, config.to_dict())
+def _refuse_changes(differences: list[tuple[str, object, object]], *, allow_change: bool,
+                    fix: str, note: str = "") -> None:
+  """Refuses to resume a run whose saved config (or tokenizer) differs in what gives it meaning:
+  one line listing (field, saved, now) and the fix; `allow_change` lets it go with a warning."""
   if not differences:
     return
-  listing = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, a, b in differences)
+  listing = "; ".join(f"{k}: saved {a!r}, now {b!r}" for k, a, b in differences) + note
   if allow_change:
     log.warning("resuming with changed config fields (allowed by --allow_config_change): %s",
                 listing)
     return
-  raise ValueError(f"the workdir holds a run with a different config ({listing}); use another "
-                   "--workdir, or pass --allow_config_change to resume anyway")
+  raise ValueError(f"the workdir holds a run with a different config ({listing}); {fix}")
+
+
+def _check_compatible(saved: dict, config: ml_collections.ConfigDict, allow_change: bool) -> None:
+  """Refuses to resume a run whose saved config differs in fields that change its meaning."""
+  _refuse_changes(config_base.incompatible_fields(saved, config.to_dict()),
+                  allow_change=allow_change, fix="use another --workdir, or pass "
+                  "--allow_config_change to resume anyway")
+
+
+def _same_tokenizer(run_meta: dict | None, cache_path: str):
+  """A check for `ensure_cache`: a resumed run keeps the tokenizer of its first step (its
+  weights know those ids), whatever the corpus has become; None for a new run."""
+  if run_meta is None:
+    return None
+
+  def verify(meta: dict, folder) -> None:
+    saved, now = cache_lib.tokenizer_id(run_meta), cache_lib.tokenizer_id(meta)
+    if saved != now:  # never allowed: the weights would read other token ids
+      change = cache_lib.corpus_change(run_meta, cache_path, meta, folder)
+      short = lambda t: t[:16] if t.startswith("bpe:") else t  # noqa: E731
+      _refuse_changes([("tokenizer", short(saved), short(now))], allow_change=False,
+                      note=f"; {change}", fix="its weights would read other token ids: use "
+                      "another --workdir, or keep the run's corpus as it was")
+  return verify
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -96,7 +120,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   cache_path = checkpoint_lib.cache_dir(config, workdir)
   checkpoint_lib.check_cache_dir(cache_path, workdir)
   os.makedirs(logdir, exist_ok=True)
-  cache = cache_lib.ensure_cache(config.data, cache_path)
+  ckpts = checkpoint_lib.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+  try:  # check the saved run first: a refused run touches neither cache nor checkpoints
+    latest, run_meta = ckpts.latest_step(), None
+    if latest is not None:
+      _check_compatible(ckpts.read_json(latest, "config"), config, allow_config_change)
+      run_meta = ckpts.read_json(latest, "meta")
+    cache = cache_lib.ensure_cache(config.data, cache_path,
+                                   verify=_same_tokenizer(run_meta, cache_path))
+  except BaseException:
+    ckpts.close()
+    raise
   vocab = cache.model_vocab_size
   mesh = sharding.make_mesh(config.mesh)
 
@@ -104,11 +138,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
       config, cache.documents("train"), cache.special_ids,
       process_index=jax.process_index(), process_count=jax.process_count())
   data_iter = iter(train_ds)
-
-  ckpts = checkpoint_lib.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  latest = ckpts.latest_step()
-  if latest is not None:
-    _check_compatible(ckpts.read_json(latest, "config"), config, allow_config_change)
   abstract = step_lib.abstract_train_state(config, vocab, mesh)
   start, state = ckpts.restore_latest(abstract, data_iter)
   result = RunResult(start or 0, {}, str(ckpts.directory),

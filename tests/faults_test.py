@@ -5,12 +5,14 @@ file outside the expected ones changed. Subprocesses run the real command on a v
 """
 
 import pathlib
+import re
 
 import pytest
 
 from fimjax import checkpoint
 from fimjax.config_base import base_config
 from fimjax.data import cache
+from fimjax.data import default_corpus
 from tests.cache_test import _snapshot
 from tests.train_test import run_main
 
@@ -71,3 +73,51 @@ def test_cache_dir_equal_to_workdir_is_refused_before_any_work(tmp_path):
   line = _one_error_line(proc)
   assert "data.cache_dir" in line and "is the workdir" in line and "cache_dir to a folder" in line
   assert not workdir.exists() or not any(workdir.iterdir())
+
+
+# ----------------------------------- 2, 3: a resumed run keeps its tokenizer; refusals touch nothing
+
+
+def _corpus_flags(corpus):
+  return ["--config.train.steps=4", f"--config.data.corpus={corpus}", "--config.eval.in_loop=False"]
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory):
+  """A run stopped at step 2 of 4 on a folder of workflow files, its cache in the workdir."""
+  root = tmp_path_factory.mktemp("corpus_run")
+  corpus = root / "corpus"
+  corpus.mkdir()
+  for name, text in default_corpus.synthetic(40):
+    (corpus / name.replace("/", "_")).write_text(text)
+  workdir = root / "run"
+  run_main(workdir, *_corpus_flags(corpus), "--config.train.stop_after_steps=2",
+           cache_dir=workdir / "cache")
+  return corpus, workdir
+
+
+def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run):
+  corpus, workdir = corpus_run
+  added = [corpus / f"added_{i}.yml" for i in range(3)]
+  for i, path in enumerate(added):
+    path.write_text(default_corpus.generate(1000 + i, 7))
+  try:
+    before = _snapshot(workdir)
+    # 3: a refused config change is found before the (now stale) cache is rebuilt
+    proc = run_main(workdir, *_corpus_flags(corpus), "--config.model.d_model=64",
+                    cache_dir=workdir / "cache", check=False)
+    assert "model.d_model: saved 32, now 64" in _one_error_line(proc)
+    assert _snapshot(workdir) == before
+    # 2: the grown corpus would retrain the BPE; the run's weights know the old ids: refused
+    proc = run_main(workdir, *_corpus_flags(corpus), cache_dir=workdir / "cache", check=False)
+    line = _one_error_line(proc)
+    assert re.search(r"tokenizer: saved 'bpe:[0-9a-f]{12}', now 'bpe:[0-9a-f]{12}'", line), line
+    assert re.search(r"corpus files \(by content\): [1-3] added, 0 removed", line), line
+    assert "another --workdir, or keep the run's corpus as it was" in line
+    assert _snapshot(workdir) == before
+    assert not list(workdir.glob(".cache.*"))  # the refused build is gone
+  finally:
+    for path in added:
+      path.unlink()
+  proc = run_main(workdir, *_corpus_flags(corpus), cache_dir=workdir / "cache")
+  assert "Resuming from step 2" in proc.stdout

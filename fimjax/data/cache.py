@@ -143,6 +143,35 @@ def _read_meta(path: pathlib.Path) -> dict | None:
   return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
 
 
+def tokenizer_id(meta: dict) -> str:
+  """What fixes a cache's token ids: `bpe:<sha256 of its BPE file>` or `tct:<module-version>`."""
+  if meta.get("tokenizer") == "bpe":
+    return f"bpe:{meta.get('tokenizer_sha256')}"
+  return f"tct:{meta.get('tokenizer_version')}"
+
+
+def _doc_hashes(path: pathlib.Path) -> set[str] | None:
+  try:
+    lines = (path / DOCS_TSV).read_text(encoding="utf-8").splitlines()[1:]
+  except OSError:
+    return None
+  return {ln.split("\t")[3] for ln in lines if ln.count("\t") >= 4}
+
+
+def corpus_change(old_meta: dict, old_path, new_meta: dict, new_path) -> str:
+  """What differs between the corpus of `old_meta` and that of the cache at `new_path`: files
+  added/removed by content when `old_path` still holds the old cache, else the input counts."""
+  old_path, new_path = pathlib.Path(old_path), pathlib.Path(new_path)
+  same = tokenizer_id(_read_meta(old_path) or {}) == tokenizer_id(old_meta)
+  old, new = _doc_hashes(old_path) if same else None, _doc_hashes(new_path)
+  have, want = old_meta.get("settings", {}), new_meta.get("settings", {})
+  keys = [k for k in sorted(set(have) | set(want)) if k != "inputs_sha256" and have.get(k) != want.get(k)]
+  text = (f"corpus files (by content): {len(new - old)} added, {len(old - new)} removed"
+          if old is not None and new is not None else
+          f"corpus: {old_meta.get('num_inputs')} input files, now {new_meta.get('num_inputs')}")
+  return text + "".join(f", {k}: {have.get(k)!r} -> {want.get(k)!r}" for k in keys)
+
+
 def _foreign(path: pathlib.Path) -> list[str]:
   """Names in the folder `path` that a cache build does not write (a rebuild would delete them)."""
   own = {*ARRAYS, META, TOKENIZER_FILE, DOCS_TSV, corpus_lib.CACHE_MARKER}
@@ -320,8 +349,12 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
                 tct_module="tct_github_workflow", val_fraction=0.05, bpe_vocab_size=8192,
                 schema_check=False, schema_path="", max_file_bytes=1_000_000,
                 num_proc: int | None = None, progress=True,
-                log: Callable[[str], None] = print) -> dict:
-  """Reads, tokenizes and writes a cache to `out_dir` atomically; returns its meta."""
+                log: Callable[[str], None] = print,
+                verify: Callable[[dict, pathlib.Path], None] | None = None) -> dict:
+  """Reads, tokenizes and writes a cache to `out_dir` atomically; returns its meta.
+
+  `verify(meta, folder)` may raise to refuse the finished build before it replaces `out_dir`.
+  """
   t0 = time.perf_counter()
   inputs = [inputs] if isinstance(inputs, str) else list(inputs)
   out = pathlib.Path(out_dir).resolve()
@@ -399,6 +432,8 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
                                                + "".join(rows)).encode()))
     meta["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_meta(tmp, meta)  # last: a folder without it never loads
+    if verify is not None:
+      verify(meta, tmp)
     _commit(tmp, out, settings)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
@@ -431,10 +466,13 @@ _DATA_FIELDS = ("tokenizer", "tct_module", "val_fraction", "bpe_vocab_size", "sc
 
 
 def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
-                 log: Callable[[str], None] = print) -> TokenCache:
+                 log: Callable[[str], None] = print,
+                 verify: Callable[[dict, pathlib.Path], None] | None = None) -> TokenCache:
   """The cache for `config.data` at `out_dir`: reused when its settings match, else (re)built.
 
   A folder that holds anything but a cache's own files is refused, never overwritten.
+  `verify(meta, folder)` sees the cache before it is used or replaces `out_dir`, and may refuse
+  it by raising (a resumed run keeps its tokenizer); a refused build leaves `out_dir` as it was.
   """
   inputs = [s.strip() for s in str(data.corpus).split(",") if s.strip()]
   if not inputs:
@@ -448,14 +486,18 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
     have = meta.get("settings", {})
     if have == want:
       try:
-        return load_cache(out)
+        tc = load_cache(out)
+        if verify is not None:
+          verify(tc.meta, out)
+        return tc
       except CacheError as e:
         log(f"token cache at {out} is damaged ({e}); rebuilding")
     else:
       diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
                        if have.get(k) != want.get(k))
-      log(f"token cache at {out} is stale ({diff}); rebuilding")
-  build_cache(inputs, out, progress=progress, log=log, **kwargs)
+      log(f"token cache at {out} is stale ({diff}); rebuilding"
+          + (" (the build replaces it only once checked)" if verify else ""))
+  build_cache(inputs, out, progress=progress, log=log, verify=verify, **kwargs)
   return load_cache(out)
 
 
