@@ -1,5 +1,8 @@
-"""Command-line plumbing shared by fimjax's tools: config flags with one-line errors."""
+"""Command-line plumbing shared by fimjax's tools: one-line errors for config flags, argparse
+arguments and output paths."""
 
+import argparse
+import os
 import re
 import sys
 
@@ -50,3 +53,49 @@ def _flag_value(argv: list[str], name: str) -> str:
     if arg == name and i + 1 < len(argv):
       return argv[i + 1].split(":")[0]
   return ""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line, `error: ...`, with exit status 2."""
+
+  def error(self, message):
+    print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def number(kind=int, *, low=None, above=None, high=None):
+  """An argparse type: a `kind` number >= `low`, > `above` and <= `high` (each when given)."""
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(
+          f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    for bad, rule in ((low is not None and value < low, f">= {low}"),
+                      (above is not None and value <= above, f"> {above}"),
+                      (high is not None and value > high, f"<= {high}")):
+      if bad:
+        raise argparse.ArgumentTypeError(f"must be {rule}, not {text}")
+    return value
+  return parse
+
+
+def output_error(path: str, *, folder: bool = False) -> str | None:
+  """Why `path` cannot be written as a file (or made a folder, parents included, when `folder`);
+  None when it can. Tools check their outputs before any work."""
+  target = os.path.abspath(path)
+  if os.path.exists(target):
+    if os.path.isdir(target) != folder:
+      want, got = ("folder", "file") if folder else ("file", "folder")
+      return f"{path} is a {got}: give a {want} path"
+    where = target
+  else:
+    where = os.path.dirname(target)
+    while folder and not os.path.exists(where):
+      where = os.path.dirname(where)
+    if not os.path.isdir(where):
+      return (f"{path}: {where} is a file, not a folder" if os.path.exists(where) else
+              f"{path}: no such folder {where}")
+  if not os.access(where, os.W_OK):
+    return f"{path}: {where} is not writable"
+  return None

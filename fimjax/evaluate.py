@@ -22,7 +22,6 @@ rates that decode (ending with EOS within GEN_MAX_TOKENS), parse and pass the wo
 (fimjax.generate).
 """
 
-import argparse
 import json
 import logging
 import math
@@ -32,6 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from fimjax import cli
 from fimjax import infill_eval
 from fimjax import step as step_lib
 from fimjax.data import cache as cache_lib
@@ -157,13 +157,16 @@ def _json_safe(report: dict) -> dict:
 
 
 def main(argv=None) -> int:
-  p = argparse.ArgumentParser(prog="python -m fimjax.evaluate", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="python -m fimjax.evaluate", description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True)
   p.add_argument("--out", help="write the JSON report here (default: print it)")
   p.add_argument("--step", type=int)
-  p.add_argument("--infill-holes", type=int, help="default: config eval.infill_holes")
-  p.add_argument("--generate-samples", type=int, help="default: config eval.generate_samples")
-  p.add_argument("--max-new-tokens", type=int, help="default: config eval.max_new_tokens")
+  p.add_argument("--infill-holes", type=cli.number(low=0),
+                 help="default: config eval.infill_holes")
+  p.add_argument("--generate-samples", type=cli.number(low=0),
+                 help="default: config eval.generate_samples")
+  p.add_argument("--max-new-tokens", type=cli.number(low=1),
+                 help="default: config eval.max_new_tokens")
   p.add_argument("--schema", default="", help="JSON schema for validity (default: the bundled "
                  "workflow schema)")
   p.add_argument("--corpus", default="", help="evaluate on these files/folders (comma-separated; "
@@ -171,6 +174,9 @@ def main(argv=None) -> int:
   p.add_argument("--span-policy", default="", choices=("",) + fim_policies(),
                  help="holes of the FIM losses (default: the run's fim.span_policy)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  if args.out and (problem := cli.output_error(args.out)):
+    print(f"error: --out {problem}", file=sys.stderr)  # before the evaluation
+    return 2
   report = evaluate_workdir(args.workdir, step=args.step, infill_holes=args.infill_holes,
                             generate_samples=args.generate_samples,
                             max_new_tokens=args.max_new_tokens, schema_path=args.schema,

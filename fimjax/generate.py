@@ -13,7 +13,6 @@ cleanly (BPE: valid UTF-8; TCT: every token consumed); `parsed` = loads as YAML/
 (YAML's `on:`-as-True mapped back); `schema_valid` = passes the workflow JSON schema.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -21,6 +20,7 @@ import sys
 
 import numpy as np
 
+from fimjax import cli
 from fimjax import sample as sample_lib
 from fimjax.data import corpus
 
@@ -127,16 +127,19 @@ def generate(cfg, params, cache, num: int, *, sc, max_tokens: int, seed: int = 0
 
 def main(argv=None) -> int:
   from fimjax import infill  # pylint: disable=g-import-not-at-top
-  p = argparse.ArgumentParser(prog="python -m fimjax.generate", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="python -m fimjax.generate", description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True)
-  p.add_argument("--num", type=int, default=20)
+  p.add_argument("--num", type=cli.number(low=1), default=20)
   p.add_argument("--json", action="store_true", help="print one JSON object")
   p.add_argument("--schema", default="", help="workflow JSON schema (default: the shared copy)")
   p.add_argument("--step", type=int)
-  p.add_argument("--batch-size", type=int, default=16)
+  p.add_argument("--batch-size", type=cli.number(low=1), default=16)
   p.add_argument("--samples-dir", help="write each sample as sample_NNN.yml here")
   infill.add_sampling_flags(p, temperature=1.0, max_tokens=1024)
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  if args.samples_dir and (problem := cli.output_error(args.samples_dir, folder=True)):
+    print(f"error: --samples-dir {problem}", file=sys.stderr)  # before any sampling
+    return 2
   try:
     validator = make_validator(args.schema)
     _, cache, cfg, params, step = infill.load_model(args.workdir, args.step)

@@ -25,6 +25,7 @@ import sys
 
 import numpy as np
 
+from fimjax import cli
 from fimjax import sample as sample_lib
 
 MARKER = "<FILL>"
@@ -97,7 +98,7 @@ def fill(text: str, tokenizer, cfg, params, special_ids: dict, model_vocab_size:
 
 
 def _args(argv):
-  p = argparse.ArgumentParser(prog="python -m fimjax.infill", description=__doc__.split("\n")[0])
+  p = cli.ArgumentParser(prog="python -m fimjax.infill", description=__doc__.split("\n")[0])
   p.add_argument("file", help=f"workflow file with {MARKER} holes")
   p.add_argument("--workdir", required=True, help="run directory with checkpoints")
   p.add_argument("--out", help="write the completed workflow here (default: print it)")
@@ -110,11 +111,13 @@ def _args(argv):
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, *, temperature: float, max_tokens: int):
-  p.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
-  p.add_argument("--top-k", type=int, default=0, help="0 = off")
-  p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
+  p.add_argument("--temperature", type=cli.number(float, low=0), default=temperature,
+                 help="0 = greedy")
+  p.add_argument("--top-k", type=cli.number(low=0), default=0, help="0 = off")
+  p.add_argument("--top-p", type=cli.number(float, above=0, high=1), default=1.0, help="1.0 = off")
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--max-tokens", type=int, default=max_tokens, help="tokens per hole / sample")
+  p.add_argument("--max-tokens", type=cli.number(low=1), default=max_tokens,
+                 help="tokens per hole / sample")
 
 
 def load_model(workdir: str, step=None):
@@ -159,14 +162,30 @@ def demo(workdir: str, *, kind: str = "line", context_lines: int = 3) -> str:
           f"\n  the file has: {truth!r}  -> {verdict}")
 
 
+def _read_text(path: str) -> str:
+  """A UTF-8 text file; UnicodeDecodeError for another encoding (latin-1) or a binary file."""
+  with open(path, "rb") as f:
+    data = f.read()
+  if b"\0" in data:
+    raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1,
+                             "a binary file")
+  return data.decode("utf-8")
+
+
 def main(argv=None) -> int:
   args = _args(sys.argv[1:] if argv is None else argv)
   err = lambda msg: print(f"error: {msg}", file=sys.stderr)
   try:
-    with open(args.file, encoding="utf-8") as f:
-      text = f.read()
+    text = _read_text(args.file)
   except OSError as e:
     err(f"cannot read {args.file}: {e.strerror}")
+    return 2
+  except UnicodeDecodeError as e:
+    err(f"{args.file} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}: "
+        f"{e.reason}): save the workflow as UTF-8")
+    return 2
+  if args.out and (problem := cli.output_error(args.out)):
+    err(f"--out {problem}")
     return 2
   if args.hole is None and not find_holes(text):
     err(f"{args.file} has no hole: mark one with {MARKER} (alone on a line for a whole line, "

@@ -1,6 +1,6 @@
-"""Plot the train and validation loss curves of a run: `python -m fimjax.plot WORKDIR`.
+"""Plot the train and validation loss curves of a run: `python -m fimjax.plot WORKDIR [--out PNG]`.
 
-Writes `<workdir>/loss.png` and prints its path.
+Writes `<workdir>/loss.png` (or `--out`) and prints its path.
 """
 
 import os
@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from fimjax import cli  # pylint: disable=wrong-import-position
 from fimjax import metrics as metrics_lib  # pylint: disable=wrong-import-position
 
 
@@ -29,6 +30,10 @@ def plot_losses(workdir: str, out: str | None = None) -> str:
   if not records:
     raise FileNotFoundError(f"no metrics in {os.path.join(workdir, 'metrics.jsonl')}: "
                             "train first (python -m fimjax.main --workdir ...)")
+  out = out or os.path.join(workdir, "loss.png")
+  problem = cli.output_error(out)
+  if problem:  # a read-only workdir, say: checked before drawing
+    raise PermissionError(f"{problem}: pass --out PATH to write the plot elsewhere")
   fig, ax = plt.subplots(figsize=(8, 5))
   for key, label, style in [("loss", "train loss", "-"), ("ar_loss", "train AR", ":"),
                             ("fim_loss", "train FIM middle", ":"),
@@ -43,19 +48,19 @@ def plot_losses(workdir: str, out: str | None = None) -> str:
   ax.grid(True, which="both", alpha=0.3)
   ax.legend()
   ax.set_title(os.path.basename(os.path.normpath(workdir)))
-  out = out or os.path.join(workdir, "loss.png")
   fig.savefig(out, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return out
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) != 2 or argv[1].startswith("-"):
-    print("usage: python -m fimjax.plot WORKDIR", file=sys.stderr)
-    return 2
+  p = cli.ArgumentParser(prog="python -m fimjax.plot", description=__doc__.split("\n")[0])
+  p.add_argument("workdir")
+  p.add_argument("--out", help="write the PNG here (default: <workdir>/loss.png)")
+  args = p.parse_args(argv[1:])
   try:
-    print(plot_losses(argv[1]))
-  except (FileNotFoundError, ValueError) as e:  # no metrics, or a damaged line (named)
+    print(plot_losses(args.workdir, args.out))
+  except (OSError, ValueError) as e:  # no metrics, a damaged line (named), an unwritable PNG
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0

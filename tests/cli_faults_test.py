@@ -1,13 +1,19 @@
 """The tools meet a user's mistakes (issue 13): one line that names the path or field and the fix,
 and nothing created or changed that should not be."""
 
+import os
+import re
 import subprocess
 import sys
 
 import pytest
 
 from fimjax import config_base
+from fimjax import evaluate
+from fimjax import generate
+from fimjax import infill
 from fimjax import metrics
+from fimjax import plot
 from tests.conftest import REPO
 
 
@@ -17,9 +23,10 @@ def _tool(*args):
 
 
 def _one_line(err: str) -> str:
-  """The single `error:` line of a tool's stderr (no traceback, nothing else)."""
-  assert err.count("\n") == 1 and err.startswith("error: "), err
-  return err
+  """The single `error:` line of a tool's stderr: nothing else but absl/jax log lines."""
+  lines = [ln for ln in err.splitlines() if not re.match(r"[IW]\d{4} \d\d:\d\d:", ln)]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and err.endswith("\n"), err
+  return lines[0]
 
 
 # ------------------------------------------------------------------- 14: a config file's shape
@@ -78,3 +85,72 @@ def test_resumed_writer_appends_after_a_torn_line_on_a_line_of_its_own(tmp_path,
   assert [r["step"] for r in metrics.read_metrics(str(workdir))] == kept
   assert (workdir / "metrics.jsonl").read_text().startswith(GOOD)
   assert ("metrics.jsonl: removed a torn last line (15 bytes" in caplog.text) == (3 not in kept)
+
+
+# ---------------------------------------------------- 12: the tools' inputs, outputs, workdirs
+
+def _snapshot(root):
+  return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def _in_process(capsys, main, *argv) -> tuple[int, str]:
+  """(exit status, the one error line) of a tool's main(argv); argparse exits count too."""
+  try:
+    rc = main([str(a) for a in argv])
+  except SystemExit as e:
+    rc = e.code
+  return rc, _one_line(capsys.readouterr().err)
+
+
+@pytest.fixture
+def files(tmp_path):
+  (tmp_path / "wf.yml").write_text("name: CI\non: push\njobs:\n  a:\n    runs-on: <FILL>\n")
+  (tmp_path / "latin1.yml").write_bytes("name: caf\xe9 <FILL>\n".encode("latin-1"))
+  (tmp_path / "binary.yml").write_bytes(b"\x7fELF\x02\x01\x00\x00<FILL>\n")
+  (tmp_path / "a_file").write_text("x")
+  (tmp_path / "empty_run").mkdir()
+  return tmp_path
+
+
+def test_infill_refuses_bad_input_and_output_in_one_line(files, capsys):
+  run = files / "no_run"  # every case stops before the run is looked at
+  for name, why in [("latin1.yml", "byte 0xe9 at offset 9: invalid continuation byte"),
+                    ("binary.yml", "byte 0x00 at offset 6: a binary file")]:
+    rc, line = _in_process(capsys, infill.main, "--workdir", run, files / name)
+    assert rc == 2 and f"{files / name} is not UTF-8 text ({why}" in line
+  for bad in ("0", "-1"):
+    rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml",
+                           "--max-tokens", bad)
+    assert rc == 2 and f"argument --max-tokens: must be >= 1, not {bad}" in line
+  rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml", "--out", files)
+  assert rc == 2 and f"--out {files} is a folder: give a file path" in line
+  rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml",
+                         "--out", files / "a_file" / "out.yml")
+  assert rc == 2 and f"{files / 'a_file'} is a file, not a folder" in line
+
+
+@pytest.mark.parametrize("flag, value, rule", [
+    ("--num", "0", ">= 1"), ("--num", "-3", ">= 1"), ("--batch-size", "0", ">= 1"),
+    ("--temperature", "-0.5", ">= 0"), ("--top-k", "-1", ">= 0"), ("--top-p", "0", "> 0"),
+    ("--max-tokens", "x", None)])
+def test_generate_refuses_bad_numbers_like_argparse(tmp_path, capsys, flag, value, rule):
+  rc, line = _in_process(capsys, generate.main, "--workdir", tmp_path, flag, value)
+  assert rc == 2 and f"argument {flag}: " in line and "--help" in line
+  assert (f"must be {rule}, not {value}" if rule else f"{value!r} is not an integer") in line
+
+
+def test_generate_refuses_a_samples_dir_that_is_a_file_before_loading_the_model(files, capsys):
+  rc, line = _in_process(capsys, generate.main, "--workdir", files / "no_run",
+                         "--samples-dir", files / "a_file")
+  assert rc == 2 and f"--samples-dir {files / 'a_file'} is a file: give a folder path" in line
+
+
+def test_plot_on_a_read_only_workdir_names_the_fix(tmp_path, capsys, monkeypatch):
+  workdir = _metrics(tmp_path / "run", GOOD)
+  # root ignores permission bits: answer as a read-only folder does
+  monkeypatch.setattr(os, "access", lambda path, mode: path != str(workdir))
+  rc, line = _in_process(capsys, lambda argv: plot.main(["plot", *argv]), workdir)
+  assert rc == 1 and f"{workdir / 'loss.png'}: {workdir} is not writable" in line
+  assert "pass --out PATH" in line and _snapshot(workdir) == ["metrics.jsonl"]
+  assert plot.main(["plot", str(workdir), "--out", str(tmp_path / "elsewhere.png")]) == 0
+  assert (tmp_path / "elsewhere.png").stat().st_size > 1000
