@@ -145,6 +145,20 @@ def test_generate_refuses_a_samples_dir_that_is_a_file_before_loading_the_model(
   assert rc == 2 and f"--samples-dir {files / 'a_file'} is a file: give a folder path" in line
 
 
+@pytest.mark.parametrize("tool", ["infill", "generate", "evaluate"])
+def test_tools_on_a_missing_or_empty_workdir_create_nothing(files, capsys, tool):
+  main = {"infill": infill.main, "generate": generate.main, "evaluate": evaluate.main}[tool]
+  before = _snapshot(files)
+  for run, where in [(files / "no_run", "no_run: no such folder"),
+                     (files / "a_file", "a_file: a file, not a run folder"),
+                     (files / "empty_run", "empty_run/checkpoints;")]:
+    rc, line = _in_process(capsys, main, "--workdir", run,
+                           *([files / "wf.yml"] if tool == "infill" else []))
+    assert rc == 1 and f"no checkpoint in {files}/{where}" in line
+    assert f"train first with python -m fimjax.main --config CONFIG --workdir {run}" in line
+  assert _snapshot(files) == before
+
+
 def test_plot_on_a_read_only_workdir_names_the_fix(tmp_path, capsys, monkeypatch):
   workdir = _metrics(tmp_path / "run", GOOD)
   # root ignores permission bits: answer as a read-only folder does
