@@ -31,7 +31,8 @@ from ml_collections import config_flags
 from fimjax import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).")
-_DEVICES = flags.DEFINE_integer("devices", 0, "Number of devices (0 = all available).")
+_DEVICES = flags.DEFINE_integer("devices", 0, "Number of devices (0 = all available).",
+                                lower_bound=0)
 _VOCAB = flags.DEFINE_integer("model_vocab_size", 8197, "Tokenizer vocab + specials.")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
@@ -101,7 +102,10 @@ def main(argv):
     _maybe_reexec(n)
   import jax
   devices = jax.devices()[:n] if n else jax.devices()
-  r = analyse(_CONFIG.value, _VOCAB.value, devices)
+  try:
+    r = analyse(_CONFIG.value, _VOCAB.value, devices)
+  except ValueError as e:  # a mesh or batch the devices cannot split (the message names it)
+    raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
   if _JSON.value:
     print(json.dumps(r))
     return

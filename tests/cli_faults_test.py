@@ -168,3 +168,12 @@ def test_plot_on_a_read_only_workdir_names_the_fix(tmp_path, capsys, monkeypatch
   assert "pass --out PATH" in line and _snapshot(workdir) == ["metrics.jsonl"]
   assert plot.main(["plot", str(workdir), "--out", str(tmp_path / "elsewhere.png")]) == 0
   assert (tmp_path / "elsewhere.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("devices, message", [
+    ("-1", "flag --devices=-1: -1 is not a non-negative integer"),
+    ("3", "train.batch_size=8 / train.microbatches=1 must be a multiple of data*fsdp=3")])
+def test_fit_refuses_devices_it_cannot_use_in_one_line(devices, message):
+  proc = _tool("fimjax.fit", "--config", REPO / "configs/tiny.py", "--devices", devices,
+               "--config.train.batch_size=8")
+  assert proc.returncode in (1, 2) and message in _one_line(proc.stderr)
