@@ -42,11 +42,12 @@ def main(argv):
   from fimjax import distributed  # pylint: disable=g-import-not-at-top  # jax import after flags
   distributed.maybe_initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   import jax  # pylint: disable=g-import-not-at-top
+  from fimjax import lock  # pylint: disable=g-import-not-at-top
   from fimjax import train  # pylint: disable=g-import-not-at-top
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                       allow_config_change=_ALLOW_CHANGE.value)
-  except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
+  except (ValueError, FileNotFoundError, train.NonFiniteError, lock.WorkdirLocked) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   if _DEMO.value and result.step > 0 and jax.process_count() == 1:

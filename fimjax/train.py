@@ -4,6 +4,7 @@
 The loop never syncs with the device except at logging, evaluation and checkpoint intervals.
 """
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -19,6 +20,7 @@ from fimjax import checkpoint as checkpoint_lib
 from fimjax import config_base
 from fimjax import evaluate
 from fimjax import flops
+from fimjax import lock as lock_lib
 from fimjax import metrics as metrics_lib
 from fimjax import model as model_lib
 from fimjax import plot
@@ -113,13 +115,24 @@ def _same_tokenizer(run_meta: dict | None, cache_path: str):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_config_change: bool = False) -> RunResult:
-  """Trains `config` in `workdir`, resuming from its latest good checkpoint."""
+  """Trains `config` in `workdir`, resuming from its latest good checkpoint.
+
+  Holds the workdir's lock (`fimjax.lock`) throughout: a second run on it is refused.
+  """
   config_base.validate(config)
-  is_main = jax.process_index() == 0
   logdir = checkpoint_lib.local_dir(workdir)
   cache_path = checkpoint_lib.cache_dir(config, workdir)
   checkpoint_lib.check_cache_dir(cache_path, workdir)
   os.makedirs(logdir, exist_ok=True)
+  with lock_lib.hold(logdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    return _train(config, workdir, cache_path, allow_config_change)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
+           allow_config_change: bool) -> RunResult:
+  """The body of `train_and_evaluate`, run under the workdir's lock."""
+  is_main = jax.process_index() == 0
+  logdir = checkpoint_lib.local_dir(workdir)
   ckpts = checkpoint_lib.Checkpoints(workdir, keep=config.train.keep_checkpoints)
   try:  # check the saved run first: a refused run touches neither cache nor checkpoints
     latest, run_meta = ckpts.latest_step(), None

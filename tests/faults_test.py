@@ -4,12 +4,18 @@ Each case checks the exit status, a one-line error that names the field and the 
 file outside the expected ones changed. Subprocesses run the real command on a very small model.
 """
 
+import json
+import os
 import pathlib
 import re
+import socket
+import subprocess
+import sys
 
 import pytest
 
 from fimjax import checkpoint
+from fimjax import lock
 from fimjax.config_base import base_config
 from fimjax.data import cache
 from fimjax.data import default_corpus
@@ -121,3 +127,38 @@ def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run
       path.unlink()
   proc = run_main(workdir, *_corpus_flags(corpus), cache_dir=workdir / "cache")
   assert "Resuming from step 2" in proc.stdout
+  assert not (workdir / lock.LOCK_FILE).exists()  # each run released its lock
+
+
+# --------------------------------------------------------------- 4: one training run per workdir
+
+
+def test_lock_refuses_a_live_holder_and_takes_over_a_stale_one(tmp_path):
+  path = tmp_path / lock.LOCK_FILE
+  with lock.hold(str(tmp_path)):
+    holder = json.loads(path.read_text())
+    assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+    with pytest.raises(lock.WorkdirLocked, match=rf"pid {os.getpid()} on .*another --workdir"):
+      lock.acquire(str(tmp_path))
+  assert not path.exists()  # released on exit
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "x"}))
+  with lock.hold(str(tmp_path)):  # that process is gone: stale, taken over
+    assert json.loads(path.read_text())["pid"] == os.getpid()
+  path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "x"}))
+  with pytest.raises(lock.WorkdirLocked, match=rf"pid 1 on elsewhere.*delete {path}"):
+    lock.acquire(str(tmp_path))
+
+
+def test_second_run_on_a_workdir_is_refused(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  with lock.hold(str(workdir)):  # as a first run would, while it trains
+    before = _snapshot(workdir)
+    proc = run_main(workdir, "--config.train.steps=2", cache_dir=tmp_path / "cache", check=False)
+    assert _snapshot(workdir) == before
+  line = _one_error_line(proc)
+  assert f"in use by another training run (pid {os.getpid()} on" in line
+  assert "another --workdir" in line
+  assert not (tmp_path / "cache").exists()
