@@ -326,6 +326,19 @@ def test_cli_build_and_info(tmp_path):
   assert r.returncode == 0 and "validation" in r.stdout and "kept 40 of 42" in r.stdout
 
 
+def test_out_below_a_file_is_refused_before_reading(tmp_path, monkeypatch):
+  src = _make_corpus(tmp_path / "in", range(5))
+  (tmp_path / "file").write_text("x")
+  monkeypatch.setattr(corpus, "read_corpus", lambda *a, **k: pytest.fail("read before checking"))
+  for out in (tmp_path / "file" / "c", tmp_path / "file" / "a" / "b"):
+    with pytest.raises(cache.CacheError, match=f"{tmp_path / 'file'} is a file"):
+      cache.build_cache([str(src)], out, **SMALL)
+  monkeypatch.undo()
+  r = _cli("build", "--input", str(src), "--out", str(tmp_path / "file" / "c"))
+  assert r.returncode == 2 and r.stderr.count("\n") == 1 and str(tmp_path / "file") in r.stderr
+  assert (tmp_path / "file").read_text() == "x"
+
+
 def test_cli_errors_are_one_line(tmp_path):
   r = _cli("build", "--input", str(tmp_path / "nope"), "--out", str(tmp_path / "c"))
   assert r.returncode == 2 and r.stderr.count("\n") == 1

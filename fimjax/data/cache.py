@@ -203,6 +203,20 @@ def _refuse_unowned(out: pathlib.Path) -> None:
                    "--out / data.cache_dir (a folder of its own)")
 
 
+def _check_writable(out: pathlib.Path) -> None:
+  """Fails before any work where the cache cannot be written: a file on the way to `out`, or a
+  read-only folder where it is to be made (the build writes next to `out`, then renames)."""
+  parent = out.parent
+  while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+    parent = parent.parent
+  if not parent.is_dir():
+    raise CacheError(f"cannot write the cache to {out}: {parent} is a file, not a folder; choose "
+                     "another --out / data.cache_dir")
+  if not os.access(parent, os.W_OK | os.X_OK):
+    raise CacheError(f"cannot write the cache to {out}: {parent} is not writable; choose another "
+                     "--out / data.cache_dir")
+
+
 def load_cache(path: str | os.PathLike) -> TokenCache:
   """Opens a cache by memory map; raises CacheError when it is missing, foreign or inconsistent."""
   path = pathlib.Path(path)
@@ -364,6 +378,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
     if not corpus_lib.is_embedded(inp) and pathlib.Path(inp).resolve().is_relative_to(out):
       raise CacheError(f"input {inp} lies inside the cache folder {out}; choose another --out")
   _refuse_unowned(out)
+  _check_writable(out)
   name = tok_lib.resolve(tokenizer, tct_module)
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 
