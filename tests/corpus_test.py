@@ -3,6 +3,7 @@
 import csv
 import json
 import pathlib
+import time
 
 import pytest
 
@@ -116,6 +117,32 @@ def test_every_skip_reason(tmp_path, shared_schema):
   # Without the schema check the schema-invalid file is kept.
   c2 = corpus.read_corpus([str(tmp_path)], max_file_bytes=2000)
   assert "m_schema.yml" in [pathlib.Path(d.name).name for d in c2.documents]
+
+
+def _laughs(levels: int) -> str:
+  """A YAML "billion laughs": 9**levels strings once its aliases are expanded, in ~400 bytes."""
+  rows = ["on: push", "l0: &l0 [" + ",".join(["lol"] * 9) + "]"]
+  rows += [f"l{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, levels)]
+  return "\n".join(rows + [f"jobs: {{a: {{steps: *l{levels - 1}}}}}", ""])
+
+
+def test_alias_bombs_are_too_large_and_skipped_quickly(tmp_path):
+  _write(tmp_path, "a_laughs9.yml", _laughs(9))
+  _write(tmp_path, "b_laughs10.yml", _laughs(10))
+  _write(tmp_path, "c_aliases.yml", "on: push\ndefaults: &d {run: {shell: bash}}\njobs:\n"
+         "  a: {runs-on: x, defaults: *d, steps: [{run: y}]}\n  b: {runs-on: x, defaults: *d}\n")
+  t0 = time.perf_counter()
+  c = corpus.read_corpus([str(tmp_path)], num_proc=1)
+  assert time.perf_counter() - t0 < 5
+  assert len(_laughs(9)) < 500
+  assert [(pathlib.Path(s["file"]).name, s["reason"]) for s in c.skipped] == [
+      ("a_laughs9.yml", "too_large"), ("b_laughs10.yml", "too_large")]
+  assert corpus.skip_counts(c.skipped)["too_large"] == 2
+  [doc] = c.documents
+  assert json.loads(doc.json_text)["jobs"]["b"]["defaults"] == {"run": {"shell": "bash"}}
+  # 4 levels (6561 strings) is a document like any other, under a limit that allows it
+  assert corpus.read_source(corpus.Source("x.yml", data=_laughs(4).encode()))[2] is None
+  assert corpus.read_source(corpus.Source("x.yml", data=_laughs(4).encode()), 5000)[2] == "too_large"
 
 
 def test_explicit_files_and_order(tmp_path):

@@ -77,9 +77,49 @@ def fix_on(obj):
   return obj
 
 
-def load_workflow(text: str, json_file: bool = False):
-  """Loads a document (YAML, or JSON when `json_file`) with the `on:` fix; raises on bad syntax."""
-  return fix_on(json.loads(text) if json_file else yaml.load(text, Loader=_Loader))
+class TooLarge(Exception):
+  """A document that grows past the node limit once its YAML aliases are expanded."""
+
+
+def expanded_size(root: yaml.Node, limit: int) -> int:
+  """Nodes of a composed YAML document once its aliases are expanded, capped at `limit + 1`.
+
+  Cheap: an alias is the anchored node itself, so each node is sized once (an alias back to an
+  enclosing node, a cycle, counts one).
+  """
+  size, opened, todo = {}, set(), [root]
+  while todo:
+    node = todo[-1]
+    if id(node) in size:
+      todo.pop()
+      continue
+    kids = (node.value if isinstance(node, yaml.SequenceNode) else
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    if id(node) not in opened:
+      opened.add(id(node))
+      todo += [k for k in kids if id(k) not in size and id(k) not in opened]
+      continue
+    todo.pop()
+    size[id(node)] = min(limit + 1, 1 + sum(size.get(id(k), 1) for k in kids))
+  return size[id(root)]
+
+
+def load_workflow(text: str, json_file: bool = False, max_nodes: int | None = None):
+  """Loads a document (YAML, or JSON when `json_file`) with the `on:` fix; raises on bad syntax,
+  and TooLarge when the YAML has more than `max_nodes` nodes with its aliases expanded (a
+  "billion laughs" file), checked before anything is built."""
+  if json_file:
+    return fix_on(json.loads(text))
+  loader = _Loader(text)
+  try:
+    node = loader.get_single_node()
+    if node is None:
+      return None
+    if max_nodes is not None and expanded_size(node, max_nodes) > max_nodes:
+      raise TooLarge(f"more than {max_nodes} YAML nodes with aliases expanded")
+    return fix_on(loader.construct_document(node))
+  finally:
+    loader.dispose()
 
 
 def to_json(obj) -> str:
@@ -189,8 +229,10 @@ def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str =
   if not text.strip():
     return digest, None, "empty"
   json_file = src.name.lower().endswith(".json")
-  try:
-    obj = load_workflow(text, json_file)
+  try:  # a file without aliases has fewer nodes than bytes, so that bounds the expanded one
+    obj = load_workflow(text, json_file, max_nodes=max_file_bytes)
+  except TooLarge:
+    return digest, None, "too_large"
   except (yaml.YAMLError, ValueError, RecursionError):
     return digest, None, "json_error" if json_file else "yaml_error"
   if obj is None:  # only comments
