@@ -2,8 +2,9 @@
 
 One `Checkpoints` per workdir (`<workdir>/checkpoints/<step>/`). Saves are asynchronous (the
 loop blocks only while arrays are copied to host). Kept: the latest `keep` checkpoints plus the
-best one by validation loss. A checkpoint that fails to restore (torn, corrupt) is moved aside to
-`<workdir>/checkpoints_unreadable/` with a warning and the previous one is used; nothing is deleted.
+best one by validation loss. A checkpoint that fails to restore (torn, corrupt arrays, config or meta
+JSON; an empty folder; a missing item) is moved aside to `<workdir>/checkpoints_unreadable/` with a
+warning and the previous one is used; nothing is deleted.
 """
 
 import json
@@ -119,9 +120,28 @@ class Checkpoints:
         self._move_aside(step, e)
     return None, None
 
+  def latest_json(self) -> tuple[int | None, dict | None, dict | None]:
+    """(step, config, meta) of the newest checkpoint whose `config` and `meta` read; unreadable
+    ones (corrupt JSON, empty folder, missing item) are moved aside like in `restore_latest`."""
+    self.manager.wait_until_finished()
+    for step in reversed(self.all_steps()):
+      try:
+        return step, self.read_json(step, "config"), self.read_json(step, "meta")
+      except (OSError, ValueError) as e:
+        self._move_aside(step, e)
+    return None, None, None
+
   def read_json(self, step: int, item: str) -> dict:
-    """Reads the `config` or `meta` item of a checkpoint without touching arrays."""
-    return json.loads((self.directory / str(step) / item / "metadata").read_text())
+    """Reads the `config` or `meta` item of a checkpoint without touching arrays; raises
+    OSError or ValueError naming the file when it is missing or not a JSON object."""
+    path = self.directory / str(step) / item / "metadata"
+    try:
+      obj = json.loads(path.read_text())
+    except ValueError as e:
+      raise ValueError(f"{path} is not valid JSON ({e})") from e
+    if not isinstance(obj, dict):
+      raise ValueError(f"{path} is not a JSON object")
+    return obj
 
   def _move_aside(self, step: int, error: Exception) -> None:
     src = self.directory / str(step)

@@ -134,11 +134,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   is_main = jax.process_index() == 0
   logdir = checkpoint_lib.local_dir(workdir)
   ckpts = checkpoint_lib.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  try:  # check the saved run first: a refused run touches neither cache nor checkpoints
-    latest, run_meta = ckpts.latest_step(), None
+  try:  # check the saved run first: a refused run touches neither cache nor readable checkpoints
+    latest, run_config, run_meta = ckpts.latest_json()
     if latest is not None:
-      _check_compatible(ckpts.read_json(latest, "config"), config, allow_config_change)
-      run_meta = ckpts.read_json(latest, "meta")
+      _check_compatible(run_config, config, allow_config_change)
     cache = cache_lib.ensure_cache(config.data, cache_path,
                                    verify=_same_tokenizer(run_meta, cache_path))
   except BaseException:

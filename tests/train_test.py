@@ -7,6 +7,7 @@ model; all runs share one token cache built once.
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,30 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(straight_run, tmp_path
   assert (tmp_path / "checkpoints_unreadable" / "6").is_dir()  # kept, not deleted
   straight, _ = straight_run
   assert train_losses(tmp_path)[8] == train_losses(straight)[8]
+
+
+def _empty_folder(step_dir):
+  shutil.rmtree(step_dir)
+  step_dir.mkdir()
+
+
+@pytest.mark.parametrize("damage", [
+    lambda d: (d / "config" / "metadata").write_text('{"model": {"d_mo'),
+    lambda d: (d / "meta" / "metadata").write_bytes(b"\xff\0"),
+    _empty_folder,
+    lambda d: shutil.rmtree(d / "data"),
+], ids=["config_json", "meta_json", "empty_folder", "missing_item"])
+def test_every_unreadable_part_falls_back_to_previous(straight_run, tmp_path, cache_dir, damage):
+  straight, _ = straight_run
+  workdir = tmp_path / "w"
+  shutil.copytree(straight, workdir)
+  damage(workdir / "checkpoints" / "8")
+  proc = run_main(workdir, "--config.train.steps=8", cache_dir=cache_dir)
+  notes = [l for l in proc.stdout.splitlines() if "is unreadable" in l]
+  assert len(notes) == 1 and "checkpoints/8" in notes[0], proc.stdout
+  assert "Resuming from step 6" in proc.stdout
+  assert (workdir / "checkpoints_unreadable" / "8").is_dir()  # kept, not deleted
+  assert train_losses(workdir)[8] == train_losses(straight)[8]
 
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path, cache_dir, straight_run):
