@@ -166,6 +166,24 @@ class Checkpoints:
     self.manager.close()
 
 
+def require_run(workdir: str) -> None:
+  """Raises FileNotFoundError naming the fix unless `workdir` (local) has a checkpoint. Runs
+  before any Orbax manager, which would create `<workdir>/checkpoints`: tools that only read a
+  run create nothing."""
+  if "://" in workdir:
+    return  # a bucket: the checkpoint manager tells
+  ckpts = os.path.join(workdir, "checkpoints")
+  if os.path.isdir(ckpts) and any(name.isdigit() for name in os.listdir(ckpts)):
+    return
+  if os.path.isdir(workdir):
+    where = ckpts
+  else:
+    what = "a file, not a run folder" if os.path.exists(workdir) else "no such folder"
+    where = f"{workdir}: {what}"
+  raise FileNotFoundError(f"no checkpoint in {where}; train first with "
+                          f"python -m fimjax.main --config CONFIG --workdir {workdir}")
+
+
 def load_run(workdir: str, *, step: int | None = None, mesh=None):
   """(config, cache, state, step) of a trained run, for sampling and evaluation.
 
@@ -177,6 +195,7 @@ def load_run(workdir: str, *, step: int | None = None, mesh=None):
   from fimjax import step as step_lib  # pylint: disable=g-import-not-at-top
   from fimjax.data import cache as cache_lib  # pylint: disable=g-import-not-at-top
 
+  require_run(workdir)
   ckpts = Checkpoints(workdir)
   try:
     steps = ckpts.all_steps()

@@ -1,5 +1,5 @@
 """Command-line plumbing shared by fimjax's tools: one-line errors for config flags, argparse
-arguments, output paths and run directories."""
+arguments and output paths."""
 
 import argparse
 import os
@@ -100,20 +100,3 @@ def output_error(path: str, *, folder: bool = False) -> str | None:
     return f"{path}: {where} is not writable"
   return None
 
-
-def require_run(workdir: str) -> None:
-  """Raises FileNotFoundError naming the fix unless `workdir` (local) has a checkpoint. Runs
-  before any Orbax manager, which would create `<workdir>/checkpoints`: tools that only read a
-  run create nothing."""
-  if "://" in workdir:
-    return  # a bucket: the checkpoint manager tells
-  ckpts = os.path.join(workdir, "checkpoints")
-  if os.path.isdir(ckpts) and any(name.isdigit() for name in os.listdir(ckpts)):
-    return
-  if os.path.isdir(workdir):
-    where = ckpts
-  else:
-    what = "a file, not a run folder" if os.path.exists(workdir) else "no such folder"
-    where = f"{workdir}: {what}"
-  raise FileNotFoundError(f"no checkpoint in {where}; train first with "
-                          f"python -m fimjax.main --config CONFIG --workdir {workdir}")

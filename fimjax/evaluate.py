@@ -208,7 +208,6 @@ def evaluate_workdir(workdir: str, *, step=None, schema_path: str = "", corpus: 
   if not absl.flags.FLAGS.is_parsed():
     absl.flags.FLAGS.mark_as_parsed()  # grain reads absl flags
   try:
-    cli.require_run(workdir)
     config, cache, state, step = checkpoint.load_run(workdir, step=step)
     docs, held_out = None, {}
     if corpus:

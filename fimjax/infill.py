@@ -124,7 +124,6 @@ def load_model(workdir: str, step=None):
   """(config, cache, ModelConfig, params, step) of a run's checkpoint."""
   from fimjax import checkpoint  # pylint: disable=g-import-not-at-top  # jax after arg parsing
   from fimjax import model as model_lib  # pylint: disable=g-import-not-at-top
-  cli.require_run(workdir)
   config, cache, state, step = checkpoint.load_run(workdir, step=step)
   cfg = model_lib.ModelConfig.from_config(config, cache.model_vocab_size)
   return config, cache, cfg, state["params"], step
