@@ -7,6 +7,8 @@ import json
 import os
 import pathlib
 import pickle
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -245,19 +247,22 @@ def test_damaged_cache_is_detected_and_rebuilt(tmp_path):
   cache.build_cache([str(src)], out, **SMALL)
   offsets = np.load(out / "offsets.npy")
   np.save(out / "offsets.npy", offsets[:-1])
-  with pytest.raises(cache.CacheError, match="do not match"):
+  with pytest.raises(cache.CacheError, match=r"offsets\.npy is damaged \(\d+ bytes, meta"):
     cache.load_cache(out)
   logs = []
   tc = cache.ensure_cache(_cfg([str(src)]), out, progress=False, log=logs.append)
-  assert "damaged" in logs[0] and len(tc.offsets) == len(offsets)
+  assert f"file {out / 'offsets.npy'} is damaged" in logs[0] and len(tc.offsets) == len(offsets)
   assert tc.tokenizer().vocab_size == 300
   other = tmp_path / "other"
   cache.build_cache([str(_make_corpus(tmp_path / "in2", range(50, 70)))], other, **SMALL)
   (out / "tokenizer.json").write_bytes((other / "tokenizer.json").read_bytes())
+  with pytest.raises(cache.CacheError, match=r"tokenizer\.json is damaged"):
+    cache.load_cache(out)
+  _drop_checksums(out)  # a cache built before checksums: the tokenizer's own hash still refuses it
   with pytest.raises(cache.CacheError, match="not the tokenizer"):
     cache.load_cache(out).tokenizer()
   (out / "tokenizer.json").unlink()
-  with pytest.raises(cache.CacheError, match="tokenizer file tokenizer.json is missing"):
+  with pytest.raises(cache.CacheError, match=r"tokenizer\.json is damaged \(missing\)"):
     cache.load_cache(out)
 
 
@@ -351,3 +356,139 @@ def test_cli_errors_are_one_line(tmp_path):
   assert r.returncode == 2 and "no fimjax token cache" in r.stderr and r.stderr.count("\n") == 1
   r = _cli("build", "--input", str(tmp_path), "--out", str(tmp_path / "c"), "--val-fraction", "1.5")
   assert r.returncode == 2 and "--val-fraction" in r.stderr
+
+
+# ------------------------------------------ a damaged cache is named on load, never trained on
+
+
+def _drop_checksums(path: pathlib.Path) -> None:
+  """Makes `path` look built before meta.json recorded file sizes and checksums."""
+  meta = json.loads((path / cache.META).read_text())
+  meta.pop("files")
+  (path / cache.META).write_text(json.dumps(meta))
+
+
+def _poke(path: pathlib.Path, offset: int, data: bytes) -> None:
+  """Overwrites bytes in place (the size stays)."""
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    f.write(data)
+
+
+def _token_offset(path: pathlib.Path, index: int) -> int:
+  """Byte offset of tokens.npy's entry `index` (after the .npy header)."""
+  data_start = path.stat().st_size - np.load(path, mmap_mode="r").nbytes
+  return data_start + 2 * index  # uint16
+
+
+@pytest.fixture(scope="module")
+def small_cache(tmp_path_factory):
+  root = tmp_path_factory.mktemp("small")
+  out = root / "cache"
+  cache.build_cache([str(_make_corpus(root / "in", range(10)))], out, **SMALL)
+  return out
+
+
+@pytest.fixture
+def damaged(small_cache, tmp_path):
+  """A fresh copy of the small cache, to damage."""
+  return pathlib.Path(shutil.copytree(small_cache, tmp_path / "cache"))
+
+
+def test_meta_records_size_and_sha256_of_every_file(small_cache):
+  files = cache.load_cache(small_cache).meta["files"]
+  assert sorted(files) == sorted([*cache.ARRAYS, cache.TOKENIZER_FILE, cache.DOCS_TSV])
+  for name, rec in files.items():
+    data = (small_cache / name).read_bytes()
+    assert rec == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+  assert sorted(cache.load_cache(small_cache).checksummed) == sorted(files)  # small: all on load
+
+
+def test_token_id_out_of_range_is_named(damaged):
+  _poke(damaged / "tokens.npy", _token_offset(damaged / "tokens.npy", 5) + 1, b"\xff")
+  with pytest.raises(cache.CacheDamaged, match=r"token id 6\d{4} at index 5 is not below the vocab "
+                     r"size 300") as e:
+    cache.load_cache(damaged, checksums=False)  # found without hashing: old caches too
+  msg = str(e.value)
+  assert e.value.file == damaged / "tokens.npy" and "\n" not in msg
+  assert f"cache file {damaged / 'tokens.npy'} is damaged" in msg
+  assert f"--out {damaged}" in msg and "restore it from a copy" in msg
+  assert re.search(r"its own tokenizer \(bpe:[0-9a-f]{12}\)", msg)
+  assert "optim.lr" not in msg
+
+
+def test_flipped_token_in_range_fails_its_checksum(damaged):
+  path = damaged / "tokens.npy"
+  ids = np.load(path)
+  _poke(path, _token_offset(path, 7), np.uint16((ids[7] + 1) % 256).tobytes())
+  with pytest.raises(cache.CacheDamaged, match=r"tokens\.npy is damaged \(sha256 differs"):
+    cache.load_cache(damaged)
+  assert cache.load_cache(damaged, checksums=False).checksummed == ()  # asked not to hash
+
+
+def test_truncated_file_is_named_by_size(damaged):
+  path = damaged / cache.STRUCT_SPAN
+  size = path.stat().st_size
+  os.truncate(path, size - 10)
+  with pytest.raises(cache.CacheDamaged, match=rf"struct_span\.npy is damaged \({size - 10} bytes, "
+                     rf"meta\.json says {size}: truncated"):
+    cache.load_cache(damaged, checksums=False)
+  _drop_checksums(damaged)  # without recorded sizes, the array's own header gives it away
+  with pytest.raises(cache.CacheDamaged, match=r"struct_span\.npy is damaged \(unreadable"):
+    cache.load_cache(damaged)
+
+
+def test_damaged_tokenizer_is_named(damaged):
+  path = damaged / cache.TOKENIZER_FILE
+  text = path.read_bytes()
+  at = text.index(b'"vocab"') + 20
+  _poke(path, at, bytes([text[at] ^ 0x01]))
+  with pytest.raises(cache.CacheDamaged, match=r"tokenizer\.json is damaged \(sha256 differs"):
+    cache.load_cache(damaged)
+  _drop_checksums(damaged)
+  path.write_bytes(text[:len(text) // 2])  # an old cache: the parse error names the file
+  with pytest.raises(cache.CacheDamaged, match=r"tokenizer\.json is damaged \(unreadable"):
+    cache.load_cache(damaged).tokenizer()
+
+
+def test_cache_without_checksums_still_loads(damaged):
+  _drop_checksums(damaged)
+  tc = cache.load_cache(damaged, checksums=True)
+  assert tc.checksummed == () and len(tc.documents("train")) + len(tc.documents("validation")) == 10
+  assert tc.tokenizer().vocab_size == 300
+  meta = json.loads((damaged / cache.META).read_text())
+  assert meta["format_version"] == cache.FORMAT_VERSION  # same version: runs keep their caches
+  r = _cli("info", str(damaged))
+  assert r.returncode == 0 and "no sizes or checksums: built before they were kept" in r.stdout
+
+
+def test_ensure_cache_rebuilds_a_damaged_cache_only_with_the_same_tokenizer(damaged):
+  src = pathlib.Path(cache.load_cache(damaged).meta["inputs"][0])
+  tsv = damaged / cache.DOCS_TSV
+  _poke(tsv, tsv.stat().st_size - 3, b"X")
+  before = _snapshot(damaged)
+
+  def refuse(meta, folder):
+    raise ValueError("tokenizer: saved 'bpe:1', now 'bpe:2'")
+
+  logs = []
+  with pytest.raises(cache.CacheError, match=r"documents\.tsv is damaged \(sha256 differs.*\), and "
+                     r"its rebuild is refused \(tokenizer: saved.*\); restore .* from a copy") as e:
+    cache.ensure_cache(_cfg([str(src)]), damaged, progress=False, log=logs.append, verify=refuse)
+  assert "\n" not in str(e.value) and _snapshot(damaged) == before  # the damaged cache is kept
+  assert "only if it gives the run's tokenizer" in logs[0]
+  tc = cache.ensure_cache(_cfg([str(src)]), damaged, progress=False, log=logs.append,
+                          verify=lambda meta, folder: None)
+  assert f"file {tsv} is damaged (sha256 differs" in logs[1] and tc.checksummed
+
+
+def test_cli_info_verifies_and_names_the_damaged_file(damaged):
+  r = _cli("info", str(damaged))
+  assert r.returncode == 0, r.stderr
+  assert "verified     ok: 7 files match the sizes and sha256 in meta.json" in r.stdout
+  _poke(damaged / cache.STRUCT_FLAGS, (damaged / cache.STRUCT_FLAGS).stat().st_size - 1, b"\x7f")
+  for args in ((), ("--json",)):
+    r = _cli("info", str(damaged), *args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"cache file {damaged / cache.STRUCT_FLAGS} is damaged (sha256 differs" in r.stderr
+  assert "verified     DAMAGED" in _cli("info", str(damaged)).stdout

@@ -1,16 +1,12 @@
-"""Token cache: build once (atomically), load by memory map, detect staleness. CLI (cache_cli.py):
+"""Token cache: build once (atomically), reuse or rebuild when stale. CLI (cache_cli.py):
 
     python -m fimjax.data.cache build --input PATH [PATH...] --out DIR [--tokenizer auto|tct|bpe]
                                       [--val-fraction F]
     python -m fimjax.data.cache info DIR [--json]
 
-Layout (docs/interfaces.md): tokens.npy, offsets.npy, split.npy, struct_flags.npy and
-struct_span.npy (per-token hole boundaries, `fimjax.data.structure`; zeros for a tokenizer
-without byte offsets such as TCT), meta.json, tokenizer.json (bpe), documents.tsv (index, split,
-tokens, sha256, source) and a `.fimjax-cache` marker.
+The files, loading and verification live in cache_format.py (re-exported here).
 """
 
-import dataclasses
 import itertools
 import json
 import os
@@ -27,69 +23,13 @@ import numpy as np
 from fimjax.data import corpus as corpus_lib
 from fimjax.data import structure as structure_lib
 from fimjax.data import tokenizers as tok_lib
+from fimjax.data.cache_format import (  # noqa: F401  (re-exported: callers use cache.X)
+    ARRAYS, DOCS_TSV, FORMAT, FORMAT_VERSION, META, SPLITS, STRUCT_FLAGS, STRUCT_SPAN,
+    TOKENIZER_FILE, CacheDamaged, CacheError, Documents, TokenCache, corpus_change, file_records,
+    load_cache, read_meta, tokenizer_id)
 
-FORMAT = "fimjax-token-cache"
-FORMAT_VERSION = 2  # 2: struct_flags.npy / struct_span.npy
-META, TOKENIZER_FILE, DOCS_TSV = "meta.json", "tokenizer.json", "documents.tsv"
-STRUCT_FLAGS, STRUCT_SPAN = "struct_flags.npy", "struct_span.npy"
-ARRAYS = ("tokens.npy", "offsets.npy", "split.npy", STRUCT_FLAGS, STRUCT_SPAN)
-SPLITS = {"train": 0, "validation": 1}
 SPECIALS = ("bos", "eos", "mask", "mid", "eom")  # model ids V, V+1, ... after the tokenizer's vocab
 _ENCODE_CHUNK = 512
-
-
-class CacheError(ValueError):
-  """A cache cannot be built, loaded or used; the message says what to do."""
-
-
-@dataclasses.dataclass
-class Documents:
-  """Documents as spans of one flat token array (a memmap for a loaded cache)."""
-  tokens: np.ndarray  # 1-D
-  starts: np.ndarray  # int64 [n]
-  lengths: np.ndarray  # int64 [n]
-  path: str | None = dataclasses.field(default=None, repr=False, compare=False)  # tokens.npy
-  flags: np.ndarray | None = None  # uint8, like tokens: structure marks (None = none known)
-  span: np.ndarray | None = None  # uint16, like tokens: node lengths of VALUE/STEP/BLOCK marks
-
-  @classmethod
-  def from_lists(cls, docs: Sequence[Sequence[int]], flags=None, span=None) -> "Documents":
-    """Documents from token lists, with optional per-document structure arrays alike."""
-    lengths = np.array([len(d) for d in docs], np.int64)
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    cat = lambda xs, dt: (np.concatenate([np.asarray(x, dt) for x in xs]) if len(xs)
-                          else np.zeros(0, dt))
-    return cls(cat(docs, np.int32), starts, lengths,
-               flags=None if flags is None else cat(flags, np.uint8),
-               span=None if span is None else cat(span, np.uint16))
-
-  def __len__(self) -> int:
-    return len(self.starts)
-
-  def __getitem__(self, i: int) -> np.ndarray:
-    return self.tokens[self.starts[i]:self.starts[i] + self.lengths[i]]
-
-  @property
-  def num_tokens(self) -> int:
-    return int(self.lengths.sum())
-
-  def __reduce__(self):
-    # A memmap pickles its whole content: send the file's path and reopen it in the other process.
-    if (self.path is not None and isinstance(self.tokens, np.memmap)
-        and os.fspath(self.tokens.filename or "") == os.path.abspath(self.path)
-        and self.tokens.shape == self._shape()):
-      return (_open_documents, (self.path, self.starts, self.lengths))
-    return (Documents, (self.tokens, self.starts, self.lengths, None, self.flags, self.span))
-
-  def _shape(self) -> tuple:
-    return np.load(self.path, mmap_mode="r").shape  # reads the header only
-
-
-def _open_documents(path, starts, lengths) -> Documents:
-  folder = pathlib.Path(path).parent
-  load = lambda name: np.load(folder / name, mmap_mode="r")
-  return Documents(load("tokens.npy"), starts, lengths, path, load(STRUCT_FLAGS),
-                   load(STRUCT_SPAN))
 
 
 def special_ids(vocab_size: int, pad_id: int) -> dict[str, int]:
@@ -99,77 +39,6 @@ def special_ids(vocab_size: int, pad_id: int) -> dict[str, int]:
 def split_of(sha256_hex: str, val_fraction: float) -> int:
   """0 train / 1 validation from the content hash alone: adding files never moves another."""
   return int(int(sha256_hex[:8], 16) / 2**32 < val_fraction)
-
-
-class TokenCache:
-  """A loaded cache: `documents(split)` are memory-mapped, nothing is read up front."""
-
-  def __init__(self, path: pathlib.Path, meta: dict, tokens, offsets, split, flags, span):
-    self.path, self.meta = path, meta
-    self.special_ids: dict[str, int] = dict(meta["special_ids"])
-    self.model_vocab_size: int = int(meta["model_vocab_size"])
-    self.tokens, self.offsets, self.split = tokens, offsets, split
-    self.flags, self.span = flags, span
-
-  def documents(self, split: str) -> Documents:
-    if split not in SPLITS:
-      raise ValueError(f"split must be one of {list(SPLITS)}, not {split!r}")
-    keep = self.split == SPLITS[split]
-    starts = np.asarray(self.offsets[:-1][keep], np.int64)
-    lengths = np.asarray(np.diff(self.offsets)[keep], np.int64)
-    return Documents(self.tokens, starts, lengths, str(self.path / "tokens.npy"), self.flags,
-                     self.span)
-
-  def tokenizer(self) -> tok_lib.Tokenizer:
-    m = self.meta
-    if m["tokenizer"] == "bpe":
-      tok = tok_lib.BpeTokenizer.load(self.path / TOKENIZER_FILE, m["vocab_size"])
-      if corpus_lib.sha256(tok.to_json().encode()) != m["tokenizer_sha256"]:
-        raise CacheError(f"{self.path / TOKENIZER_FILE} is not the tokenizer this cache was built "
-                         "with; rebuild the cache")
-      return tok
-    tok = tok_lib.TctTokenizer(m["tct_module"])
-    if tok.vocab_size != m["vocab_size"] or tok.version != m["tokenizer_version"]:
-      raise CacheError(f"{self.path}: built with {m['tokenizer_version']} (vocab {m['vocab_size']}),"
-                       f" installed is {tok.version} (vocab {tok.vocab_size}); rebuild the cache")
-    return tok
-
-
-def _read_meta(path: pathlib.Path) -> dict | None:
-  try:
-    meta = json.loads((path / META).read_text(encoding="utf-8"))
-  except (OSError, ValueError):
-    return None
-  return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
-
-
-def tokenizer_id(meta: dict) -> str:
-  """What fixes a cache's token ids: `bpe:<sha256 of its BPE file>` or `tct:<module-version>`."""
-  if meta.get("tokenizer") == "bpe":
-    return f"bpe:{meta.get('tokenizer_sha256')}"
-  return f"tct:{meta.get('tokenizer_version')}"
-
-
-def _doc_hashes(path: pathlib.Path) -> set[str] | None:
-  try:
-    lines = (path / DOCS_TSV).read_text(encoding="utf-8").splitlines()[1:]
-  except OSError:
-    return None
-  return {ln.split("\t")[3] for ln in lines if ln.count("\t") >= 4}
-
-
-def corpus_change(old_meta: dict, old_path, new_meta: dict, new_path) -> str:
-  """What differs between the corpus of `old_meta` and that of the cache at `new_path`: files
-  added/removed by content when `old_path` still holds the old cache, else the input counts."""
-  old_path, new_path = pathlib.Path(old_path), pathlib.Path(new_path)
-  same = tokenizer_id(_read_meta(old_path) or {}) == tokenizer_id(old_meta)
-  old, new = _doc_hashes(old_path) if same else None, _doc_hashes(new_path)
-  have, want = old_meta.get("settings", {}), new_meta.get("settings", {})
-  keys = [k for k in sorted(set(have) | set(want)) if k != "inputs_sha256" and have.get(k) != want.get(k)]
-  text = (f"corpus files (by content): {len(new - old)} added, {len(old - new)} removed"
-          if old is not None and new is not None else
-          f"corpus: {old_meta.get('num_inputs')} input files, now {new_meta.get('num_inputs')}")
-  return text + "".join(f", {k}: {have.get(k)!r} -> {want.get(k)!r}" for k in keys)
 
 
 def _foreign(path: pathlib.Path) -> list[str]:
@@ -186,7 +55,7 @@ def _owned(path: pathlib.Path) -> bool:
   if not path.is_dir() or _foreign(path):
     return False
   return (not any(path.iterdir()) or (path / corpus_lib.CACHE_MARKER).is_file()
-          or _read_meta(path) is not None)
+          or read_meta(path) is not None)
 
 
 def _refuse_unowned(out: pathlib.Path) -> None:
@@ -215,34 +84,6 @@ def _check_writable(out: pathlib.Path) -> None:
   if not os.access(parent, os.W_OK | os.X_OK):
     raise CacheError(f"cannot write the cache to {out}: {parent} is not writable; choose another "
                      "--out / data.cache_dir")
-
-
-def load_cache(path: str | os.PathLike) -> TokenCache:
-  """Opens a cache by memory map; raises CacheError when it is missing, foreign or inconsistent."""
-  path = pathlib.Path(path)
-  meta = _read_meta(path)
-  hint = f"rebuild it: python -m fimjax.data.cache build --input ... --out {path}"
-  if meta is None:
-    raise CacheError(f"no fimjax token cache at {path} (no valid {META}); {hint}")
-  if meta.get("format_version") != FORMAT_VERSION:
-    raise CacheError(f"{path}: cache format {meta.get('format_version')}, need {FORMAT_VERSION}; {hint}")
-  try:
-    tokens = np.load(path / "tokens.npy", mmap_mode="r")
-    offsets = np.load(path / "offsets.npy")
-    split = np.load(path / "split.npy")
-    flags = np.load(path / STRUCT_FLAGS, mmap_mode="r")
-    span = np.load(path / STRUCT_SPAN, mmap_mode="r")
-  except (OSError, ValueError) as e:
-    raise CacheError(f"{path}: unreadable cache arrays ({e}); {hint}") from None
-  if meta.get("tokenizer_file") and not (path / meta["tokenizer_file"]).is_file():
-    raise CacheError(f"{path}: tokenizer file {meta['tokenizer_file']} is missing; {hint}")
-  n = sum(meta["num_documents"].values())
-  ok = (tokens.ndim == 1 and offsets.shape == (n + 1,) and split.shape == (n,) and offsets[0] == 0
-        and offsets[-1] == len(tokens) and bool(np.all(np.diff(offsets) >= 0))
-        and flags.shape == tokens.shape and span.shape == tokens.shape)
-  if not ok:
-    raise CacheError(f"{path}: arrays do not match {META} (truncated or mixed files); {hint}")
-  return TokenCache(path, meta, tokens, offsets, split, flags, span)
 
 
 def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="tct_github_workflow",
@@ -349,7 +190,7 @@ def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
     except OSError:
       if not out.exists():
         raise
-      if (_read_meta(out) or {}).get("settings") == settings:  # another process built the same
+      if (read_meta(out) or {}).get("settings") == settings:  # another process built the same
         shutil.rmtree(tmp, ignore_errors=True)
         return
   _refuse_unowned(out)  # again: the folder may have changed during the build
@@ -445,6 +286,9 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
             + d.name.replace("\t", " ").replace("\n", " ") + "\n" for j, d in enumerate(kept_docs))
     _write(tmp / DOCS_TSV, lambda f: f.write(("index\tsplit\ttokens\tsha256\tsource\n"
                                                + "".join(rows)).encode()))
+    # Size and sha256 of each file (~10 ms for the default corpus): a damaged one is named on load.
+    meta["files"] = file_records(tmp, [*ARRAYS, *([TOKENIZER_FILE] if name == "bpe" else []),
+                                       DOCS_TSV])
     meta["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_meta(tmp, meta)  # last: a folder without it never loads
     if verify is not None:
@@ -480,6 +324,19 @@ _DATA_FIELDS = ("tokenizer", "tct_module", "val_fraction", "bpe_vocab_size", "sc
                 "schema_path", "max_file_bytes")  # config.data -> build_cache
 
 
+def _restore_if_refused(verify: Callable, damage: str, out: pathlib.Path) -> Callable:
+  """`verify` for the rebuild of a damaged cache: when the rebuild is refused (another tokenizer
+  than the run's), the way back is the old cache itself, so say to restore it."""
+
+  def check(meta: dict, folder: pathlib.Path) -> None:
+    try:
+      verify(meta, folder)
+    except ValueError as e:
+      raise CacheError(f"{damage}, and its rebuild is refused ({e}); restore {out} from a copy, "
+                       "or train in another --workdir") from None
+  return check
+
+
 def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
                  log: Callable[[str], None] = print,
                  verify: Callable[[dict, pathlib.Path], None] | None = None) -> TokenCache:
@@ -496,17 +353,21 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
   out = pathlib.Path(out_dir)
   _refuse_unowned(out)  # before any work: a folder that holds more than a cache is not ours
   want = requested_settings(inputs, **kwargs)
-  meta = _read_meta(out)
+  meta = read_meta(out)
   if meta is not None:
     have = meta.get("settings", {})
     if have == want:
       try:
-        tc = load_cache(out)
+        tc = load_cache(out, checksums=True)  # training starts here: hash every file, any size
         if verify is not None:
           verify(tc.meta, out)
         return tc
       except CacheError as e:
-        log(f"token cache at {out} is damaged ({e}); rebuilding")
+        damage = (f"token cache file {e.file} is damaged ({e.why})" if isinstance(e, CacheDamaged)
+                  else f"token cache at {out} is damaged ({e})")
+        log(f"{damage}; rebuilding" + (" (it replaces the damaged one only if it gives the run's "
+                                       "tokenizer)" if verify else ""))
+        verify = verify and _restore_if_refused(verify, damage, out)
     else:
       diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
                        if have.get(k) != want.get(k))

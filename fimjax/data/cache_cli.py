@@ -4,17 +4,21 @@
                                       [--val-fraction F] [--bpe-vocab-size N] [--schema-check] ...
     python -m fimjax.data.cache info DIR [--json]
 
-Errors are one line on stderr (exit status 2).
+`info` also verifies the cache (every file against the sizes and sha256 in meta.json, token ids
+below the vocab) and names a damaged file. Errors are one line on stderr (exit status 2).
 """
 
 import argparse
 import json
+import pathlib
 import sys
 from typing import Sequence
 
 from fimjax.data import corpus as corpus_lib
 from fimjax.data import tokenizers as tok_lib
-from fimjax.data.cache import SPLITS, CacheError, build_cache, load_cache
+from fimjax.data.cache import build_cache
+from fimjax.data.cache_format import (SPLITS, CacheDamaged, CacheError, TokenCache, load_cache,
+                                      read_meta)
 
 
 def _print_info(meta: dict, path, summary: bool = True) -> None:
@@ -28,6 +32,36 @@ def _print_info(meta: dict, path, summary: bool = True) -> None:
   if summary:
     print(meta["summary"])
   print(f"built        {meta['created']} in {meta['build_seconds']:.2f} s from {', '.join(meta['inputs'])}")
+
+
+def _verified(tc: TokenCache) -> str:
+  ids = f"token ids below {tc.meta['vocab_size']}"
+  if not tc.checksummed:
+    return f"ok: dtypes, shapes, offsets, {ids} (no sizes or checksums: built before they were kept)"
+  return f"ok: {len(tc.checksummed)} files match the sizes and sha256 in meta.json; {ids}"
+
+
+def _info(path: str, as_json: bool) -> None:
+  """Describes the cache, then its verification; a damaged file is named on stderr (raised)."""
+  try:
+    tc = load_cache(path, checksums=True)
+  except CacheDamaged as e:  # meta.json is readable: describe the cache, then name the file
+    meta = read_meta(pathlib.Path(path))
+    try:
+      if as_json:
+        print(json.dumps(meta, indent=1, ensure_ascii=False))
+      else:
+        _print_info(meta, path)
+    except (KeyError, TypeError):  # meta.json lacks a field: the error line still names the file
+      pass
+    if not as_json:
+      print(f"verified     DAMAGED: {e.file} ({e.why})")
+    raise
+  if as_json:
+    print(json.dumps(tc.meta, indent=1, ensure_ascii=False))
+  else:
+    _print_info(tc.meta, path)
+    print(f"verified     {_verified(tc)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     b.add_argument(flag, type=typ, default=default)
   b.add_argument("--schema-check", action="store_true", help="validate against the workflow schema")
   b.add_argument("--no-progress", action="store_true")
-  i = sub.add_parser("info", help="describe a token cache")
+  i = sub.add_parser("info", help="describe and verify a token cache")
   i.add_argument("dir")
   i.add_argument("--json", action="store_true", help="print meta.json")
   args = ap.parse_args(argv)
@@ -56,11 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   max_file_bytes=args.max_file_bytes, num_proc=args.num_proc, progress=not args.no_progress)
       _print_info(load_cache(args.out).meta, args.out, summary=False)  # build printed it
     else:
-      meta = load_cache(args.dir).meta
-      if args.json:
-        print(json.dumps(meta, indent=1, ensure_ascii=False))
-      else:
-        _print_info(meta, args.dir)
+      _info(args.dir, args.json)
   except (CacheError, corpus_lib.CorpusError, tok_lib.TokenizerError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
