@@ -140,6 +140,34 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(straight_run, tmp_path
   assert train_losses(tmp_path)[8] == train_losses(straight)[8]
 
 
+def test_flipped_bit_in_array_data_falls_back_to_previous(straight_run, tmp_path, cache_dir):
+  from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
+  straight, _ = straight_run
+  workdir = tmp_path / "w"
+  shutil.copytree(straight, workdir)
+  state_dir = workdir / "checkpoints" / "8" / "state"
+  data = max((p for p in state_dir.rglob("*") if p.is_file() and p.parent.name == "d"),
+             key=lambda p: p.stat().st_size)  # an ocdbt file of compressed chunks
+  raw = bytearray(data.read_bytes())
+  raw[len(raw) // 2] ^= 0x10
+  data.write_bytes(bytes(raw))
+  # Orbax alone reads it without complaint, into other values: what the checksums are for.
+  read = lambda d: leaves(ocp.StandardCheckpointer().restore(d.resolve()))  # noqa: E731
+  assert any(not np.array_equal(a, b) for a, b in
+             zip(read(state_dir), read(straight / "checkpoints" / "8" / "state")))
+  # A tool that only reads the run names the array and the other steps, and moves nothing.
+  with pytest.raises(checkpoint.ChecksumError,
+                     match=r"checkpoints/8: array \S+ differs .*pass another --step \(have: "):
+    checkpoint.load_run(str(workdir), step=8)
+  assert not (workdir / "checkpoints_unreadable").exists()
+  proc = run_main(workdir, "--config.train.steps=8", cache_dir=cache_dir)
+  notes = [l for l in proc.stdout.splitlines() if "is unreadable" in l]
+  assert len(notes) == 1 and "checkpoints/8" in notes[0] and "ChecksumError" in notes[0], notes
+  assert "Resuming from step 6" in proc.stdout
+  assert (workdir / "checkpoints_unreadable" / "8").is_dir()  # kept, not deleted
+  assert train_losses(workdir)[8] == train_losses(straight)[8]
+
+
 def _empty_folder(step_dir):
   shutil.rmtree(step_dir)
   step_dir.mkdir()
