@@ -157,35 +157,76 @@ def incompatible_fields(saved: dict, now: dict) -> list[tuple[str, object, objec
   return diffs
 
 
+# The range of every numeric field: ">= a" / "> a", or an interval "[a, b]" / "[a, b)".
+_RANGES = {
+    "data.bpe_vocab_size": ">= 1", "data.val_fraction": "[0, 1)",
+    "data.max_file_bytes": ">= 1", "data.num_workers": ">= 0",
+    "fim.rate": "[0, 1]", "fim.max_span": ">= 1", "fim.max_lines": ">= 1",
+    "fim.eom_weight": "> 0", "fim.spm_rate": "[0, 1]", "fim.seed": ">= 0",
+    "model.d_model": ">= 1", "model.num_layers": ">= 1", "model.num_heads": ">= 1",
+    "model.context": ">= 8", "model.mlp_ratio": ">= 1", "model.logit_softcap": ">= 0",
+    "model.rope_base": "> 0", "model.attn_block": ">= 1",
+    "optim.lr": "> 0", "optim.warmup_steps": ">= 0", "optim.min_lr_ratio": "[0, 1]",
+    "optim.weight_decay": ">= 0", "optim.b1": "[0, 1)", "optim.b2": "[0, 1)",
+    "optim.grad_clip": ">= 0",
+    "mesh.data": ">= -1", "mesh.fsdp": ">= -1", "mesh.tensor": ">= -1",  # -1 = the rest
+    "train.steps": ">= 1", "train.stop_after_steps": ">= 0", "train.seed": ">= 0",
+    "train.batch_size": ">= 1", "train.microbatches": ">= 1", "train.log_every_steps": ">= 1",
+    "train.eval_every_steps": ">= 1", "train.eval_batch_size": ">= 1",
+    "train.checkpoint_every_steps": ">= 1", "train.checkpoint_every_minutes": ">= 0",
+    "train.keep_checkpoints": ">= 1", "train.peak_tflops": ">= 0",
+    "eval.infill_holes": ">= 0", "eval.generate_samples": ">= 0", "eval.max_new_tokens": ">= 1",
+}
+
+
+def _in_range(value, rule: str) -> bool:
+  """Whether `value` obeys `rule` (a `_RANGES` entry); False for NaN."""
+  if rule[0] in "[(":
+    low, high = (float(x) for x in rule[1:-1].split(","))
+    return ((value >= low if rule[0] == "[" else value > low)
+            and (value <= high if rule[-1] == "]" else value < high))
+  op, bound = rule.split()
+  return value >= float(bound) if op == ">=" else value > float(bound)
+
+
 def validate(c: ml_collections.ConfigDict) -> None:
-  """Checks values the types alone cannot; raises ValueError naming the field and the fix."""
-  flat = _flatten("", c.to_dict())
+  """Checks values the types alone cannot; raises ValueError naming the flag and the fix."""
+  flat = {k[1:]: v for k, v in _flatten("", c.to_dict()).items()}
+
+  def fail(key, problem):
+    raise ValueError(f"--config.{key}={flat[key]!r}: {problem}")
+
   for key, allowed in _CHOICES.items():
-    if flat.get("." + key) not in allowed:
-      raise ValueError(f"config.{key}={flat.get('.' + key)!r} is not one of {allowed}")
-  positive = ("model.d_model", "model.num_layers", "model.num_heads", "model.context",
-              "train.steps", "train.batch_size", "train.microbatches", "train.log_every_steps",
-              "train.eval_every_steps", "train.checkpoint_every_steps", "train.eval_batch_size",
-              "train.keep_checkpoints", "fim.max_span", "fim.max_lines")
-  for key in positive:
-    if flat["." + key] <= 0:
-      raise ValueError(f"config.{key}={flat['.' + key]} must be positive")
-  if c.model.d_model % c.model.num_heads:
-    raise ValueError(f"config.model.d_model={c.model.d_model} must be divisible by "
-                     f"config.model.num_heads={c.model.num_heads}")
+    if flat.get(key) not in allowed:
+      fail(key, f"must be one of {', '.join(allowed)}")
+  for key, rule in _RANGES.items():
+    value = flat.get(key)
+    if value is None:
+      continue
+    if isinstance(value, float) and abs(value) == float("inf"):
+      fail(key, "must be a finite number")
+    if not _in_range(value, rule):
+      fail(key, f"must be {'in ' if rule[0] in '[(' else ''}{rule}")
+  m = c.model
+  for axis in ("mesh.data", "mesh.fsdp", "mesh.tensor"):
+    if flat[axis] == 0:
+      fail(axis, "must be -1 (the devices the other axes leave) or >= 1")
+  if m.d_model % m.num_heads:
+    fail("model.d_model", f"must be divisible by model.num_heads={m.num_heads}")
+  if (m.d_model // m.num_heads) % 2:
+    fail("model.d_model", f"head dim d_model / model.num_heads={m.num_heads} is "
+         f"{m.d_model // m.num_heads}, must be even (RoPE rotates pairs of dims)")
+  if c.mesh.tensor > 0 and m.num_heads % c.mesh.tensor:
+    fail("mesh.tensor", f"must divide model.num_heads={m.num_heads} (heads are split over it)")
   if c.train.batch_size % c.train.microbatches:
-    raise ValueError(f"config.train.batch_size={c.train.batch_size} must be divisible by "
-                     f"config.train.microbatches={c.train.microbatches}")
-  if c.fim.eom_weight < 0:
-    raise ValueError(f"config.fim.eom_weight={c.fim.eom_weight} must be >= 0")
+    fail("train.batch_size", f"must be divisible by train.microbatches={c.train.microbatches}")
   mix = c.fim.mix.to_dict()
-  if any(v < 0 for v in mix.values()) or (c.fim.span_policy == "mixed" and sum(mix.values()) <= 0):
-    raise ValueError(f"config.fim.mix={mix} needs weights >= 0, not all 0")
-  for key in ("fim.rate", "fim.spm_rate", "data.val_fraction"):
-    if not 0.0 <= flat["." + key] <= 1.0:
-      raise ValueError(f"config.{key}={flat['.' + key]} must be between 0 and 1")
-  if c.model.context < 8:
-    raise ValueError(f"config.model.context={c.model.context} is too short (at least 8)")
+  for kind, weight in mix.items():
+    if not weight >= 0:
+      fail(f"fim.mix.{kind}", "must be >= 0")
+  if c.fim.span_policy == "mixed" and sum(mix.values()) <= 0:
+    raise ValueError(f"--config.fim.mix: weights {mix} are all 0: give at least one kind a "
+                     "weight > 0, or set --config.fim.span_policy to one kind")
 
 
 def load_config_file(path) -> ml_collections.ConfigDict:
