@@ -50,6 +50,10 @@ def main(argv):
   except (ValueError, FileNotFoundError, train.NonFiniteError, lock.WorkdirLocked) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  except KeyboardInterrupt as e:  # the loop itself saves on Ctrl-C; this is before or after it
+    print(f"error: {e}" if isinstance(e, train.Interrupted) else "error: interrupted; nothing "
+          "was saved since the last checkpoint: rerun the same command to resume", file=sys.stderr)
+    return 130
   if _DEMO.value and result.step > 0 and jax.process_count() == 1:
     from fimjax import infill  # pylint: disable=g-import-not-at-top
     print(infill.demo(_WORKDIR.value), flush=True)

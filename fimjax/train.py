@@ -6,6 +6,7 @@ The loop never syncs with the device except at logging, evaluation and checkpoin
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import ml_collections
 import numpy as np
 
 from fimjax import checkpoint as checkpoint_lib
+from fimjax import cli
 from fimjax import config_base
 from fimjax import evaluate
 from fimjax import flops
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 
 class NonFiniteError(RuntimeError):
   """Raised when a step produced a non-finite loss or gradient."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C before the training loop (which saves and stops instead); the message says what was
+  left as it was."""
 
 
 @dataclasses.dataclass
@@ -120,29 +127,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   Holds the workdir's lock (`fimjax.lock`) throughout: a second run on it is refused.
   """
   config_base.validate(config)
+  _check_workdir(workdir)
   logdir = checkpoint_lib.local_dir(workdir)
   cache_path = checkpoint_lib.cache_dir(config, workdir)
   checkpoint_lib.check_cache_dir(cache_path, workdir)
   os.makedirs(logdir, exist_ok=True)
-  with lock_lib.hold(logdir) if jax.process_index() == 0 else contextlib.nullcontext():
-    return _train(config, workdir, cache_path, allow_config_change)
+  with (lock_lib.hold(logdir) if jax.process_index() == 0 else contextlib.nullcontext(),
+        contextlib.ExitStack() as cleanup):
+    return _train(config, workdir, cache_path, allow_config_change, cleanup)
+
+
+def _check_workdir(workdir: str) -> None:
+  """Fails before any work (cache build, compile) where the run could not write its files."""
+  if workdir.startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
+    raise ValueError(f"--workdir {workdir}: gs:// workdirs need gcsfs, which is not installed: "
+                     "pip install 'fimjax[gcs]' (or give a local --workdir)")
+  problem = cli.output_error(checkpoint_lib.local_dir(workdir), folder=True)
+  if problem:  # "<path> is a file: give a folder path" has its fix; "... is not writable" not
+    fix = "" if problem.endswith("give a folder path") else "; choose another --workdir"
+    raise ValueError(f"--workdir {problem}{fix}")
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
-           allow_config_change: bool) -> RunResult:
-  """The body of `train_and_evaluate`, run under the workdir's lock."""
+           allow_config_change: bool, cleanup: contextlib.ExitStack) -> RunResult:
+  """The body of `train_and_evaluate`, run under the workdir's lock; `cleanup` closes what it
+  opens (checkpointer, data workers, metric writers) however it ends."""
   is_main = jax.process_index() == 0
   logdir = checkpoint_lib.local_dir(workdir)
   ckpts = checkpoint_lib.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-  try:  # check the saved run first: a refused run touches neither cache nor readable checkpoints
-    latest, run_config, run_meta = ckpts.latest_json()
-    if latest is not None:
-      _check_compatible(run_config, config, allow_config_change)
+  cleanup.callback(ckpts.close)
+  # Check the saved run first: a refused run touches neither cache nor readable checkpoints.
+  latest, run_config, run_meta = ckpts.latest_json()
+  if latest is not None:
+    _check_compatible(run_config, config, allow_config_change)
+  try:
     cache = cache_lib.ensure_cache(config.data, cache_path,
                                    verify=_same_tokenizer(run_meta, cache_path))
-  except BaseException:
-    ckpts.close()
-    raise
+  except KeyboardInterrupt:  # a build writes a temporary folder, removed on the way out
+    raise Interrupted(f"interrupted while building or checking the token cache {cache_path}; "
+                      "an unfinished build is not kept and nothing else was written: rerun the "
+                      "same command to build it") from None
   vocab = cache.model_vocab_size
   mesh = sharding.make_mesh(config.mesh)
 
@@ -150,6 +174,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
       config, cache.documents("train"), cache.special_ids,
       process_index=jax.process_index(), process_count=jax.process_count())
   data_iter = iter(train_ds)
+  cleanup.callback(data_iter.close)  # stops grain's workers: no tracebacks at interpreter exit
+  cleanup.callback(ckpts.wait)  # runs first: a save in flight has the iterator's state
   abstract = step_lib.abstract_train_state(config, vocab, mesh)
   start, state = ckpts.restore_latest(abstract, data_iter)
   result = RunResult(start or 0, {}, str(ckpts.directory),
@@ -160,7 +186,6 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
             f"Checkpoints: {ckpts.directory}; metrics: {result.metrics_path}. "
             "Raise --config.train.steps to train further.", flush=True)
     result.complete = True
-    ckpts.close()
     return result
   if state is None:
     start = 0
@@ -168,9 +193,10 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   elif is_main:
     print(f"Resuming from step {start} ({ckpts.directory})", flush=True)
 
-  writer = metrics_lib.MetricsWriter(logdir, mirror=workdir if logdir != workdir else None)
-  train_step = step_lib.make_train_step(config, vocab, mesh)
+  train_step = step_lib.make_train_step(config, vocab, mesh)  # checks the batch splits
   eval_step = evaluate.make_eval_step(config, cache, mesh)
+  writer = metrics_lib.MetricsWriter(logdir, mirror=workdir if logdir != workdir else None)
+  cleanup.callback(writer.close)
   model_cfg = model_lib.ModelConfig.from_config(config, vocab)
   tokens_per_step = config.train.batch_size * config.model.context
   flops_per_token = flops.model_flops_per_token(model_cfg)
@@ -241,8 +267,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
         "Lower optim.lr or raise optim.warmup_steps, then rerun to resume.") from None
   finally:
     progress.close()
-    ckpts.close()
-    writer.close()
+    cleanup.close()  # waits for the last checkpoint before the summary below
 
   result.step = step
   result.complete = step >= config.train.steps

@@ -15,11 +15,14 @@ import sys
 import pytest
 
 from fimjax import checkpoint
+from fimjax import config_base
 from fimjax import lock
+from fimjax import train
 from fimjax.config_base import base_config
 from fimjax.data import cache
 from fimjax.data import default_corpus
 from tests.cache_test import _snapshot
+from tests.train_test import REPO
 from tests.train_test import run_main
 
 
@@ -162,3 +165,118 @@ def test_second_run_on_a_workdir_is_refused(tmp_path):
   assert f"in use by another training run (pid {os.getpid()} on" in line
   assert "another --workdir" in line
   assert not (tmp_path / "cache").exists()
+
+
+# ------------------------------ 10: one line, not a traceback, where a run cannot start or stops
+
+
+def _tiny_config(tmp_path):
+  """configs/tiny.py on a small synthetic corpus whose cache would go to `tmp_path/cache`."""
+  c = config_base.load_config_file(REPO / "configs" / "tiny.py")
+  c.data.corpus, c.data.cache_dir = "synthetic:20", str(tmp_path / "cache")
+  return c
+
+
+def test_read_only_workdir_is_refused_before_any_work(tmp_path, monkeypatch):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  # root ignores permission bits: answer as a read-only folder does
+  monkeypatch.setattr(os, "access", lambda path, mode: path != str(workdir))
+  with pytest.raises(ValueError, match=rf"^--workdir {workdir}: {workdir} is not writable; "
+                     "choose another --workdir$"):
+    train.train_and_evaluate(_tiny_config(tmp_path), str(workdir))
+  assert not any(workdir.iterdir()) and not (tmp_path / "cache").exists()
+
+
+def test_workdir_that_is_a_file_is_one_line(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.write_text("notes")
+  proc = run_main(workdir, "--config.train.steps=2", cache_dir=tmp_path / "cache", check=False)
+  assert _one_error_line(proc) == f"error: --workdir {workdir} is a file: give a folder path"
+  assert workdir.read_text() == "notes" and not (tmp_path / "cache").exists()
+
+
+def test_gs_workdir_without_gcsfs_names_the_extra(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "gcsfs", None)  # as if not installed
+  monkeypatch.setenv("FIMJAX_LOCAL_DIR", str(tmp_path / "local"))
+  with pytest.raises(ValueError, match=r"gs://b/run: gs:// workdirs need gcsfs.*"
+                     r"pip install 'fimjax\[gcs\]'"):
+    train.train_and_evaluate(_tiny_config(tmp_path), "gs://b/run")
+  assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("model.mlp_ratio", 0, "--config.model.mlp_ratio=0: must be >= 1"),
+    ("fim.rate", 1.5, "--config.fim.rate=1.5: must be in [0, 1]"),
+    ("optim.lr", float("nan"), "--config.optim.lr=nan: must be > 0"),
+    ("optim.b2", 1.0, "--config.optim.b2=1.0: must be in [0, 1)"),
+    ("optim.grad_clip", -1.0, "--config.optim.grad_clip=-1.0: must be >= 0"),
+    ("train.checkpoint_every_minutes", float("inf"),
+     "--config.train.checkpoint_every_minutes=inf: must be a finite number"),
+    ("mesh.data", 0, "--config.mesh.data=0: must be -1 (the devices the other axes leave) or >= 1"),
+    ("mesh.tensor", 3, "--config.mesh.tensor=3: must divide model.num_heads=4"),
+    ("model.d_model", 100, "--config.model.d_model=100: head dim d_model / model.num_heads=4 is "
+     "25, must be even (RoPE"),
+    ("fim.mix.line", -0.5, "--config.fim.mix.line=-0.5: must be >= 0"),
+])
+def test_every_numeric_field_is_range_checked_naming_the_flag(field, value, message):
+  c = config_base.base_config("tiny")
+  *parents, name = field.split(".")
+  node = c
+  for part in parents:
+    node = node[part]
+  node[name] = value
+  with pytest.raises(ValueError) as e:
+    config_base.validate(c)
+  assert str(e.value).startswith(message), e.value
+  for path in ("tiny", "small", "large"):  # the shipped configs pass
+    config_base.validate(config_base.load_config_file(REPO / "configs" / f"{path}.py"))
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+  return tmp_path_factory.mktemp("cache10") / "c"
+
+
+def test_batch_the_devices_cannot_split_leaves_no_writer_traceback(tmp_path, shared_cache):
+  proc = run_main(tmp_path / "run", "--config.train.steps=2", "--config.train.batch_size=6",
+                  cache_dir=shared_cache, check=False,
+                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  assert "train.batch_size=6 / train.microbatches=1 must be a multiple of data*fsdp=4" in (
+      _one_error_line(proc))  # and no TensorBoard writer's traceback at exit
+
+
+def test_data_workers_end_without_tracebacks(tmp_path, shared_cache):
+  proc = run_main(tmp_path / "run", "--config.train.steps=2", "--config.data.num_workers=2",
+                  "--config.eval.in_loop=False", cache_dir=shared_cache)
+  assert "Traceback" not in proc.stderr, proc.stderr
+
+
+_INTERRUPT_IN_BUILD = """
+import os, signal
+from absl import app
+from fimjax import cli, main
+from fimjax.data import cache
+write = cache._write
+def interrupted(path, fn):  # Ctrl-C half way through writing the cache's files
+  write(path, fn)
+  os.kill(os.getpid(), signal.SIGINT)
+cache._write = interrupted
+app.run(main.main, flags_parser=cli.parse_flags)
+"""
+
+
+def test_ctrl_c_during_the_cache_build_is_one_line_and_leaves_no_cache(tmp_path):
+  workdir, cache_dir = tmp_path / "run", tmp_path / "cache"
+  proc = subprocess.run(
+      [sys.executable, "-c", _INTERRUPT_IN_BUILD, "--config", str(REPO / "configs/tiny.py"),
+       "--workdir", str(workdir), f"--config.data.cache_dir={cache_dir}",
+       "--config.data.corpus=synthetic:20", "--config.data.tokenizer=bpe",
+       "--config.data.bpe_vocab_size=300", "--config.train.progress=False"],
+      cwd=REPO, capture_output=True, text=True, timeout=240)
+  assert proc.returncode == 130, proc.stderr
+  line = _one_error_line(proc)
+  assert f"interrupted while building or checking the token cache {cache_dir}; an unfinished " \
+         "build is not kept" in line and "rerun the same command to build it" in line
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no cache, no temp folder
+  assert not (workdir / lock.LOCK_FILE).exists()
