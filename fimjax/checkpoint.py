@@ -247,6 +247,10 @@ class Checkpoints:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
+    # Orbax removes old temporary folders on a thread started by the manager; a run that fails
+    # right after creating it would exit while that thread still schedules work, and print a
+    # traceback ("cannot schedule new futures after shutdown"). No public call awaits it.
+    getattr(self.manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
     self.manager.wait_until_finished()
     self.manager.close()
 
