@@ -31,6 +31,9 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", int(os.environ["FIMJAX_PROCESS_ID"]) if "FIMJAX_PROCESS_ID" in os.environ
     else None, "This process's index (env FIMJAX_PROCESS_ID).")
+_KEEP_TOKENIZER = flags.DEFINE_bool(
+    "keep_tokenizer", False, "When the corpus changed since the run began (files added or "
+    "removed), encode it with the run's own tokenizer instead of refusing to resume.")
 _DEMO = flags.DEFINE_bool("demo", True, "At the end, fill one held-out hole and print it.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -46,7 +49,8 @@ def main(argv):
   from fimjax import train  # pylint: disable=g-import-not-at-top
   try:
     result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
-                                      allow_config_change=_ALLOW_CHANGE.value)
+                                      allow_config_change=_ALLOW_CHANGE.value,
+                                      keep_tokenizer=_KEEP_TOKENIZER.value)
   except (ValueError, FileNotFoundError, train.NonFiniteError, lock.WorkdirLocked) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -116,13 +116,18 @@ def _same_tokenizer(run_meta: dict | None, cache_path: str):
       short = lambda t: t[:16] if t.startswith("bpe:") else t  # noqa: E731
       _refuse_changes([("tokenizer", short(saved), short(now))], allow_change=False,
                       note=f"; {change}", fix="its weights would read other token ids: use "
-                      "another --workdir, or keep the run's corpus as it was")
+                      "another --workdir, keep the run's corpus as it was, or pass "
+                      "--keep_tokenizer to encode the changed corpus with the run's tokenizer")
   return verify
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       allow_config_change: bool = False) -> RunResult:
+                       allow_config_change: bool = False, keep_tokenizer: bool = False
+                       ) -> RunResult:
   """Trains `config` in `workdir`, resuming from its latest good checkpoint.
+
+  `keep_tokenizer`: a corpus changed since the cache was built is encoded with the cache's
+  tokenizer (a resumed run's weights know its ids) instead of a BPE trained anew.
 
   Holds the workdir's lock (`fimjax.lock`) throughout: a second run on it is refused.
   """
@@ -134,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   os.makedirs(logdir, exist_ok=True)
   with (lock_lib.hold(logdir) if jax.process_index() == 0 else contextlib.nullcontext(),
         contextlib.ExitStack() as cleanup):
-    return _train(config, workdir, cache_path, allow_config_change, cleanup)
+    return _train(config, workdir, cache_path, allow_config_change, keep_tokenizer, cleanup)
 
 
 def _check_workdir(workdir: str) -> None:
@@ -149,7 +154,8 @@ def _check_workdir(workdir: str) -> None:
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
-           allow_config_change: bool, cleanup: contextlib.ExitStack) -> RunResult:
+           allow_config_change: bool, keep_tokenizer: bool,
+           cleanup: contextlib.ExitStack) -> RunResult:
   """The body of `train_and_evaluate`, run under the workdir's lock; `cleanup` closes what it
   opens (checkpointer, data workers, metric writers) however it ends."""
   is_main = jax.process_index() == 0
@@ -161,7 +167,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   if latest is not None:
     _check_compatible(run_config, config, allow_config_change)
   try:
-    cache = cache_lib.ensure_cache(config.data, cache_path,
+    cache = cache_lib.ensure_cache(config.data, cache_path, keep_tokenizer=keep_tokenizer,
                                    verify=_same_tokenizer(run_meta, cache_path))
   except KeyboardInterrupt:  # a build writes a temporary folder, removed on the way out
     raise Interrupted(f"interrupted while building or checking the token cache {cache_path}; "

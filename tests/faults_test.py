@@ -122,7 +122,7 @@ def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run
     line = _one_error_line(proc)
     assert re.search(r"tokenizer: saved 'bpe:[0-9a-f]{12}', now 'bpe:[0-9a-f]{12}'", line), line
     assert re.search(r"corpus files \(by content\): [1-3] added, 0 removed", line), line
-    assert "another --workdir, or keep the run's corpus as it was" in line
+    assert "keep the run's corpus as it was, or pass --keep_tokenizer" in line
     assert _snapshot(workdir) == before
     assert not list(workdir.glob(".cache.*"))  # the refused build is gone
   finally:
@@ -131,6 +131,16 @@ def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run
   proc = run_main(workdir, *_corpus_flags(corpus), cache_dir=workdir / "cache")
   assert "Resuming from step 2" in proc.stdout
   assert not (workdir / lock.LOCK_FILE).exists()  # each run released its lock
+  # Asked for: the grown corpus is encoded with the run's own tokenizer and training goes on.
+  old = cache.load_cache(workdir / "cache").meta
+  for i, path in enumerate(added):
+    path.write_text(default_corpus.generate(1000 + i, 7))
+  proc = run_main(workdir, *_corpus_flags(corpus), "--config.train.steps=6", "--keep_tokenizer",
+                  cache_dir=workdir / "cache")
+  assert "Resuming from step 4" in proc.stdout and "with its own tokenizer" in proc.stdout
+  new = cache.load_cache(workdir / "cache").meta
+  assert cache.tokenizer_id(new) == cache.tokenizer_id(old)
+  assert sum(new["num_documents"].values()) == sum(old["num_documents"].values()) + len(added)
 
 
 # --------------------------------------------------------------- 4: one training run per workdir

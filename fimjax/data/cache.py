@@ -205,10 +205,12 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
                 schema_check=False, schema_path="", max_file_bytes=1_000_000,
                 num_proc: int | None = None, progress=True,
                 log: Callable[[str], None] = print,
-                verify: Callable[[dict, pathlib.Path], None] | None = None) -> dict:
+                verify: Callable[[dict, pathlib.Path], None] | None = None,
+                bpe: tok_lib.BpeTokenizer | None = None) -> dict:
   """Reads, tokenizes and writes a cache to `out_dir` atomically; returns its meta.
 
   `verify(meta, folder)` may raise to refuse the finished build before it replaces `out_dir`.
+  `bpe`: encode with this trained BPE (a run's own) instead of training one on the corpus.
   """
   t0 = time.perf_counter()
   inputs = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -228,6 +230,8 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   docs, skipped = corp.documents, list(corp.skipped)
   split = np.array([split_of(d.sha256, val_fraction) if d.split is None else d.split
                     for d in docs], np.uint8)
+  if tok is None and bpe is not None:
+    tok = bpe
   if tok is None:
     train_texts = [d.text for d, s in zip(docs, split) if s == 0]
     if not train_texts:
@@ -337,14 +341,31 @@ def _restore_if_refused(verify: Callable, damage: str, out: pathlib.Path) -> Cal
   return check
 
 
+def _own_bpe(out: pathlib.Path, meta: dict, want: dict) -> tok_lib.BpeTokenizer | None:
+  """The BPE tokenizer of the cache at `out` (None for TCT: its ids are fixed by the module)."""
+  if meta.get("tokenizer") != "bpe" or want.get("tokenizer") != "bpe":
+    return None
+  if meta["settings"].get("bpe_vocab_size") != want["bpe_vocab_size"]:
+    raise CacheError(f"cannot keep the tokenizer of {out}: its vocab size is "
+                     f"{meta['settings'].get('bpe_vocab_size')}, the config asks for "
+                     f"{want['bpe_vocab_size']}; set data.bpe_vocab_size to it")
+  try:
+    return load_cache(out, checksums=True).tokenizer()
+  except CacheError as e:
+    raise CacheError(f"cannot keep the tokenizer of {out}: {e}") from None
+
+
 def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
                  log: Callable[[str], None] = print,
-                 verify: Callable[[dict, pathlib.Path], None] | None = None) -> TokenCache:
+                 verify: Callable[[dict, pathlib.Path], None] | None = None,
+                 keep_tokenizer: bool = False) -> TokenCache:
   """The cache for `config.data` at `out_dir`: reused when its settings match, else (re)built.
 
   A folder that holds anything but a cache's own files is refused, never overwritten.
   `verify(meta, folder)` sees the cache before it is used or replaces `out_dir`, and may refuse
   it by raising (a resumed run keeps its tokenizer); a refused build leaves `out_dir` as it was.
+  `keep_tokenizer`: a stale BPE cache is rebuilt with its own tokenizer (a changed corpus is
+  re-encoded with the ids a run's weights know) instead of training a new one.
   """
   inputs = [s.strip() for s in str(data.corpus).split(",") if s.strip()]
   if not inputs:
@@ -353,7 +374,7 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
   out = pathlib.Path(out_dir)
   _refuse_unowned(out)  # before any work: a folder that holds more than a cache is not ours
   want = requested_settings(inputs, **kwargs)
-  meta = read_meta(out)
+  meta, bpe = read_meta(out), None
   if meta is not None:
     have = meta.get("settings", {})
     if have == want:
@@ -371,9 +392,11 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
     else:
       diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
                        if have.get(k) != want.get(k))
+      bpe = _own_bpe(out, meta, want) if keep_tokenizer else None
       log(f"token cache at {out} is stale ({diff}); rebuilding"
+          + (f" with its own tokenizer ({tokenizer_id(meta)[:16]})" if bpe else "")
           + (" (the build replaces it only once checked)" if verify else ""))
-  build_cache(inputs, out, progress=progress, log=log, verify=verify, **kwargs)
+  build_cache(inputs, out, progress=progress, log=log, verify=verify, bpe=bpe, **kwargs)
   return load_cache(out)
 
 
