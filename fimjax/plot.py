@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-imp
 
 from fimjax import cli  # pylint: disable=wrong-import-position
 from fimjax import metrics as metrics_lib  # pylint: disable=wrong-import-position
+from fimjax.data import paths  # pylint: disable=wrong-import-position
 
 
 def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -31,7 +32,7 @@ def plot_losses(workdir: str, out: str | None = None) -> str:
     raise FileNotFoundError(f"no metrics in {os.path.join(workdir, 'metrics.jsonl')}: "
                             "train first (python -m fimjax.main --workdir ...)")
   out = out or os.path.join(workdir, "loss.png")
-  problem = cli.output_error(out)
+  problem = paths.output_error(out)
   if problem:  # a read-only workdir, say: checked before drawing
     raise PermissionError(f"{problem}: pass --out PATH to write the plot elsewhere")
   fig, ax = plt.subplots(figsize=(8, 5))

@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 
 from fimjax import checkpoint as checkpoint_lib
-from fimjax import cli
 from fimjax import config_base
 from fimjax import evaluate
 from fimjax import flops
@@ -29,6 +28,7 @@ from fimjax import plot
 from fimjax import sharding
 from fimjax import step as step_lib
 from fimjax.data import cache as cache_lib
+from fimjax.data import paths
 from fimjax.data import pipeline
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def _check_workdir(workdir: str) -> None:
   if workdir.startswith("gs://") and importlib.util.find_spec("gcsfs") is None:
     raise ValueError(f"--workdir {workdir}: gs:// workdirs need gcsfs, which is not installed: "
                      "pip install 'fimjax[gcs]' (or give a local --workdir)")
-  problem = cli.output_error(checkpoint_lib.local_dir(workdir), folder=True)
+  problem = paths.output_error(checkpoint_lib.local_dir(workdir), folder=True)
   if problem:  # "<path> is a file: give a folder path" has its fix; "... is not writable" not
     fix = "" if problem.endswith("give a folder path") else "; choose another --workdir"
     raise ValueError(f"--workdir {problem}{fix}")

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fimjax.data import corpus as corpus_lib
+from fimjax.data import paths
 from fimjax.data import structure as structure_lib
 from fimjax.data import tokenizers as tok_lib
 from fimjax.data.cache_format import (  # noqa: F401  (re-exported: callers use cache.X)
@@ -75,15 +76,9 @@ def _refuse_unowned(out: pathlib.Path) -> None:
 def _check_writable(out: pathlib.Path) -> None:
   """Fails before any work where the cache cannot be written: a file on the way to `out`, or a
   read-only folder where it is to be made (the build writes next to `out`, then renames)."""
-  parent = out.parent
-  while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
-    parent = parent.parent
-  if not parent.is_dir():
-    raise CacheError(f"cannot write the cache to {out}: {parent} is a file, not a folder; choose "
-                     "another --out / data.cache_dir")
-  if not os.access(parent, os.W_OK | os.X_OK):
-    raise CacheError(f"cannot write the cache to {out}: {parent} is not writable; choose another "
-                     "--out / data.cache_dir")
+  if problem := paths.output_error(str(out.parent), folder=True):
+    raise CacheError(f"cannot write the cache to {out}: {problem}; choose another --out / "
+                     "data.cache_dir")
 
 
 def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="tct_github_workflow",
