@@ -278,7 +278,11 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   result.step = step
   result.complete = step >= config.train.steps
   if is_main:
-    png = plot.plot_losses(logdir) if os.path.exists(writer.path) else None
+    png = None
+    try:  # the run is saved by now: a metrics file damaged by hand costs the plot, not the run
+      png = plot.plot_losses(logdir) if os.path.exists(writer.path) else None
+    except ValueError as e:
+      log.warning("no loss plot: %s", e)
     writer.mirror_file(png)
     ev = result.eval_metrics
     if ev:

@@ -290,3 +290,14 @@ def test_ctrl_c_during_the_cache_build_is_one_line_and_leaves_no_cache(tmp_path)
          "build is not kept" in line and "rerun the same command to build it" in line
   assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no cache, no temp folder
   assert not (workdir / lock.LOCK_FILE).exists()
+
+
+def test_a_damaged_metrics_line_costs_the_plot_not_the_run(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\nnot json\n{"step": 2}\n')
+  proc = run_main(workdir, "--config.train.steps=2", "--config.eval.in_loop=False",
+                  cache_dir=tmp_path / "cache", check=False)
+  assert proc.returncode == 0, proc.stderr
+  assert "no loss plot" in proc.stderr and "metrics.jsonl:2" in proc.stderr
+  assert "Traceback" not in proc.stderr
