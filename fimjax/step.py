@@ -168,8 +168,10 @@ def _check_batch(config, mesh):
   b, m = int(config.train.batch_size), int(config.train.microbatches)
   split = mesh.shape["data"] * mesh.shape["fsdp"]
   if b % m or (b // m) % split:
+    fit = m * split * max(1, round(b / (m * split)))  # the nearest batch that splits
     raise ValueError(f"train.batch_size={b} / train.microbatches={m} must be a multiple of "
-                     f"data*fsdp={split}")
+                     f"data*fsdp={split} (the devices that split a batch): set "
+                     f"--config.train.batch_size={fit}, or change mesh.data/mesh.fsdp")
 
 
 class _MeshFn:

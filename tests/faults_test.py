@@ -252,8 +252,9 @@ def test_batch_the_devices_cannot_split_leaves_no_writer_traceback(tmp_path, sha
   proc = run_main(tmp_path / "run", "--config.train.steps=2", "--config.train.batch_size=6",
                   cache_dir=shared_cache, check=False,
                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-  assert "train.batch_size=6 / train.microbatches=1 must be a multiple of data*fsdp=4" in (
-      _one_error_line(proc))  # and no TensorBoard writer's traceback at exit
+  line = _one_error_line(proc)  # and no TensorBoard writer's traceback at exit
+  assert "train.batch_size=6 / train.microbatches=1 must be a multiple of data*fsdp=4" in line
+  assert "set --config.train.batch_size=8" in line
 
 
 def test_data_workers_end_without_tracebacks(tmp_path, shared_cache):
