@@ -14,6 +14,7 @@ from fimjax import generate
 from fimjax import infill
 from fimjax import metrics
 from fimjax import plot
+from fimjax.data import paths
 from tests.conftest import REPO
 
 
@@ -177,3 +178,10 @@ def test_fit_refuses_devices_it_cannot_use_in_one_line(devices, message):
   proc = _tool("fimjax.fit", "--config", REPO / "configs/tiny.py", "--devices", devices,
                "--config.train.batch_size=8")
   assert proc.returncode in (1, 2) and message in _one_line(proc.stderr)
+
+
+def test_an_existing_writable_file_may_be_replaced(tmp_path):
+  out = tmp_path / "loss.png"
+  out.write_bytes(b"old plot")
+  assert paths.output_error(str(out)) is None
+  assert "is a file" in paths.output_error(str(out), folder=True)
