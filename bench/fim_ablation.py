@@ -35,6 +35,8 @@ VARIANTS = {
     "continued_mixed": _POS["continued"],
     "continued_mixed_eom3": {**_POS["continued"], "fim.eom_weight": 3.0},
     "continued_mixed_spm50": {**_POS["continued"], "fim.spm_rate": 0.5},
+    # the bar's kinds weigh more: fewer random spans (which never stop), more values
+    "continued_mixed_values": {**_POS["continued"], "fim.mix.split": 0.1, "fim.mix.value": 0.4},
 }
 PROBE_POLICIES = ("split", "line", "yaml")
 HOLE_KINDS = ("value", "line", "step", "block", "span1", "span2_8", "span9_32", "span33plus")
