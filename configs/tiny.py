@@ -5,14 +5,14 @@ Run (what `make train` does):
 
 Trains on the embedded corpus of 1,269 real workflows (1,245 usable; its own train/validation
 split) with a byte-level BPE and FIM on structure holes (docs/infill.md). Expect (measured
-2026-12-02 on a 2-core AMD EPYC): cache build ~6 s, 400 steps at ~4,100 tokens/s (~7 min) plus two
-evaluations, then one held-out hole filled. At step 400: validation loss ~2.71 nats/token; on
-validation FIM windows EOM accuracy 79% on line holes, 73% on YAML nodes; greedy exact match on
-32 held-out holes per kind: value 9%, line 12% (19% with `--stop line`).
-`bench/results/fim_ablation-*.md` has the figures. Infilling keeps improving with steps:
-`--config.train.steps=1600` (~30 min) reaches value 19%, line 19% exact match at eom_weight 1
-with a next-token loss 2.2% below a fim.rate=0 model (`python -m fimjax.compare`,
-docs/infill.md).
+2026-12-03 on a 2-core AMD EPYC): cache build ~6 s, 400 steps at ~4,100 tokens/s (~7 min) plus two
+evaluations, then one held-out hole filled. At step 400: validation loss ~2.70 nats/token; on
+validation FIM windows EOM accuracy 79% on line holes, 75% on YAML nodes; greedy exact match on
+96 held-out holes per kind: value 12%, line 12% (16% with `--stop line`)
+(`bench/results/fim_ablation-mix96.md`). Infilling improves with steps up to ~2,400 (value 26%,
+line 15%), after which the model memorises the 545k-token training split and value holes get
+worse: `--config.train.steps=1600` (~28 min) is the longer run worth making (docs/infill.md,
+"The quality bar").
 """
 
 from fimjax.config_base import base_config
