@@ -31,6 +31,11 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.data.cache_dir = ""  # "" = <workdir>/cache
   c.data.tokenizer = "auto"  # auto | tct | bpe
   c.data.tct_module = "tct_github_workflow"
+  # What a document must be: "workflow" (a mapping with `jobs`), "any" (any YAML/JSON mapping), or
+  # "auto" (workflow, unless a TCT module other than the workflow one is the tokenizer).
+  c.data.documents = "auto"
+  c.data.jsonc = False  # accept JSON with comments and trailing commas (tsconfig-style files)
+  c.data.text_field = "content"  # the document text in JSONL / Parquet / Hugging Face rows
   c.data.bpe_vocab_size = 8192
   c.data.val_fraction = 0.05
   c.data.schema_check = False  # validate each file against the workflow JSON schema
@@ -100,7 +105,9 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.train.checkpoint_every_minutes = 30.0  # 0 = only by steps
   c.train.keep_checkpoints = 3
   c.train.peak_tflops = 0.0  # 0 = detect (accelerator's dense bf16 peak, or measured CPU matmul peak)
-  c.train.progress = True  # terminal progress bar
+  c.train.progress = True  # progress bar on a terminal; one plain line per log step otherwise
+  c.train.profile_steps = ""  # "START,COUNT": a jax.profiler trace of COUNT steps in <workdir>/profile
+  c.train.wandb_project = ""  # log metrics to Weights & Biases too (needs the `wandb` extra)
 
   c.eval = ml_collections.ConfigDict()  # sampling metrics (fimjax/evaluate.py)
   c.eval.infill_holes = 16  # held-out holes per kind (value, line, step, block, 4 span lengths)
@@ -122,12 +129,13 @@ FIXED_ON_RESUME = (
 
 _CHOICES = {
     "data.tokenizer": ("auto", "tct", "bpe"),
+    "data.documents": ("auto", "workflow", "any"),
     "fim.span_policy": ("token", "uniform", "split", "line", "value", "step", "block", "yaml",
                         "mixed"),
     "fim.positions": ("collapsed", "continued", "sequential"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
-    "model.attention": ("xla", "cudnn"),
+    "model.attention": ("xla", "cudnn", "splash"),
 }
 
 
