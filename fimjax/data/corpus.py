@@ -1,7 +1,10 @@
-"""Corpus reader: files and folders of workflows -> documents, every unusable file skipped by reason.
+"""Corpus reader: inputs -> documents, every unusable file or row skipped by reason.
 
-A file is kept when it is UTF-8, loads as YAML (or JSON for `.json`), is a mapping with a `jobs`
-key, serialises to JSON, and (with `schema_check`) passes the workflow JSON schema. Exact
+Inputs (sources.py): files and folders of `.yml`/`.yaml`/`.json` workflows, tables of rows (JSONL,
+Parquet, Hugging Face datasets saved to disk), on local disk or gs://, and the embedded corpora.
+A document is kept when it is UTF-8, loads as YAML (as JSON when its name ends with `.json`; with
+`jsonc`, comments and trailing commas allowed), is a mapping, with `documents="workflow"` has a
+`jobs` key, serialises to JSON, and (with `schema_check`) passes the JSON schema. Exact
 duplicates (same bytes) are kept once. Input files are only ever read.
 """
 
@@ -14,41 +17,33 @@ import json
 import multiprocessing
 import os
 import pathlib
+import re
 from typing import Iterable, Sequence
 
 import yaml
 
-EXTENSIONS = (".yml", ".yaml", ".json")
-DEFAULT = "default"  # the input that means the embedded corpus of real workflows
-SYNTHETIC = "synthetic:"  # "synthetic:N": the hand-written workflows plus N generated ones
-CACHE_MARKER = ".fimjax-cache"  # folders holding this file (token caches) are never read as input
+from fimjax.data import sources as sources_lib
+from fimjax.data.sources import (  # noqa: F401  (re-exported: callers use corpus.X)
+    CACHE_MARKER, DEFAULT, EXTENSIONS, SYNTHETIC, CorpusError, Source, Table, is_embedded, is_url,
+    list_sources)
+
 # SchemaStore's github-workflow.json (Apache-2.0; source and license beside it).
 BUNDLED_SCHEMA = pathlib.Path(__file__).resolve().parent / "schemas" / "github-workflow.json"
 PARALLEL_MIN = 4000  # auto num_proc: fewer files (without schema checks) are faster in one process
+DOCUMENTS = ("workflow", "any")  # what a document must be: a workflow, or any mapping
+WORKFLOW_TCT = "tct_github_workflow"  # the TCT build of the workflow schema
 
-# Every reason a file can be skipped for, in pipeline order.
-REASONS = ("too_large", "unreadable", "not_utf8", "empty", "duplicate", "yaml_error", "json_error",
-           "not_mapping", "not_workflow", "not_json", "schema_invalid", "tokenizer_rejected")
-
-
-class CorpusError(ValueError):
-  """Bad corpus input (missing path, nothing usable); the message says what to fix."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-  """One input: a file on disk (`path`) or an embedded document (`data`, with its own split)."""
-  name: str
-  path: str | None = None
-  data: bytes | None = None
-  split: int | None = None  # 0 train / 1 validation; None = by content hash
+# Every reason a file or row can be skipped for, in pipeline order.
+REASONS = ("too_large", "unreadable", "bad_row", "not_utf8", "empty", "duplicate", "yaml_error",
+           "json_error", "not_mapping", "not_workflow", "not_json", "schema_invalid",
+           "tokenizer_rejected")
 
 
 @dataclasses.dataclass(frozen=True)
 class Document:
   name: str
   text: str  # the file's text, exactly as read
-  json_text: str  # the loaded workflow as JSON (with the `on:` fix)
+  json_text: str  # the loaded document as JSON (with the `on:` fix)
   sha256: str  # of the file's bytes
   split: int | None = None  # the source's own split, if it has one
 
@@ -56,8 +51,8 @@ class Document:
 @dataclasses.dataclass
 class Corpus:
   documents: list[Document]
-  skipped: list[dict]  # {"file", "reason"} in input order
-  num_inputs: int
+  skipped: list[dict]  # {"file", "reason"[, "message"]} in input order
+  num_inputs: int  # files and rows
   fingerprint: str  # of the inputs' contents, as `fingerprint()`
 
 
@@ -104,12 +99,14 @@ def expanded_size(root: yaml.Node, limit: int) -> int:
   return size[id(root)]
 
 
-def load_workflow(text: str, json_file: bool = False, max_nodes: int | None = None):
-  """Loads a document (YAML, or JSON when `json_file`) with the `on:` fix; raises on bad syntax,
-  and TooLarge when the YAML has more than `max_nodes` nodes with its aliases expanded (a
-  "billion laughs" file), checked before anything is built."""
+def load_workflow(text: str, json_file: bool = False, max_nodes: int | None = None,
+                  jsonc: bool = False):
+  """Loads a document (YAML, or JSON when `json_file`, with comments and trailing commas when
+  `jsonc`) with the `on:` fix; raises on bad syntax, and TooLarge when the YAML has more than
+  `max_nodes` nodes with its aliases expanded (a "billion laughs" file), checked before anything
+  is built."""
   if json_file:
-    return fix_on(json.loads(text))
+    return fix_on(json.loads(strip_jsonc(text) if jsonc else text))
   loader = _Loader(text)
   try:
     node = loader.get_single_node()
@@ -120,6 +117,33 @@ def load_workflow(text: str, json_file: bool = False, max_nodes: int | None = No
     return fix_on(loader.construct_document(node))
   finally:
     loader.dispose()
+
+
+# A JSON string, a comment, or a comma that only blanks and comments keep from a closing bracket.
+# Strings match first wherever they start, so `//` or `,]` inside one is never touched; the
+# possessive quantifiers stop the look-ahead from ending a comment early to find a bracket in it.
+_COMMENT = r"//[^\n]*+|/\*(?:[^*]|\*(?!/))*+\*/"
+_JSONC = re.compile(rf'("(?:[^"\\\n]|\\.)*")|({_COMMENT})|,(?=(?:\s|{_COMMENT})*[}}\]])', re.S)
+
+
+def strip_jsonc(text: str) -> str:
+  """JSON with `//` and `/* */` comments and trailing commas (tsconfig style) -> JSON. Comments
+  become spaces (their newlines kept), so a JSON error still points at the right line."""
+  out, pos, last = [], 0, ""  # last: the last character of JSON before the match
+  for m in _JSONC.finditer(text):
+    gap = text[pos:m.start()]
+    last = gap.rstrip()[-1:] or last
+    pos = m.end()
+    if m.group(1) is not None:
+      out += [gap, m.group(1)]
+      last = '"'
+    elif m.group(2) is not None:
+      out += [gap, re.sub(r"[^\n]", " ", m.group(2))]
+    else:  # a comma after no value (`[,]`, `[1,,]`) is an error, not a trailing comma: kept
+      out += [gap, "," if last in ("", "[", "{", ",") else " "]
+      last = "," if last in ("", "[", "{", ",") else last
+  out.append(text[pos:])
+  return "".join(out)
 
 
 def to_json(obj) -> str:
@@ -154,70 +178,44 @@ def _validator(schema_path: str):
   return jsonschema.validators.validator_for(schema)(schema)
 
 
-def is_embedded(inp: str) -> bool:
-  """The input names an embedded corpus ("default" or "synthetic:N"), not a path."""
-  return inp == DEFAULT or inp.startswith(SYNTHETIC)
-
-
-def list_sources(inputs: Sequence[str]) -> list[Source]:
-  """Expands files, folders (recursive, `.yml`/`.yaml`/`.json`), "default" and "synthetic:N"."""
-  if isinstance(inputs, str):
-    inputs = [inputs]
-  sources = []
-  for inp in inputs:
-    if is_embedded(inp):
-      sources.extend(_embedded_sources(inp))
-      continue
-    p = pathlib.Path(inp)
-    if p.is_file():
-      sources.append(Source(str(p), path=str(p)))  # named explicitly: taken whatever its suffix
-    elif p.is_dir():
-      found = []
-      for root, dirs, files in os.walk(p):
-        dirs[:] = sorted(d for d in dirs if d != ".git")
-        if CACHE_MARKER in files:
-          dirs[:] = []
-          continue
-        found.extend(os.path.join(root, f) for f in files if f.lower().endswith(EXTENSIONS))
-      sources.extend(Source(f, path=f) for f in sorted(found))
-    else:
-      raise CorpusError(f"input not found: {inp} (give existing workflow files/folders, "
-                        "'default' or 'synthetic:N')")
-  return sources
-
-
-def _embedded_sources(inp: str) -> list[Source]:
-  try:
-    from fimjax.data import default_corpus
-  except ImportError as e:
-    raise CorpusError(f"the embedded corpus (input {inp!r}) cannot be loaded: {e}") from e
-  if inp == DEFAULT:
-    return [Source(f"default:{name}", data=data, split=split)
-            for name, data, split in default_corpus.embedded()]
-  try:
-    size = int(inp[len(SYNTHETIC):])
-  except ValueError:
-    size = -1
-  if size < 0:
-    raise CorpusError(f"bad input {inp!r}: write synthetic:N with N >= 0 generated workflows")
-  return [Source(f"synthetic:{name}", data=text.encode("utf-8"))
-          for name, text in default_corpus.synthetic(size)]
+def document_kind(documents: str, tokenizer: str, tct_module: str = WORKFLOW_TCT) -> str:
+  """data.documents resolved: "auto" is "workflow", unless `tokenizer` (resolved: "tct" or
+  "bpe") is the TCT build of another schema, whose documents have no `jobs`."""
+  if documents == "auto":
+    return "any" if tokenizer == "tct" and tct_module != WORKFLOW_TCT else "workflow"
+  if documents not in DOCUMENTS:
+    raise CorpusError(f"documents={documents!r}: use auto, workflow or any (data.documents)")
+  return documents
 
 
 def _read_bytes(src: Source, max_file_bytes: int) -> tuple[bytes | None, str | None]:
   if src.data is not None:
     return (None, "too_large") if len(src.data) > max_file_bytes else (src.data, None)
   try:
-    if os.path.getsize(src.path) > max_file_bytes:
+    if sources_lib.size(src.path) > max_file_bytes:
       return None, "too_large"
-    with open(src.path, "rb") as f:
-      return f.read(), None
+    return sources_lib.read_bytes(src.path), None
   except OSError:
     return None, "unreadable"
 
 
-def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str = ""):
-  """-> (sha256 or None, Document or None, reason or None). `schema_path` "" = no schema check."""
+def _load(text: str, json_file: bool, max_nodes: int, jsonc: bool):
+  """load_workflow; with `jsonc`, a text that YAML refuses and looks like JSON (a row without a
+  `.json` path) is tried as JSON with comments too."""
+  try:
+    return load_workflow(text, json_file, max_nodes, jsonc)
+  except (yaml.YAMLError, ValueError):
+    if json_file or not jsonc or text.lstrip()[:1] not in ("{", "["):
+      raise
+    return load_workflow(text, True, max_nodes, jsonc)
+
+
+def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str = "",
+                documents: str = "workflow", jsonc: bool = False):
+  """-> (sha256 or None, Document or None, reason or None). `schema_path` "" = no schema check;
+  `documents`: "workflow" (a mapping with `jobs`) or "any" (any mapping)."""
+  if src.reason:
+    return None, None, src.reason
   data, reason = _read_bytes(src, max_file_bytes)
   if reason:
     return None, None, reason
@@ -228,9 +226,9 @@ def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str =
     return digest, None, "not_utf8"
   if not text.strip():
     return digest, None, "empty"
-  json_file = src.name.lower().endswith(".json")
+  json_file = src.name.lower().endswith(".json") if src.json_file is None else src.json_file
   try:  # a file without aliases has fewer nodes than bytes, so that bounds the expanded one
-    obj = load_workflow(text, json_file, max_nodes=max_file_bytes)
+    obj = _load(text, json_file, max_file_bytes, jsonc)
   except TooLarge:
     return digest, None, "too_large"
   except (yaml.YAMLError, ValueError, RecursionError):
@@ -239,7 +237,7 @@ def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str =
     return digest, None, "empty"
   if not isinstance(obj, dict):
     return digest, None, "not_mapping"
-  if "jobs" not in obj:
+  if documents == "workflow" and "jobs" not in obj:
     return digest, None, "not_workflow"
   try:
     json_text = to_json(obj)
@@ -250,8 +248,8 @@ def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str =
   return digest, Document(src.name, text, json_text, digest, src.split), None
 
 
-def _read_chunk(chunk, max_file_bytes, schema_path):
-  return [read_source(s, max_file_bytes, schema_path) for s in chunk]
+def _read_chunk(chunk, max_file_bytes, schema_path, documents, jsonc):
+  return [read_source(s, max_file_bytes, schema_path, documents, jsonc) for s in chunk]
 
 
 def map_chunks(fn, items: list, num_proc: int, progress: bool, desc: str, **kwargs) -> list:
@@ -280,33 +278,53 @@ def default_num_proc() -> int:
 
 
 def read_corpus(inputs: Sequence[str], *, max_file_bytes: int = 1_000_000, schema_check: bool = False,
-                schema_path: str = "", num_proc: int | None = None,
+                schema_path: str = "", documents: str = "workflow", jsonc: bool = False,
+                text_field: str = "content", num_proc: int | None = None,
                 progress: bool = False) -> Corpus:
   """Reads, parses and de-duplicates every input; raises CorpusError when nothing is usable.
 
-  `num_proc`: worker processes (None = auto, 1 = in this process).
+  `documents`: "workflow" or "any" (read_source); `jsonc`: JSON may have comments and trailing
+  commas; `text_field`: the text of table rows. `num_proc`: worker processes (None = auto, 1 = in
+  this process).
   """
-  sources = list_sources(inputs)
+  if documents not in DOCUMENTS:
+    raise CorpusError(f"documents={documents!r}: use one of {', '.join(DOCUMENTS)} (data.documents)")
+  units = list_sources(inputs)
   schema = str(find_schema(schema_path)) if schema_check else ""
+  sources, lines, files = [], [], []  # lines: each input's fingerprint line; files: (line, source)
+  for u in units:
+    if isinstance(u, Table):
+      digest, rows = sources_lib.read_table(u, text_field)
+      lines.append(_table_line(u, digest))
+      sources.extend(rows)
+    else:
+      files.append((len(lines), len(sources)))
+      lines.append(b"")
+      sources.append(u)
   if num_proc is None:  # auto: processes only where they pay for their start-up
     num_proc = default_num_proc() if schema_check or len(sources) >= PARALLEL_MIN else 1
   results = map_chunks(_read_chunk, sources, num_proc, progress, "reading",
-                        max_file_bytes=max_file_bytes, schema_path=schema)
-  documents, skipped, seen = [], [], set()
-  h = hashlib.sha256()
+                       max_file_bytes=max_file_bytes, schema_path=schema, documents=documents,
+                       jsonc=jsonc)
+  for line, i in files:
+    lines[line] = _fingerprint_line(sources[i], results[i][0], results[i][2])
+  docs, skipped, seen = [], [], set()
   for src, (digest, doc, reason) in zip(sources, results):
-    h.update(_fingerprint_line(src, digest, reason))
     if digest is not None:
       if digest in seen:
         reason, doc = "duplicate", None
       seen.add(digest)
     if doc is None:
-      skipped.append({"file": src.name, "reason": reason})
+      skipped.append({"file": src.name, "reason": reason,
+                      **({"message": src.note} if src.note and reason == src.reason else {})})
     else:
-      documents.append(doc)
-  if not documents:
-    raise CorpusError(f"no usable workflow in {list(inputs)}: {summary(len(sources), 0, skipped)}")
-  return Corpus(documents, skipped, len(sources), h.hexdigest())
+      docs.append(doc)
+  if not docs:
+    hint = (f" (rows need their text in a string field {text_field!r}: set data.text_field)"
+            if any(s["reason"] == "bad_row" for s in skipped) else "")
+    raise CorpusError(f"no usable {'workflow' if documents == 'workflow' else 'document'} in "
+                      f"{list(inputs)}: {summary(len(sources), 0, skipped)}{hint}")
+  return Corpus(docs, skipped, len(sources), hashlib.sha256(b"".join(lines)).hexdigest())
 
 
 def skip_counts(skipped: Iterable[dict]) -> dict[str, int]:
@@ -326,10 +344,21 @@ def _fingerprint_line(src: Source, digest: str | None, reason: str | None) -> by
   return (digest or f"{reason}:{src.name}").encode() + b"\n"
 
 
+def _table_line(table: Table, digest: str | None) -> bytes:
+  return (f"{table.kind}:{digest}" if digest else f"unreadable:{table.path}").encode() + b"\n"
+
+
 def fingerprint(inputs: Sequence[str], max_file_bytes: int = 1_000_000) -> str:
-  """Hash of the inputs' contents in order (not their location), to tell whether a cache is stale."""
+  """Hash of the inputs' contents in order (not their location), to tell whether a cache is stale;
+  a table counts as its file's bytes, whatever its rows."""
   h = hashlib.sha256()
-  for src in list_sources(inputs):
-    data, reason = _read_bytes(src, max_file_bytes)
-    h.update(_fingerprint_line(src, sha256(data) if data is not None else None, reason))
+  for u in list_sources(inputs):
+    if isinstance(u, Table):
+      try:
+        h.update(_table_line(u, sources_lib.table_digest(u)))
+      except OSError:
+        h.update(_table_line(u, None))
+      continue
+    data, reason = _read_bytes(u, max_file_bytes)
+    h.update(_fingerprint_line(u, sha256(data) if data is not None else None, reason))
   return h.hexdigest()
