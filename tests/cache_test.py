@@ -1,6 +1,7 @@
 """Token cache: contents, stable split, atomic writes, staleness, CLI; inputs never touched."""
 
 import dataclasses
+from contextlib import nullcontext
 import hashlib
 import importlib.util
 import json
@@ -241,6 +242,88 @@ def test_ensure_cache_reuses_and_rebuilds_stale(tmp_path, monkeypatch):
   sys.modules.pop("fake_tct_file")
 
 
+def test_table_cache_goes_stale_with_its_file_and_reader_settings(tmp_path):
+  table = tmp_path / "rows.jsonl"
+  table.write_text("".join(json.dumps({"content": WF.format(i=i), "path": f"w{i}.yml"}) + "\n"
+                           for i in range(20)))
+  out, logs = tmp_path / "cache", []
+  ens = lambda **kw: cache.ensure_cache(_cfg([str(table)], **kw), out, progress=False,  # noqa: E731
+                                        log=logs.append)
+  tc = ens()
+  assert logs == ["kept 20 of 20; skipped: none"]
+  assert {k: tc.meta["settings"][k] for k in ("documents", "jsonc", "text_field")} == {
+      "documents": "workflow", "jsonc": False, "text_field": "content"}
+  ens()
+  assert len(logs) == 1  # reused
+  with table.open("a") as f:
+    f.write(json.dumps({"content": 5}) + "\n")
+  ens()
+  assert "stale (inputs_sha256:" in logs[1] and logs[2] == "kept 20 of 21; skipped: bad_row 1"
+  kw = {}
+  for change, diff in ((dict(documents="any"), "documents: 'workflow' -> 'any'"),
+                       (dict(jsonc=True), "jsonc: False -> True"),
+                       (dict(text_field="body"), "text_field: 'content' -> 'body'")):
+    n, kw = len(logs), {**kw, **change}
+    with pytest.raises(corpus.CorpusError, match="no usable") if "body" in diff else nullcontext():
+      ens(**kw)  # every row lacks `body`: nothing usable, nothing replaced
+    assert logs[n].startswith(f"token cache at {out} is stale ({diff}); rebuilding"), logs[n]
+
+
+FAKE_TSCONFIG_TCT = '''
+import json
+__version__ = "0.1"
+def vocab_size(): return 8192
+def pad_token(): return 8191
+def encode(json_str):
+  obj = json.loads(json_str)
+  if "compilerOptions" not in obj: raise ValueError("missing required field compilerOptions")
+  return list(json_str.encode("utf-8"))
+def decode(tokens):
+  return bytes(tokens).decode("utf-8"), len(tokens), len(tokens)
+'''
+
+
+def test_tct_of_another_schema_keeps_any_mapping_and_its_rejections(tmp_path, monkeypatch):
+  """A TCT build of another schema (here tsconfig) trains end to end: documents need no `jobs`,
+  JSONC files are read, and the module's own rejection message is kept in the skip report."""
+  (tmp_path / "fake_tsconfig_tct.py").write_text(FAKE_TSCONFIG_TCT)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  src = tmp_path / "in"
+  src.mkdir()
+  for i in range(6):
+    (src / f"t{i}.json").write_text(f'{{\n  // project {i}\n  "compilerOptions": {{"target": "es{i}",}},\n}}\n')
+  (src / "other.json").write_text('{"extends": "./base.json"}')
+  cfg = _cfg([str(src)], tokenizer="tct", tct_module="fake_tsconfig_tct", jsonc=True)
+  tc = cache.ensure_cache(cfg, tmp_path / "c", progress=False, log=lambda s: None)
+  sys.modules.pop("fake_tsconfig_tct", None)
+  assert tc.meta["settings"]["documents"] == "any" and tc.meta["summary"] == (
+      "kept 6 of 7; skipped: tokenizer_rejected 1")
+  assert tc.meta["skipped"] == [{"file": str(src / "other.json"), "reason": "tokenizer_rejected",
+                                 "message": "ValueError: missing required field compilerOptions"}]
+  tok = tc.tokenizer()
+  ids = tc.tokens[tc.offsets[0]:tc.offsets[1]]
+  assert json.loads(tok.decode(ids)) == {"compilerOptions": {"target": "es0"}}
+
+
+def test_cli_reads_tables_with_reader_flags(tmp_path):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  texts = [WF.format(i=i) for i in range(12)] + ["name: no jobs\n", None]
+  pq.write_table(pa.table({"body": texts}), tmp_path / "rows.parquet")
+  out = tmp_path / "cache"
+  r = _cli("build", "--input", str(tmp_path / "rows.parquet"), "--out", str(out), "--tokenizer",
+           "bpe", "--bpe-vocab-size", "300", "--text-field", "body", "--documents", "any",
+           "--jsonc", "--no-progress")
+  assert r.returncode == 0, r.stderr
+  assert "kept 13 of 14; skipped: bad_row 1" in r.stdout
+  meta = cache.load_cache(out).meta
+  assert {k: meta["settings"][k] for k in ("documents", "jsonc", "text_field")} == {
+      "documents": "any", "jsonc": True, "text_field": "body"}
+  r = _cli("build", "--input", str(tmp_path / "rows.parquet"), "--out", str(out), "--no-progress")
+  assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
+  assert "has no column 'content' (it has body); set --config.data.text_field" in r.stderr
+
+
 def test_damaged_cache_is_detected_and_rebuilt(tmp_path):
   src = _make_corpus(tmp_path / "in", range(10))
   out = tmp_path / "cache"
@@ -293,7 +376,8 @@ def test_tct_cache_with_worker_processes(tmp_path, monkeypatch):
   sys.modules.pop("fake_tct_file", None)
   assert (meta["tokenizer"], meta["tokenizer_version"], meta["vocab_size"], meta["pad_id"]) == (
       "tct", "fake_tct_file-3.1", 8192, 8191)
-  assert meta["skipped"] == [{"file": str(src / "w005.yml"), "reason": "tokenizer_rejected"}]
+  assert meta["skipped"] == [{"file": str(src / "w005.yml"), "reason": "tokenizer_rejected",
+                              "message": "ValueError: schema-invalid"}]  # TCT's own words
   assert meta["tokenizer_file"] is None and not (tmp_path / "c" / "tokenizer.json").exists()
   tc = cache.load_cache(tmp_path / "c")
   assert not np.asarray(tc.flags).any()  # no byte offsets: no structure (holes fall back)

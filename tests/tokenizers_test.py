@@ -125,7 +125,18 @@ def test_tct_adapter(fake_tct):
 
 def test_tct_encode_chunk_marks_rejections(fake_tct):
   out = T.tct_encode_chunk(['{"on":1,"jobs":2}', '{"jobs":2}', "not json"], module_name="fake_tct")
-  assert out == [list(b'{"on":1,"jobs":2}'), None, None]
+  assert out[0] == list(b'{"on":1,"jobs":2}')
+  assert out[1] == "ValueError: schema-invalid" and out[2].startswith("JSONDecodeError: ")
+
+
+def test_unusable_says_why():
+  tok = types.SimpleNamespace(vocab_size=10, pad_id=9)
+  assert T.unusable(tok, [1, 2]) is None
+  assert T.unusable(tok, "ValueError: schema-invalid") == "ValueError: schema-invalid"
+  assert T.unusable(tok, []) == "no tokens"
+  assert T.unusable(tok, [1, 12]) == "token id 12 outside the vocabulary"
+  assert T.unusable(tok, [1, 9]) == "the PAD id 9 inside the document"
+  assert T.rejection_message(ValueError("bad\nmore")) == "ValueError: bad"
 
 
 def test_tct_without_pad_token(monkeypatch):

@@ -83,11 +83,14 @@ def _check_writable(out: pathlib.Path) -> None:
 
 def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="tct_github_workflow",
                        val_fraction=0.05, bpe_vocab_size=8192, schema_check=False, schema_path="",
-                       max_file_bytes=1_000_000, fingerprint: str | None = None) -> dict:
+                       max_file_bytes=1_000_000, documents="auto", jsonc=False,
+                       text_field="content", fingerprint: str | None = None) -> dict:
   """Everything a cache's content depends on; equal settings = the cache can be reused."""
   name = tok_lib.resolve(tokenizer, tct_module)
   s = {"format_version": FORMAT_VERSION, "tokenizer": name, "val_fraction": float(val_fraction),
-       "max_file_bytes": int(max_file_bytes), "schema_check": bool(schema_check)}
+       "max_file_bytes": int(max_file_bytes), "schema_check": bool(schema_check),
+       "documents": corpus_lib.document_kind(documents, name, tct_module), "jsonc": bool(jsonc),
+       "text_field": str(text_field)}
   if name == "tct":
     s["tct_module"] = tct_module
     s["tokenizer_version"] = tok_lib.TctTokenizer(tct_module).version  # another build, other ids
@@ -116,9 +119,12 @@ def _tokenize(tok, docs: list[corpus_lib.Document], num_proc: int | None, progre
   return out
 
 
-def _usable(tok, ids) -> bool:
-  """No ids (TCT on an odd document), ids past the vocab or PAD inside content: not usable."""
-  return bool(ids) and max(ids) < tok.vocab_size and min(ids) >= 0 and tok.pad_id not in ids
+def _keep(tok, docs: list[corpus_lib.Document], ids: list) -> tuple[list[int], list[dict]]:
+  """(indices of the usable documents, skip records of the others with the tokenizer's reason)."""
+  why = [tok_lib.unusable(tok, x) for x in ids]
+  return ([i for i, w in enumerate(why) if w is None],
+          [{"file": d.name, "reason": "tokenizer_rejected", "message": w}
+           for d, w in zip(docs, why) if w is not None])
 
 
 def _structure(tok, docs: list[corpus_lib.Document], ids: list[list[int]], progress: bool):
@@ -197,8 +203,8 @@ def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
 
 def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer="auto",
                 tct_module="tct_github_workflow", val_fraction=0.05, bpe_vocab_size=8192,
-                schema_check=False, schema_path="", max_file_bytes=1_000_000,
-                num_proc: int | None = None, progress=True,
+                schema_check=False, schema_path="", max_file_bytes=1_000_000, documents="auto",
+                jsonc=False, text_field="content", num_proc: int | None = None, progress=True,
                 log: Callable[[str], None] = print,
                 verify: Callable[[dict, pathlib.Path], None] | None = None,
                 bpe: tok_lib.BpeTokenizer | None = None) -> dict:
@@ -206,6 +212,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
 
   `verify(meta, folder)` may raise to refuse the finished build before it replaces `out_dir`.
   `bpe`: encode with this trained BPE (a run's own) instead of training one on the corpus.
+  `documents`, `jsonc`, `text_field`: what the reader keeps (corpus.document_kind, read_corpus).
   """
   t0 = time.perf_counter()
   inputs = [inputs] if isinstance(inputs, str) else list(inputs)
@@ -213,15 +220,18 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   if not 0.0 <= val_fraction < 1.0:
     raise CacheError(f"--val-fraction / data.val_fraction must be in [0, 1), got {val_fraction}")
   for inp in inputs:
-    if not corpus_lib.is_embedded(inp) and pathlib.Path(inp).resolve().is_relative_to(out):
+    local = not (corpus_lib.is_embedded(inp) or corpus_lib.is_url(inp))
+    if local and pathlib.Path(inp).resolve().is_relative_to(out):
       raise CacheError(f"input {inp} lies inside the cache folder {out}; choose another --out")
   _refuse_unowned(out)
   _check_writable(out)
   name = tok_lib.resolve(tokenizer, tct_module)
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 
+  kind = corpus_lib.document_kind(documents, name, tct_module)
   corp = corpus_lib.read_corpus(inputs, max_file_bytes=max_file_bytes, schema_check=schema_check,
-                                schema_path=schema_path, num_proc=num_proc, progress=progress)
+                                schema_path=schema_path, documents=kind, jsonc=jsonc,
+                                text_field=text_field, num_proc=num_proc, progress=progress)
   docs, skipped = corp.documents, list(corp.skipped)
   split = np.array([split_of(d.sha256, val_fraction) if d.split is None else d.split
                     for d in docs], np.uint8)
@@ -233,9 +243,8 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
       raise CacheError(f"no training document to train the BPE on; lower --val-fraction ({val_fraction})")
     tok = tok_lib.BpeTokenizer.train(train_texts, bpe_vocab_size)
   ids = _tokenize(tok, docs, num_proc, progress)
-  keep = [i for i, x in enumerate(ids) if _usable(tok, x)]
-  skipped += [{"file": docs[i].name, "reason": "tokenizer_rejected"}
-              for i in sorted(set(range(len(ids))) - set(keep))]
+  keep, rejected = _keep(tok, docs, ids)
+  skipped += rejected
   if not keep:
     raise CacheError(f"no usable workflow in {inputs}: {corpus_lib.summary(corp.num_inputs, 0, skipped)}")
 
@@ -252,7 +261,8 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   settings = requested_settings(inputs, tokenizer=name, tct_module=tct_module,
                                 val_fraction=val_fraction, bpe_vocab_size=bpe_vocab_size,
                                 schema_check=schema_check, schema_path=schema_path,
-                                max_file_bytes=max_file_bytes, fingerprint=corp.fingerprint)
+                                max_file_bytes=max_file_bytes, documents=kind, jsonc=jsonc,
+                                text_field=text_field, fingerprint=corp.fingerprint)
   meta = {
       "format": FORMAT, "format_version": FORMAT_VERSION,
       "tokenizer": name, "tokenizer_version": tok.version,
@@ -300,15 +310,15 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   return meta
 
 
-def encode_documents(inputs: Sequence[str], tokenizer, *, max_file_bytes: int = 1_000_000,
-                     progress: bool = False) -> tuple[Documents, str]:
-  """Files read and encoded with an existing tokenizer (a held-out corpus, kept in memory):
-  (Documents with structure marks, the reader's one-line summary)."""
-  corp = corpus_lib.read_corpus(inputs, max_file_bytes=max_file_bytes, progress=progress)
+def encode_documents(inputs: Sequence[str], tokenizer, *, progress: bool = False,
+                     **read) -> tuple[Documents, str]:
+  """Files read (`read`: read_corpus's max_file_bytes, documents, jsonc, text_field) and encoded
+  with an existing tokenizer (a held-out corpus, kept in memory): (Documents with structure
+  marks, the reader's one-line summary)."""
+  corp = corpus_lib.read_corpus(inputs, progress=progress, **read)
   ids = _tokenize(tokenizer, corp.documents, None, progress)
-  keep = [i for i, x in enumerate(ids) if _usable(tokenizer, x)]
-  skipped = corp.skipped + [{"file": corp.documents[i].name, "reason": "tokenizer_rejected"}
-                            for i in sorted(set(range(len(ids))) - set(keep))]
+  keep, rejected = _keep(tokenizer, corp.documents, ids)
+  skipped = corp.skipped + rejected
   docs = [corp.documents[i] for i in keep]
   toks = [ids[i] for i in keep]
   flags, span = _structure(tokenizer, docs, toks, progress)
@@ -320,7 +330,8 @@ def encode_documents(inputs: Sequence[str], tokenizer, *, max_file_bytes: int = 
 
 
 _DATA_FIELDS = ("tokenizer", "tct_module", "val_fraction", "bpe_vocab_size", "schema_check",
-                "schema_path", "max_file_bytes")  # config.data -> build_cache
+                "schema_path", "max_file_bytes", "documents", "jsonc",
+                "text_field")  # config.data -> build_cache
 
 
 def _restore_if_refused(verify: Callable, damage: str, out: pathlib.Path) -> Callable:

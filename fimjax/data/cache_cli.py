@@ -1,7 +1,8 @@
 """CLI of the token cache (run as `python -m fimjax.data.cache`, the interface other tools use).
 
     python -m fimjax.data.cache build --input PATH [PATH...] --out DIR [--tokenizer auto|tct|bpe]
-                                      [--val-fraction F] [--bpe-vocab-size N] [--schema-check] ...
+                                      [--val-fraction F] [--bpe-vocab-size N] [--schema-check]
+                                      [--documents auto|workflow|any] [--jsonc] [--text-field F] ...
     python -m fimjax.data.cache info DIR [--json]
 
 `info` also verifies the cache (every file against the sizes and sha256 in meta.json, token ids
@@ -69,13 +70,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   sub = ap.add_subparsers(dest="cmd", required=True)
   b = sub.add_parser("build", help="read, tokenize and write a token cache")
   b.add_argument("--input", nargs="+", required=True, metavar="PATH",
-                 help="workflow files/folders (.yml/.yaml/.json, recursive), 'default' or 'synthetic:N'")
+                 help="workflow files/folders (.yml/.yaml/.json, recursive), tables (.jsonl, "
+                 ".jsonl.gz, .parquet, a saved Hugging Face dataset), gs:// URLs, 'default' or "
+                 "'synthetic:N'")
   b.add_argument("--out", required=True, metavar="DIR")
   b.add_argument("--tokenizer", default="auto", choices=["auto", "tct", "bpe"])
   for flag, typ, default in (("--val-fraction", float, 0.05), ("--bpe-vocab-size", int, 8192),
                              ("--tct-module", str, "tct_github_workflow"), ("--schema-path", str, ""),
-                             ("--max-file-bytes", int, 1_000_000), ("--num-proc", int, None)):  # None = auto
+                             ("--max-file-bytes", int, 1_000_000), ("--num-proc", int, None),  # None = auto
+                             ("--text-field", str, "content")):
     b.add_argument(flag, type=typ, default=default)
+  b.add_argument("--documents", default="auto", choices=["auto", "workflow", "any"],
+                 help="workflow: mappings with `jobs`; any: any mapping; auto: any for a TCT "
+                 "module other than tct_github_workflow, else workflow")
+  b.add_argument("--jsonc", action="store_true", help="JSON may have comments and trailing commas")
   b.add_argument("--schema-check", action="store_true", help="validate against the workflow schema")
   b.add_argument("--no-progress", action="store_true")
   i = sub.add_parser("info", help="describe and verify a token cache")
@@ -87,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
       build_cache(args.input, args.out, tokenizer=args.tokenizer, tct_module=args.tct_module,
                   val_fraction=args.val_fraction, bpe_vocab_size=args.bpe_vocab_size,
                   schema_check=args.schema_check, schema_path=args.schema_path,
-                  max_file_bytes=args.max_file_bytes, num_proc=args.num_proc, progress=not args.no_progress)
+                  max_file_bytes=args.max_file_bytes, documents=args.documents, jsonc=args.jsonc,
+                  text_field=args.text_field, num_proc=args.num_proc, progress=not args.no_progress)
       _print_info(load_cache(args.out).meta, args.out, summary=False)  # build printed it
     else:
       _info(args.dir, args.json)

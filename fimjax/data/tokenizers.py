@@ -103,16 +103,35 @@ class TctTokenizer:
     return fn([int(i) for i in ids])
 
 
-def tct_encode_chunk(json_texts: Sequence[str], module_name: str) -> list[list[int] | None]:
-  """Encodes in a worker process; None where TCT rejects the document."""
+def tct_encode_chunk(json_texts: Sequence[str], module_name: str) -> list[list[int] | str]:
+  """Encodes in a worker process; where TCT rejects a document, its message (a str) instead of
+  ids, so the skip report can say why."""
   mod = import_tct(module_name)
   out = []
   for t in json_texts:
     try:
       out.append(list(mod.encode(t)))
-    except Exception:  # noqa: BLE001 -- TCT raises its own types on schema-invalid input
-      out.append(None)
+    except Exception as e:  # noqa: BLE001 -- TCT raises its own types on schema-invalid input
+      out.append(rejection_message(e))
   return out
+
+
+def rejection_message(e: Exception) -> str:
+  """One line (at most 300 characters) of what a tokenizer raised."""
+  first = (str(e).strip().splitlines() or [""])[0]
+  return f"{type(e).__name__}: {first}"[:300] if first else type(e).__name__
+
+
+def unusable(tok, ids) -> str | None:
+  """Why a document's ids (or the message of a tokenizer that refused it) are not usable; None
+  when they are: TCT refused it, no ids, ids past the vocab, or PAD inside the content."""
+  if isinstance(ids, str):
+    return ids
+  if not ids:
+    return "no tokens"
+  if max(ids) >= tok.vocab_size or min(ids) < 0:
+    return f"token id {max(ids) if max(ids) >= tok.vocab_size else min(ids)} outside the vocabulary"
+  return f"the PAD id {tok.pad_id} inside the document" if tok.pad_id in ids else None
 
 
 # ---------------------------------------------------------------------------------------- BPE
