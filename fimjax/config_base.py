@@ -120,7 +120,8 @@ def base_config(size: str) -> ml_collections.ConfigDict:
 # Fields that give a run its meaning: resuming with another value would silently mix two runs.
 # Everything else (steps, intervals, mesh, workers, lr schedule length...) may change on resume.
 FIXED_ON_RESUME = (
-    "data.corpus", "data.tokenizer", "data.tct_module",
+    "data.corpus", "data.tokenizer", "data.tct_module", "data.documents", "data.jsonc",
+    "data.text_field",
     "data.bpe_vocab_size", "data.val_fraction", "data.pack", "fim", "model.d_model",
     "model.num_layers", "model.num_heads", "model.context", "model.mlp_ratio",
     "model.logit_softcap", "model.rope_base", "model.param_dtype", "train.seed",
