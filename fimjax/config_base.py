@@ -75,7 +75,9 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.model.dtype = "bfloat16"  # compute dtype
   c.model.param_dtype = "float32"
   c.model.remat = False  # recompute each block in the backward pass (less memory)
-  c.model.attention = "xla"  # xla (segment-aware, blocked; any device) | cudnn (GPU)
+  # auto (splash on TPU, else xla) | xla (segment-aware, blocked; any device) | cudnn (GPU, rows
+  # without segments; packed rows fall back to xla) | splash (Pallas TPU kernel)
+  c.model.attention = "auto"
   c.model.attn_block = 128  # query block of the xla attention (skips the masked triangle)
 
   c.optim = ml_collections.ConfigDict()
@@ -136,7 +138,7 @@ _CHOICES = {
     "fim.positions": ("collapsed", "continued", "sequential"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
-    "model.attention": ("xla", "cudnn", "splash"),
+    "model.attention": ("auto", "xla", "cudnn", "splash"),
 }
 
 
@@ -232,6 +234,7 @@ def validate(c: ml_collections.ConfigDict) -> None:
     fail("mesh.tensor", f"must divide model.num_heads={m.num_heads} (heads are split over it)")
   if c.train.batch_size % c.train.microbatches:
     fail("train.batch_size", f"must be divisible by train.microbatches={c.train.microbatches}")
+  profile_window(c.train.profile_steps)
   mix = c.fim.mix.to_dict()
   for kind, weight in mix.items():
     if not weight >= 0:
@@ -239,6 +242,20 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if c.fim.span_policy == "mixed" and sum(mix.values()) <= 0:
     raise ValueError(f"--config.fim.mix: weights {mix} are all 0: give at least one kind a "
                      "weight > 0, or set --config.fim.span_policy to one kind")
+
+
+def profile_window(spec: str) -> tuple[int, int] | None:
+  """`train.profile_steps` "START,COUNT" as (START, COUNT); None for ""; ValueError otherwise."""
+  if not spec:
+    return None
+  try:
+    start, count = (int(x) for x in str(spec).split(","))
+  except ValueError:
+    start, count = -1, 0
+  if start < 0 or count < 1:
+    raise ValueError(f"--config.train.profile_steps={spec!r}: must be \"START,COUNT\" with "
+                     "START >= 0 and COUNT >= 1, e.g. \"10,3\" (trace steps 11-13)")
+  return start, count
 
 
 def load_config_file(path) -> ml_collections.ConfigDict:

@@ -8,7 +8,9 @@ import json
 import logging
 import math
 import os
+import sys
 import time
+import uuid
 
 import tqdm
 
@@ -26,15 +28,22 @@ def _plain(value):
 class MetricsWriter:
   """Appends one JSON object per call to `<workdir>/metrics.jsonl` and mirrors it to TensorBoard."""
 
-  def __init__(self, workdir: str, *, enabled: bool | None = None, mirror: str | None = None):
-    """`mirror`: a remote run directory (gs://...) that receives a copy at every flush."""
+  def __init__(self, workdir: str, *, enabled: bool | None = None, mirror: str | None = None,
+               wandb_project: str = "", config: dict | None = None):
+    """`mirror`: a remote run directory (gs://...) that receives a copy at every flush.
+
+    `wandb_project`: also log to Weights & Biases (offline with WANDB_MODE=offline); a resumed
+    run continues the same W&B run (its id is kept in `<workdir>/wandb_id`).
+    """
     self.enabled = _process_index() == 0 if enabled is None else enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.mirror = mirror
-    self._tb = None
+    self._tb = self._wandb = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       _cut_torn_tail(self.path)
+      if wandb_project:  # first: if it fails, nothing else is left open
+        self._wandb = _start_wandb(workdir, wandb_project, config)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
@@ -47,6 +56,8 @@ class MetricsWriter:
     for key, value in record.items():
       if key != "step" and isinstance(value, (int, float)):
         self._tb.add_scalar(key, value, int(step))
+    if self._wandb is not None:
+      self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=int(step))
 
   def flush(self) -> None:
     if self._tb is not None:
@@ -64,6 +75,59 @@ class MetricsWriter:
     if self._tb is not None:
       self._tb.close()
       self.mirror_file(self.path)
+    if self._wandb is not None:
+      self._wandb.finish()
+      self._wandb = None
+
+
+def _start_wandb(workdir: str, project: str, config: dict | None):
+  """A W&B run for this workdir: the same run id on every resume."""
+  try:
+    import wandb  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise SystemExit("--config.train.wandb_project needs wandb: pip install 'fimjax[wandb]'"
+                     ) from None
+  id_file = os.path.join(workdir, "wandb_id")
+  if os.path.exists(id_file):
+    run_id = open(id_file).read().strip()
+  else:
+    run_id = uuid.uuid4().hex[:8]
+    with open(id_file, "w") as f:
+      f.write(run_id + "\n")
+  return wandb.init(project=project, id=run_id, resume="allow", dir=workdir, config=config,
+                    name=os.path.basename(os.path.abspath(workdir)))
+
+
+class StepProfiler:
+  """A jax.profiler trace of steps START+1..START+COUNT (`train.profile_steps="START,COUNT"`).
+
+  Written to `<logdir>/profile/` as an XPlane (TensorBoard's profile plugin) and a Perfetto trace
+  (`perfetto_trace.json.gz`, opens in ui.perfetto.dev). All processes trace their own devices.
+  """
+
+  def __init__(self, window: tuple[int, int] | None, logdir: str):
+    self.window, self.dir, self.active = window, os.path.join(logdir, "profile"), False
+
+  def before_step(self, done: int) -> None:
+    if self.window and done == self.window[0]:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.profiler.start_trace(self.dir, create_perfetto_trace=True)
+      self.active = True
+
+  def after_step(self, done: int, state) -> str | None:
+    """Stops the trace after its last step (waiting for it to finish); returns what was written."""
+    if not (self.active and done == sum(self.window)):
+      return None
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.block_until_ready(state)
+    self.close()
+    return f"profile of steps {self.window[0] + 1}-{done} written to {self.dir}"
+
+  def close(self) -> None:
+    if self.active:
+      import jax  # pylint: disable=g-import-not-at-top
+      jax.profiler.stop_trace()
+      self.active = False
 
 
 def _process_index() -> int:
@@ -117,24 +181,41 @@ def read_metrics(workdir: str) -> list[dict]:
 
 
 class Progress:
-  """A tqdm bar over training steps showing loss, tokens/s, MFU and ETA (process 0 only)."""
+  """Training progress on process 0: loss, tokens/s, MFU and ETA.
 
-  def __init__(self, start: int, total: int, *, enabled: bool = True):
+  On a terminal, a tqdm bar; when stdout is not a TTY (SLURM, pods, nohup, CI), one plain line
+  per log step instead, since a bar there is one carriage-return line nobody can read.
+  """
+
+  def __init__(self, start: int, total: int, *, enabled: bool = True, tty: bool | None = None):
     self.enabled = enabled and _process_index() == 0
+    self.total = total
     self._bar = None
-    if self.enabled:
+    tty = sys.stdout.isatty() if tty is None else tty
+    if self.enabled and tty:
       self._bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
                             smoothing=0.1, mininterval=1.0)
-    self._last = start
+    self._start = self._last = start
     self._t0 = time.monotonic()
 
   def update(self, step: int, **postfix) -> None:
-    if self._bar is None:
+    if not self.enabled:
       return
-    self._bar.update(step - self._last)
+    if self._bar is None:
+      print(self.line(step, time.monotonic() - self._t0, **postfix), flush=True)
+    else:
+      self._bar.update(step - self._last)
+      if postfix:
+        self._bar.set_postfix({k: _fmt(v) for k, v in postfix.items()}, refresh=False)
     self._last = step
-    if postfix:
-      self._bar.set_postfix({k: _fmt(v) for k, v in postfix.items()}, refresh=False)
+
+  def line(self, step: int, elapsed: float, **postfix) -> str:
+    """`step 50/400 (12%) loss=3.12 tok_s=5120 mfu=3.1% eta 2m10s`: one log step, plainly."""
+    done = step - self._start
+    eta = (self.total - step) * elapsed / done if done > 0 else None
+    fields = " ".join(f"{k}={_fmt(v)}" for k, v in postfix.items())
+    return (f"step {step}/{self.total} ({step / self.total:.0%}) {fields}"
+            f" eta {_duration(eta) if eta is not None else '?'}")
 
   def write(self, message: str) -> None:
     if self._bar is not None:
@@ -145,6 +226,13 @@ class Progress:
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  h, rest = divmod(seconds, 3600)
+  m, s = divmod(rest, 60)
+  return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
 def _fmt(value):

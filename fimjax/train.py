@@ -201,8 +201,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
 
   train_step = step_lib.make_train_step(config, vocab, mesh)  # checks the batch splits
   eval_step = evaluate.make_eval_step(config, cache, mesh)
-  writer = metrics_lib.MetricsWriter(logdir, mirror=workdir if logdir != workdir else None)
+  writer = metrics_lib.MetricsWriter(logdir, mirror=workdir if logdir != workdir else None,
+                                     wandb_project=config.train.wandb_project,
+                                     config=config.to_dict())
   cleanup.callback(writer.close)
+  profiler = metrics_lib.StepProfiler(
+      config_base.profile_window(config.train.profile_steps), logdir)
+  cleanup.callback(profiler.close)
   model_cfg = model_lib.ModelConfig.from_config(config, vocab)
   tokens_per_step = config.train.batch_size * config.model.context
   flops_per_token = flops.model_flops_per_token(model_cfg)
@@ -230,10 +235,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   try:
     with _StopSignal() as stop:
       while step < stop_at:
+        profiler.before_step(step)
         batch = step_lib.shard_batch(next(data_iter), mesh)
         state, step_metrics = train_step(state, batch)
         pending.append(step_metrics)
         step += 1
+        if profiled := profiler.after_step(step, state):
+          progress.write(profiled)
         last = step == stop_at
         if step % config.train.log_every_steps == 0 or last:
           fetched = jax.device_get(pending)  # the only sync of the hot loop

@@ -249,3 +249,29 @@ def test_bad_config_key_and_missing_corpus_are_one_line_errors(tmp_path, cache_d
                   cache_dir=tmp_path / "other_cache", check=False)
   assert proc.returncode != 0 and "/no/such/folder" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_log_lines_profile_and_wandb_without_a_terminal(tmp_path, cache_dir):
+  """Not a TTY (as under SLURM or nohup): a plain line per log step, not a progress bar; a
+  2-step profile; W&B offline (no network) gets the same metrics."""
+  proc = run_main(tmp_path, "--config.train.steps=3", "--config.train.progress=True",
+                  "--config.train.profile_steps=1,2", "--config.train.wandb_project=fimjax-test",
+                  cache_dir=cache_dir, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("step ") and "loss=" in l]
+  assert [l.split()[1] for l in lines] == ["1/3", "2/3", "3/3"], proc.stdout
+  assert "eta" in lines[0] and "\r" not in proc.stdout + proc.stderr
+  assert "profile of steps 2-3 written to" in proc.stdout
+  traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  perfetto = list((tmp_path / "profile").rglob("perfetto_trace.json.gz"))
+  assert traces and traces[0].stat().st_size > 0 and perfetto
+  run_id = (tmp_path / "wandb_id").read_text().strip()
+  runs = list((tmp_path / "wandb").glob(f"offline-run-*-{run_id}"))
+  assert runs and list(runs[0].glob("*.wandb")), list((tmp_path / "wandb").iterdir())
+
+
+def test_bad_profile_steps_is_one_line(tmp_path, cache_dir):
+  proc = run_main(tmp_path, "--config.train.steps=3", "--config.train.profile_steps=5",
+                  cache_dir=cache_dir, check=False)
+  assert proc.returncode != 0
+  assert "--config.train.profile_steps='5': must be \"START,COUNT\"" in proc.stderr
+  assert "Traceback" not in proc.stderr
