@@ -1,8 +1,11 @@
 """Joining a multi-process run: `jax.distributed.initialize()` when, and only when, needed."""
 
+import hashlib
 import os
 
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 
 # Environments where JAX finds the coordinator by itself.
 _AUTO_DETECTED = {
@@ -42,3 +45,26 @@ def maybe_initialize(coordinator: str | None, num_processes: int | None,
     jax.distributed.initialize()
     return True
   return False
+
+
+def check_same_data(tokenizer: str, num_documents: int, num_tokens: int) -> None:
+  """Stops every process, with one line, unless all of them have process 0's token cache.
+
+  On a pod each worker may build its own cache from its own copy of the corpus; a worker with
+  other files or another tokenizer would silently train on other token ids. One allgather.
+  """
+  if jax.process_count() == 1:
+    return
+  digest = int.from_bytes(hashlib.sha256(tokenizer.encode()).digest()[:7], "little")
+  rows = np.asarray(multihost_utils.process_allgather(
+      np.array([digest, num_documents, num_tokens], np.int64)))
+  differ = [i for i in range(len(rows)) if (rows[i] != rows[0]).any()]
+  if differ:
+    what = [name for k, name in enumerate(("tokenizer", "documents", "tokens"))
+            if (rows[differ[0], k] != rows[0, k])]
+    raise SystemExit(
+        f"process {differ[0]} (of {len(rows)}; {len(differ)} differ) has another token cache "
+        f"than process 0: {', '.join(what)} differ ({', '.join(f'{n:,}' for n in rows[differ[0], 1:])}"
+        f" vs {', '.join(f'{n:,}' for n in rows[0, 1:])} documents, tokens): build the cache "
+        "once and share it (data.cache_dir on a shared disk or bucket), or give every worker "
+        "the same corpus files")

@@ -19,6 +19,7 @@ import numpy as np
 
 from fimjax import checkpoint as checkpoint_lib
 from fimjax import config_base
+from fimjax import distributed
 from fimjax import evaluate
 from fimjax import flops
 from fimjax import lock as lock_lib
@@ -173,6 +174,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
     raise Interrupted(f"interrupted while building or checking the token cache {cache_path}; "
                       "an unfinished build is not kept and nothing else was written: rerun the "
                       "same command to build it") from None
+  distributed.check_same_data(cache_lib.tokenizer_id(cache.meta),
+                              sum(cache.meta["num_documents"].values()),
+                              sum(cache.meta["num_tokens"].values()))
   vocab = cache.model_vocab_size
   mesh = sharding.make_mesh(config.mesh)
 

@@ -66,3 +66,27 @@ def test_two_processes_match_one_and_resume_identically(tmp_path):
   assert data_files == ["process_0-of-2.json", "process_1-of-2.json"]
   lines = [json.loads(l) for l in open(tmp_path / "two" / "metrics.jsonl")]
   assert len([l for l in lines if "loss" in l]) == 6  # one writer, no duplicate lines
+
+
+def test_processes_with_different_caches_stop_with_one_line(tmp_path):
+  """Each worker built its own cache from its own files (here: process 1 has one more): the run
+  stops before training, on every process, naming what differs and the fix."""
+  port = _free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "fimjax.main", "--config", str(REPO / "configs/tiny.py"),
+       "--workdir", str(tmp_path / f"w{i}"), f"--config.data.cache_dir={tmp_path / f'c{i}'}",
+       *COMMON, f"--config.data.corpus=synthetic:{60 + i}",
+       f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+      cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=240) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (out, err) in zip(procs, outputs):
+    assert p.returncode != 0
+    assert "process 1 (of 2; 1 differ) has another token cache than process 0" in err, err
+    assert "share it (data.cache_dir" in err and "Traceback" not in err
+  assert not (tmp_path / "w0" / "checkpoints").exists() or not any(
+      (tmp_path / "w0" / "checkpoints").iterdir())
