@@ -76,7 +76,7 @@ def test_jsonl_rows_are_documents_and_bad_rows_are_counted(tmp_path):
       ("14", "bad_row"), ("15", "bad_row")]
   assert c.num_inputs == 9
   bad = {s["file"][len(str(table)) + 1:]: s.get("message") for s in c.skipped}
-  assert bad["5"] == "no field 'content', not a string" and bad["7"].startswith("a int in field")
+  assert bad["5"] == "field 'content' is missing" and bad["7"] == "field 'content' is int, not a string"
   assert bad["14"].startswith("not JSON") and bad["15"] == "not a JSON object"
   # Another field holds the text: set text_field.
   c = corpus.read_corpus([str(table)], text_field="text")

@@ -206,8 +206,7 @@ def table_digest(table: Table) -> str:
 def _folder_digest(root: str) -> str:
   h = hashlib.sha256()
   files = []
-  for folder, dirs, names in _walk(root):
-    dirs.sort()
+  for folder, _, names in _walk(root):
     files += [posixpath.join(folder, n) if is_url(root) else os.path.join(folder, n) for n in names]
   for f in sorted(files):
     rel = os.path.relpath(f, root) if not is_url(root) else f[len(root.rstrip("/")) + 1:]
@@ -246,8 +245,8 @@ def _row(name: str, row: dict, text_field: str) -> Source:
     name += f" ({'/'.join(x for x in (repo, path) if x)})"
   text = row.get(text_field)
   if not isinstance(text, (str, bytes)):
-    got = "no field" if text is None else f"a {type(text).__name__} in field"
-    return Source(name, reason="bad_row", note=f"{got} {text_field!r}, not a string")
+    why = "is missing" if text is None else f"is {type(text).__name__}, not a string"
+    return Source(name, reason="bad_row", note=f"field {text_field!r} {why}")
   try:
     data = text.encode("utf-8") if isinstance(text, str) else text
   except UnicodeEncodeError:  # a lone surrogate escaped in JSON
