@@ -159,12 +159,19 @@ def _flatten(prefix: str, value) -> dict:
   return {prefix: value}
 
 
+# Fixed fields added after runs were saved without them: a run saved before a field existed
+# behaved as this value does, so resuming with it changes nothing.
+ADDED_LATER = {"data.documents": "auto", "data.jsonc": False, "data.text_field": "content"}
+
+
 def incompatible_fields(saved: dict, now: dict) -> list[tuple[str, object, object]]:
   """(field, saved value, new value) for every fixed field that differs."""
   diffs = []
   for key in FIXED_ON_RESUME:
     a, b = _flatten(key, _get(saved, key)), _flatten(key, _get(now, key))
     for k in sorted(set(a) | set(b)):
+      if a.get(k) is None and k in ADDED_LATER and b.get(k) == ADDED_LATER[k]:
+        continue
       if a.get(k) != b.get(k) and not (isinstance(a.get(k), (list, tuple))
                                        and list(a[k]) == list(b.get(k) or [])):
         diffs.append((k, a.get(k), b.get(k)))

@@ -185,3 +185,15 @@ def test_an_existing_writable_file_may_be_replaced(tmp_path):
   out.write_bytes(b"old plot")
   assert paths.output_error(str(out)) is None
   assert "is a file" in paths.output_error(str(out), folder=True)
+
+
+def test_a_run_saved_before_a_fixed_field_existed_resumes_with_its_default():
+  """Runs saved before data.documents/jsonc/text_field existed read workflows as the defaults
+  do: resuming them is no change; another value still is."""
+  now = config_base.base_config("tiny").to_dict()
+  old = config_base.base_config("tiny").to_dict()
+  for key in config_base.ADDED_LATER:
+    del old["data"][key.split(".")[1]]
+  assert config_base.incompatible_fields(old, now) == []
+  now["data"]["documents"] = "any"
+  assert config_base.incompatible_fields(old, now) == [("data.documents", None, "any")]
