@@ -19,6 +19,7 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from fimjax import sharding as shd
 
@@ -44,7 +45,8 @@ class ModelConfig:
   param_dtype: str = "float32"
   remat: bool = False
   # "xla": einsum attention, causal part computed in query blocks of `attn_block` (skips most of
-  # the masked upper triangle); "cudnn": jax.nn.dot_product_attention(implementation="cudnn").
+  # the masked upper triangle); "cudnn": jax.nn.dot_product_attention(implementation="cudnn")
+  # for rows without segments; "splash": the Pallas TPU kernel. Never "auto" (resolved).
   attention: str = "xla"
   attn_block: int = 128
 
@@ -56,12 +58,27 @@ class ModelConfig:
         num_layers=m.num_layers, num_heads=m.num_heads, context=m.context,
         mlp_ratio=m.mlp_ratio, logit_softcap=float(m.logit_softcap),
         rope_base=float(m.rope_base), dtype=m.dtype, param_dtype=m.param_dtype,
-        remat=bool(m.remat), attention=m.get("attention", "xla"),
+        remat=bool(m.remat),
+        attention=resolve_attention(m.get("attention", "auto"), jax.default_backend(), m.context),
         attn_block=int(m.get("attn_block", 128)))
 
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
+
+
+SPLASH_BLOCK = 128  # the splash kernel's tile; with segment ids its kv tile must be 128k
+
+
+def resolve_attention(impl: str, platform: str, context: int) -> str:
+  """`auto` -> splash on TPU (if the context splits into 128-token tiles), else xla.
+
+  GPUs get xla too: training rows are packed, and cuDNN cannot take their segments (see
+  `attention`). Only the config's string says "auto", so resuming is unaffected.
+  """
+  if impl != "auto":
+    return impl
+  return "splash" if platform == "tpu" and context % SPLASH_BLOCK == 0 else "xla"
 
 
 def num_params(cfg: ModelConfig) -> int:
@@ -100,12 +117,12 @@ def _attend(q_BxHxQxK, k_BxHxSxK, v_BxHxSxK, mask_BxQxS):
 def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
   """Segment-aware causal attention; q is pre-scaled. Shapes [B, L, H, K]."""
   l = q.shape[1]
-  if impl == "cudnn":
-    bias = None
-    if seg_BxL is not None:
-      same = seg_BxL[:, :, None] == seg_BxL[:, None, :]
-      bias = jnp.where(same, 0.0, -1e9).astype(q.dtype)[:, None]
-    return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=1.0, is_causal=True,
+  if impl == "splash":
+    return splash_attention(q, k, v, seg_BxL)
+  if impl == "cudnn" and seg_BxL is None:
+    # cuDNN's fused kernel takes padding lengths, not segments: packed rows would need a dense
+    # [B, 1, L, L] bias (memory ~ L^2), so rows with segment ids take the xla path below.
+    return jax.nn.dot_product_attention(q, k, v, scale=1.0, is_causal=True,
                                         implementation="cudnn")
   # Heads-major layout: batched dots with leading batch axes (2x faster on CPU than BLHK).
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
@@ -121,6 +138,52 @@ def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
     outs.append(_attend(q[:, :, start:end], k[:, :, :end], v[:, :, :end], mask_BxQxS))
   o_BxHxLxK = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
   return o_BxHxLxK.transpose(0, 2, 1, 3)
+
+
+def _splash_kernel(heads: int, l: int, interpret: bool):
+  """A splash MHA kernel, causal for every head (made per trace: it holds jax arrays)."""
+  from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU-only module
+  b = min(SPLASH_BLOCK, l)
+  sizes = sa.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b,
+                        block_kv_dkv=b, block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b)
+  mask = sa.MultiHeadMask([sa.CausalMask((l, l)) for _ in range(heads)])
+  return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                            interpret=interpret)
+
+
+def splash_attention(q, k, v, seg_BxL, *, interpret: bool = False):
+  """Pallas splash attention: causal, and within a segment when `seg_BxL` is given.
+
+  The kernel works on one row [H, L, K]: vmapped over rows, and under a mesh run per device in
+  a shard_map over rows (data, fsdp) and heads (tensor), since Mosaic kernels cannot be
+  partitioned automatically. `interpret` runs the Pallas interpreter (CPU tests).
+  """
+  from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU-only module
+  l = q.shape[1]
+
+  def local(q, k, v, *seg):
+    kernel = _splash_kernel(q.shape[1], l, interpret)
+    if not seg:
+      return jax.vmap(kernel)(q, k, v)
+    return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=sa.SegmentIds(s, s)))(
+        q, k, v, seg[0])
+
+  args = [x.transpose(0, 2, 1, 3) for x in (q, k, v)]  # [B, H, L, K]
+  if seg_BxL is not None:
+    args.append(seg_BxL.astype(jnp.int32))
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or tuple(mesh.axis_names) != shd.MESH_AXES:
+    out = local(*args)
+  else:
+    # Split only the axes that divide (as shd.constrain); the others are replicated.
+    rows = ("data", "fsdp") if q.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0 \
+        else None
+    heads = "tensor" if q.shape[2] % mesh.shape["tensor"] == 0 else None
+    spec = P(rows, heads, None, None)
+    specs = (spec,) * 3 + ((P(rows, None),) if seg_BxL is not None else ())
+    out = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spec,
+                        check_vma=False)(*args)
+  return out.transpose(0, 2, 1, 3)
 
 
 def dense(x_NxD, w_DxF, dtype, out_dtype=None):
