@@ -6,6 +6,9 @@
 # ACTION (default: up; each can also be given as a flag, e.g. --logs, --stop, --delete):
 #   up       create the slice if it does not exist (reuse it if it does), install, start
 #   create   only create the slice (or reuse it)
+# Before it creates a slice, up/create compile the config for that slice on this machine
+# (`python -m fimjax.fit --topology`, needs fimjax with libtpu here) and refuse a config that
+# does not fit the chips' memory; --skip-fit-check skips that.
 #   install  clone/update fimjax and install it with the `tpu` extra on every worker
 #   start    start training on every worker (in the background, with nohup; ssh returns)
 #   logs     tail the training log of one worker (--worker, default 0)
@@ -43,6 +46,8 @@ Slice:
   --spot               create a Spot VM (cheaper, can be preempted at any time)
   --create-flag FLAG   extra flag for 'gcloud compute tpus tpu-vm create' (repeatable),
                        e.g. --create-flag=--service-account=SA@PROJECT.iam.gserviceaccount.com
+  --skip-fit-check     create the slice without first checking that --config fits its chips
+                       (the check runs \$FIMJAX_PYTHON, default python3, -m fimjax.fit)
 
 Install:
   --repo URL           git URL to install from (default: \$FIMJAX_REPO = $FIMJAX_REPO)
@@ -109,7 +114,7 @@ ACTION=""
 NAME="" ZONE="" PROJECT="" TYPE="" VERSION="" SPOT=0
 CONFIG="" WORKDIR="" LOCAL_WORKDIR_OK=0
 REPO="$FIMJAX_REPO" REF="$FIMJAX_REF"
-DRY_RUN=0 YES=0 FOLLOW=1 FORCE=0 LINES=100 STOP_TIMEOUT=300 LOG_WORKER=0
+DRY_RUN=0 YES=0 FOLLOW=1 FORCE=0 LINES=100 STOP_TIMEOUT=300 LOG_WORKER=0 FIT_CHECK=1
 CREATE_FLAGS=() PIP_EXTRA=() ENVS=() PASS=()
 
 set_action() {
@@ -148,6 +153,7 @@ while [[ $# -gt 0 ]]; do
       flag_value --type "$@"; TYPE="$VALUE" ;;
     --version | --version=*) flag_value --version "$@"; VERSION="$VALUE" ;;
     --spot) SPOT=1 ;;
+    --skip-fit-check) FIT_CHECK=0 ;;
     --create-flag | --create-flag=*) flag_value --create-flag "$@"; CREATE_FLAGS+=("$VALUE") ;;
     --repo | --repo=*) flag_value --repo "$@"; REPO="$VALUE" ;;
     --ref | --ref=*) flag_value --ref "$@"; REF="$VALUE" ;;
@@ -245,6 +251,64 @@ R_LOG="$R_HOME/fimjax-run.log"
 R_PID="$R_HOME/fimjax-run.pid"
 
 # ---------------------------------------------------------------------------------------------
+# Will the config fit? The slice's topology for `fimjax.fit --topology`: --type counts chips
+# (v5litepod, v5e, v6e) or TensorCores, two per chip (v4, v5p).
+slice_topology() {
+  local gen="${TYPE%%-*}" n="${TYPE##*-}" shape=""
+  [[ "$n" =~ ^[0-9]+$ ]] || return 1
+  case "$gen" in
+    v5litepod | v5e | v6e)
+      case "$n" in
+        1) shape=1x1 ;; 4) shape=2x2 ;; 8) shape=2x4 ;; 16) shape=4x4 ;; 32) shape=4x8 ;;
+        64) shape=8x8 ;; 128) shape=8x16 ;; 256) shape=16x16 ;; *) return 1 ;;
+      esac
+      [[ "$gen" == v6e ]] || gen=v5e ;;
+    v4 | v5p)
+      case "$((n / 2))" in
+        4) shape=2x2x1 ;; 8) shape=2x2x2 ;; 16) shape=2x2x4 ;; 32) shape=2x4x4 ;;
+        64) shape=4x4x4 ;; 128) shape=4x4x8 ;; 256) shape=4x8x8 ;; 512) shape=8x8x8 ;;
+        *) return 1 ;;
+      esac ;;
+    *) return 1 ;;
+  esac
+  echo "$gen:$shape"
+}
+
+# Compile the config for the slice here and refuse to create one it does not fit.
+fit_check() {
+  if [[ "$FIT_CHECK" != 1 || -z "$CONFIG" ]]; then
+    return 0
+  fi
+  local topo py="${FIMJAX_PYTHON:-python3}" overrides=() a rc=0
+  topo="$(slice_topology)" || { note "no fit check for --type $TYPE (unknown topology)"; return 0; }
+  for a in ${PASS[@]+"${PASS[@]}"}; do
+    if [[ "$a" == --config.* ]]; then
+      overrides+=("$a")
+    fi
+  done
+  local cmd=("$py" -m fimjax.fit --config "$CONFIG" --topology "$topo" --check
+             ${overrides[@]+"${overrides[@]}"})
+  if [[ "$DRY_RUN" == 1 ]]; then
+    note "before creating, check that the config fits the slice's chips:"
+    echo "+ $(quote_all "${cmd[@]}")"
+    return 0
+  fi
+  note "checking that $CONFIG fits $TYPE ($topo): compiling its train step here"
+  echo "+ $(quote_all "${cmd[@]}")" >&2
+  JAX_PLATFORMS=cpu "${cmd[@]}" >&2 || rc=$?
+  if [[ "$rc" == 3 ]]; then
+    echo "$PROG: $CONFIG does not fit the memory of $TYPE's chips (above): not creating '$NAME';" \
+      "add --config.model.remat=True, more --config.train.microbatches, --config.mesh.fsdp=-1," \
+      "or a larger --type (--skip-fit-check creates it anyway)" >&2
+    exit 1
+  elif [[ "$rc" != 0 ]]; then
+    echo "$PROG: the fit check could not run (above): install fimjax with libtpu here" \
+      "(pip install -e '.[dev]'; FIMJAX_PYTHON picks the python) or pass --skip-fit-check" >&2
+    exit 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
 # Actions.
 do_create() {
   local create_args=("--accelerator-type=$TYPE" "--version=$VERSION")
@@ -255,6 +319,7 @@ do_create() {
   if [[ "$DRY_RUN" == 1 ]]; then
     note "the slice is reused when 'describe' finds it; otherwise it is created:"
     tpu describe "--format=value(state)"
+    fit_check
     tpu create "${create_args[@]}"
     return
   fi
@@ -275,6 +340,7 @@ do_create() {
     esac
   elif grep -qiE 'NOT_FOUND|not found' "$err"; then
     rm -f "$err"
+    fit_check
     note "creating TPU VM '$NAME' ($TYPE, runtime $VERSION)"
     tpu create "${create_args[@]}"
   else

@@ -119,6 +119,8 @@ def test_dry_run_up_prints_commands_and_calls_nothing(fake_gcloud):
   assert "[tpu]" in install and "pip install" in install and "--python 3.12" in install
   assert "fimjax.main" not in install
   assert "nohup" in start
+  assert ("-m fimjax.fit --config configs/large.py --topology v4:2x2x4 --check "
+          "--config.train.steps=50") in out
   assert ("-m fimjax.main --config configs/large.py --workdir gs://bucket/runs/large "
           "--config.train.steps=50") in start
   assert "--config.data.corpus=a b,c" in start and "--extra_flag" in start
@@ -196,6 +198,61 @@ def test_create_only_when_missing(fake_gcloud):
   assert r.returncode == 0, r.stderr
   assert "reusing TPU VM 'fim-pod' (state: READY)" in r.stderr
   assert log.read_text().splitlines() == ["compute tpus tpu-vm describe fim-pod"]
+
+
+# Stands in for `python -m fimjax.fit`: records its arguments, exits with $FAKE_FIT_RC (3: the
+# config does not fit, as `fimjax.fit --check` says).
+FAKE_FIT = r"""#!/usr/bin/env bash
+echo "$*" >> "$FAKE_FIT_LOG"
+echo "per_device_bytes ... DOES NOT FIT"
+exit "${FAKE_FIT_RC:-0}"
+"""
+
+
+@pytest.fixture
+def fake_fit(fake_gcloud, tmp_path):
+  env, log = fake_gcloud
+  fit = tmp_path / "bin" / "fake_python"
+  fit.write_text(FAKE_FIT)
+  fit.chmod(0o755)
+  env.update(FIMJAX_PYTHON=str(fit), FAKE_FIT_LOG=str(tmp_path / "fit_calls.log"))
+  return env, log, tmp_path / "fit_calls.log"
+
+
+def test_refuses_to_create_a_slice_the_config_does_not_fit(fake_fit):
+  env, log, fit_log = fake_fit
+  env["FAKE_FIT_RC"] = "3"
+  r = tpu(env, "create", *BASE, "--type", "v5litepod-4", "--config", "configs/large.py",
+          "--config.model.remat=False", "--", "--extra_flag")
+  assert r.returncode == 1
+  assert "configs/large.py does not fit the memory of v5litepod-4's chips" in r.stderr
+  assert "--skip-fit-check" in r.stderr
+  assert fit_log.read_text().strip() == ("-m fimjax.fit --config configs/large.py --topology "
+                                         "v5e:2x2 --check --config.model.remat=False")
+  assert log.read_text().splitlines() == ["compute tpus tpu-vm describe fim-pod"]  # no create
+
+
+@pytest.mark.parametrize("acc, topology", [("v4-32", "v4:2x2x4"), ("v5p-8", "v5p:2x2x1"),
+                                           ("v6e-8", "v6e:2x4"), ("v5litepod-16", "v5e:4x4")])
+def test_fit_check_passes_then_creates(fake_fit, acc, topology):
+  env, log, fit_log = fake_fit
+  r = tpu(env, "create", *BASE, "--type", acc, "--config", "configs/small.py")
+  assert r.returncode == 0, r.stderr
+  assert f"--topology {topology} --check" in fit_log.read_text()
+  assert log.read_text().splitlines()[:2] == ["compute tpus tpu-vm describe fim-pod",
+                                                "compute tpus tpu-vm create fim-pod"]
+
+
+def test_fit_check_that_cannot_run_refuses_or_is_skipped(fake_fit):
+  env, log, fit_log = fake_fit
+  env["FAKE_FIT_RC"] = "1"  # e.g. no fimjax or libtpu on this machine
+  args = ("create", *BASE, "--type", "v5p-8", "--config", "configs/small.py")
+  r = tpu(env, *args)
+  assert r.returncode == 1 and "the fit check could not run" in r.stderr
+  r = tpu(env, *args, "--skip-fit-check")
+  assert r.returncode == 0, r.stderr
+  assert "tpu-vm create fim-pod" in log.read_text()
+  assert len(fit_log.read_text().splitlines()) == 1  # skipped the second time
 
 
 def test_local_config_is_copied_to_every_worker(fake_gcloud, tmp_path):
