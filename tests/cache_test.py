@@ -576,3 +576,39 @@ def test_cli_info_verifies_and_names_the_damaged_file(damaged):
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"cache file {damaged / cache.STRUCT_FLAGS} is damaged (sha256 differs" in r.stderr
   assert "verified     DAMAGED" in _cli("info", str(damaged)).stdout
+
+
+# ---------------------------------------------------------------- scale: processes, BPE sample
+
+
+def test_a_build_over_two_processes_is_byte_identical_to_one(tmp_path):
+  """Parsing and encoding in worker processes merge in input order: the same cache to the byte
+  (the timing fields of meta.json aside), duplicates and skips included."""
+  src = tmp_path / "src"
+  src.mkdir()
+  from fimjax.data.default_corpus import generator  # pylint: disable=g-import-not-at-top
+  for i in range(40):
+    (src / f"w{i:02d}.yml").write_text(generator.generate(i))
+  (src / "dup.yml").write_text(generator.generate(3))
+  (src / "broken.yml").write_text("jobs: [\n")
+  metas = [cache.build_cache([str(src)], tmp_path / f"c{n}", num_proc=n, **SMALL) for n in (1, 2)]
+  for m in metas:
+    del m["build_seconds"], m["created"]
+  assert metas[0] == metas[1]
+  assert metas[0]["skipped_counts"] == {"duplicate": 1, "yaml_error": 1}
+  for name in metas[0]["files"]:
+    assert (tmp_path / "c1" / name).read_bytes() == (tmp_path / "c2" / name).read_bytes(), name
+  assert not list((tmp_path / "c1").glob("*.spill"))  # the spilled texts are not kept
+
+
+def test_bpe_trains_on_a_bounded_sample_of_training_texts(tmp_path):
+  from fimjax.data import encode  # pylint: disable=g-import-not-at-top
+  texts = [f"jobs: {{a{i}: {{}}}}\n" * (i + 1) for i in range(6)]
+  spill = tmp_path / "t.spill"
+  spill.write_bytes("".join(texts).encode())
+  ends = np.cumsum([len(t) for t in texts]).tolist()
+  s = encode.Scan(spill, [], [], [], ends, [], 6, "")
+  split = np.array([0, 1, 0, 0, 1, 0], np.uint8)
+  assert list(encode.bpe_sample(s, split)) == [texts[i] for i in (0, 2, 3, 5)]
+  # Stops at the first text past the limit: texts 0 and 2 make 13 + 39 bytes >= 20.
+  assert list(encode.bpe_sample(s, split, limit=20)) == [texts[0], texts[2]]

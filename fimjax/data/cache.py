@@ -7,7 +7,6 @@
 The files, loading and verification live in cache_format.py (re-exported here).
 """
 
-import itertools
 import json
 import os
 import pathlib
@@ -21,8 +20,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fimjax.data import corpus as corpus_lib
+from fimjax.data import encode as encode_lib
 from fimjax.data import paths
-from fimjax.data import structure as structure_lib
 from fimjax.data import tokenizers as tok_lib
 from fimjax.data.cache_format import (  # noqa: F401  (re-exported: callers use cache.X)
     ARRAYS, DOCS_TSV, FORMAT, FORMAT_VERSION, META, SPLITS, STRUCT_FLAGS, STRUCT_SPAN,
@@ -30,7 +29,6 @@ from fimjax.data.cache_format import (  # noqa: F401  (re-exported: callers use 
     load_cache, read_meta, tokenizer_id)
 
 SPECIALS = ("bos", "eos", "mask", "mid", "eom")  # model ids V, V+1, ... after the tokenizer's vocab
-_ENCODE_CHUNK = 512
 
 
 def special_ids(vocab_size: int, pad_id: int) -> dict[str, int]:
@@ -100,46 +98,6 @@ def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="t
     s["schema_sha256"] = corpus_lib.sha256(corpus_lib.find_schema(schema_path).read_bytes())
   s["inputs_sha256"] = fingerprint or corpus_lib.fingerprint(inputs, max_file_bytes)
   return s
-
-
-def _tokenize(tok, docs: list[corpus_lib.Document], num_proc: int | None, progress: bool):
-  """Token lists (None = rejected) for `docs`; BPE batches over Rust threads, TCT over processes."""
-  if isinstance(tok, tok_lib.TctTokenizer):
-    if num_proc is None:
-      num_proc = corpus_lib.default_num_proc() if len(docs) >= corpus_lib.PARALLEL_MIN else 1
-    return corpus_lib.map_chunks(tok_lib.tct_encode_chunk, [d.json_text for d in docs], num_proc,
-                                  progress, "tokenizing", module_name=tok.module_name)
-  from tqdm import tqdm
-  out = []
-  with tqdm(total=len(docs), desc="tokenizing", unit="file", disable=not progress, leave=False) as bar:
-    for i in range(0, len(docs), _ENCODE_CHUNK):
-      chunk = [d.text for d in docs[i:i + _ENCODE_CHUNK]]
-      out.extend(ids or None for ids in tok.encode_batch(chunk))
-      bar.update(len(chunk))
-  return out
-
-
-def _keep(tok, docs: list[corpus_lib.Document], ids: list) -> tuple[list[int], list[dict]]:
-  """(indices of the usable documents, skip records of the others with the tokenizer's reason)."""
-  why = [tok_lib.unusable(tok, x) for x in ids]
-  return ([i for i, w in enumerate(why) if w is None],
-          [{"file": d.name, "reason": "tokenizer_rejected", "message": w}
-           for d, w in zip(docs, why) if w is not None])
-
-
-def _structure(tok, docs: list[corpus_lib.Document], ids: list[list[int]], progress: bool):
-  """Flat (flags, span) arrays of the kept documents; zeros where the tokenizer has no byte
-  offsets (TCT encodes JSON, not the file's text: its holes fall back to random spans)."""
-  n = sum(len(x) for x in ids)
-  if not hasattr(tok, "token_bytes"):
-    return np.zeros(n, np.uint8), np.zeros(n, np.uint16)
-  from tqdm import tqdm
-  nbytes = tok.token_bytes()
-  parts = [structure_lib.structure(d.text, nbytes[np.asarray(x)])
-           for d, x in tqdm(zip(docs, ids), total=len(docs), desc="structure", unit="file",
-                            disable=not progress, leave=False)]
-  return (np.concatenate([p[0] for p in parts]).astype(np.uint8),
-          np.concatenate([p[1] for p in parts]).astype(np.uint16))
 
 
 def _percentiles(lengths: np.ndarray) -> dict:
@@ -229,80 +187,24 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 
   kind = corpus_lib.document_kind(documents, name, tct_module)
-  corp = corpus_lib.read_corpus(inputs, max_file_bytes=max_file_bytes, schema_check=schema_check,
-                                schema_path=schema_path, documents=kind, jsonc=jsonc,
-                                text_field=text_field, num_proc=num_proc, progress=progress)
-  docs, skipped = corp.documents, list(corp.skipped)
-  split = np.array([split_of(d.sha256, val_fraction) if d.split is None else d.split
-                    for d in docs], np.uint8)
-  if tok is None and bpe is not None:
-    tok = bpe
-  if tok is None:
-    train_texts = [d.text for d, s in zip(docs, split) if s == 0]
-    if not train_texts:
-      raise CacheError(f"no training document to train the BPE on; lower --val-fraction ({val_fraction})")
-    tok = tok_lib.BpeTokenizer.train(train_texts, bpe_vocab_size)
-  ids = _tokenize(tok, docs, num_proc, progress)
-  keep, rejected = _keep(tok, docs, ids)
-  skipped += rejected
-  if not keep:
-    raise CacheError(f"no usable workflow in {inputs}: {corpus_lib.summary(corp.num_inputs, 0, skipped)}")
-
-  lengths = np.array([len(ids[i]) for i in keep], np.int64)
-  offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-  dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
-  tokens = np.fromiter(itertools.chain.from_iterable(ids[i] for i in keep), dtype, int(offsets[-1]))
-  split = split[keep]
-  kept_docs = [docs[i] for i in keep]
-  flags, span = _structure(tok, kept_docs, [ids[i] for i in keep], progress)
-
-  sizes = {k: int((split == v).sum()) for k, v in SPLITS.items()}
-  counts = {k: int(lengths[split == v].sum()) for k, v in SPLITS.items()}
-  settings = requested_settings(inputs, tokenizer=name, tct_module=tct_module,
-                                val_fraction=val_fraction, bpe_vocab_size=bpe_vocab_size,
-                                schema_check=schema_check, schema_path=schema_path,
-                                max_file_bytes=max_file_bytes, documents=kind, jsonc=jsonc,
-                                text_field=text_field, fingerprint=corp.fingerprint)
-  meta = {
-      "format": FORMAT, "format_version": FORMAT_VERSION,
-      "tokenizer": name, "tokenizer_version": tok.version,
-      "tokenizer_file": TOKENIZER_FILE if name == "bpe" else None,
-      "tokenizer_sha256": corpus_lib.sha256(tok.to_json().encode()) if name == "bpe" else None,
-      "tct_module": tct_module if name == "tct" else None,
-      "vocab_size": tok.vocab_size, "pad_id": tok.pad_id,
-      "special_ids": special_ids(tok.vocab_size, tok.pad_id),
-      "model_vocab_size": tok.vocab_size + len(SPECIALS), "dtype": np.dtype(dtype).name,
-      "inputs": inputs, "num_inputs": corp.num_inputs,
-      "num_documents": sizes, "num_tokens": counts,
-      "tokens_per_document": _percentiles(lengths),
-      "num_skipped": len(skipped), "skipped_counts": corpus_lib.skip_counts(skipped),
-      "summary": corpus_lib.summary(corp.num_inputs, len(keep), skipped),
-      "skipped": skipped, "settings": settings,
-      "build_seconds": 0.0, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-  }
-
+  reader = corpus_lib.Reader(inputs, max_file_bytes=max_file_bytes, schema_check=schema_check,
+                             schema_path=schema_path, documents=kind, jsonc=jsonc,
+                             text_field=text_field, num_proc=num_proc, progress=progress)
   out.parent.mkdir(parents=True, exist_ok=True)
   _clean_dead_tmp(out)
   tmp = out.parent / f"{_tmp_prefix(out)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
   tmp.mkdir()
   try:
-    (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
-    for fname, array in zip(ARRAYS, (tokens, offsets, split, flags, span)):
-      _write(tmp / fname, lambda f, a=array: np.save(f, a))
-    if name == "bpe":
-      _write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
-    rows = (f"{j}\t{('train', 'validation')[split[j]]}\t{lengths[j]}\t{d.sha256}\t"
-            + d.name.replace("\t", " ").replace("\n", " ") + "\n" for j, d in enumerate(kept_docs))
-    _write(tmp / DOCS_TSV, lambda f: f.write(("index\tsplit\ttokens\tsha256\tsource\n"
-                                               + "".join(rows)).encode()))
-    # Size and sha256 of each file (~10 ms for the default corpus): a damaged one is named on load.
-    meta["files"] = file_records(tmp, [*ARRAYS, *([TOKENIZER_FILE] if name == "bpe" else []),
-                                       DOCS_TSV])
+    meta = _build(tmp, reader, name, tok or bpe, settings=dict(
+        tokenizer=name, tct_module=tct_module, val_fraction=val_fraction,
+        bpe_vocab_size=bpe_vocab_size, schema_check=schema_check, schema_path=schema_path,
+        max_file_bytes=max_file_bytes, documents=kind, jsonc=jsonc, text_field=text_field),
+        inputs=inputs, progress=progress)
     meta["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_meta(tmp, meta)  # last: a folder without it never loads
     if verify is not None:
       verify(meta, tmp)
-    _commit(tmp, out, settings)
+    _commit(tmp, out, meta["settings"])
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -310,23 +212,98 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   return meta
 
 
+def _build(tmp: pathlib.Path, reader: corpus_lib.Reader, name: str, tok, *, settings: dict,
+           inputs: list, progress: bool) -> dict:
+  """Writes the cache's files into `tmp` (two passes over the corpus, see fimjax.data.encode);
+  returns the meta (without build_seconds). `tok`: None = train a BPE on the corpus."""
+  spill = tmp / "texts.spill"
+  s = encode_lib.scan(reader, spill, json_text=name == "tct")
+  if not s.names:
+    raise reader.nothing_usable(s.skipped)
+  val_fraction = settings["val_fraction"]
+  split = np.array([split_of(h, val_fraction) if sp < 0 else sp
+                    for h, sp in zip(s.sha256, s.split)], np.uint8)
+  if tok is None:
+    if not (split == 0).any():
+      raise CacheError(f"no training document to train the BPE on; lower --val-fraction "
+                       f"({val_fraction})")
+    tok = tok_lib.BpeTokenizer.train(encode_lib.bpe_sample(s, split), settings["bpe_vocab_size"])
+  dtype = encode_lib.token_dtype(tok.vocab_size)
+  writers = [encode_lib.NpyWriter(tmp / f, t) for f, t in (
+      ("tokens.npy", dtype), (STRUCT_FLAGS, np.uint8), (STRUCT_SPAN, np.uint16))]
+  lengths, keep, skipped = [], [], list(s.skipped)
+  for i, r in enumerate(encode_lib.encode(s.texts(), tok, reader.num_proc, progress)):
+    if isinstance(r, str):
+      skipped.append({"file": s.names[i], "reason": "tokenizer_rejected", "message": r})
+      continue
+    for w, a in zip(writers, r):
+      w.append(a)
+    lengths.append(len(r[0]))
+    keep.append(i)
+  for w in writers:
+    w.close()
+  spill.unlink()
+  if not keep:
+    raise CacheError(f"no usable workflow in {inputs}: "
+                     f"{corpus_lib.summary(s.num_inputs, 0, skipped)}")
+  lengths = np.array(lengths, np.int64)
+  offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  split = split[keep]
+  sizes = {k: int((split == v).sum()) for k, v in SPLITS.items()}
+  counts = {k: int(lengths[split == v].sum()) for k, v in SPLITS.items()}
+  settings = requested_settings(inputs, **settings, fingerprint=s.fingerprint)
+  meta = {
+      "format": FORMAT, "format_version": FORMAT_VERSION,
+      "tokenizer": name, "tokenizer_version": tok.version,
+      "tokenizer_file": TOKENIZER_FILE if name == "bpe" else None,
+      "tokenizer_sha256": corpus_lib.sha256(tok.to_json().encode()) if name == "bpe" else None,
+      "tct_module": settings.get("tct_module"),
+      "vocab_size": tok.vocab_size, "pad_id": tok.pad_id,
+      "special_ids": special_ids(tok.vocab_size, tok.pad_id),
+      "model_vocab_size": tok.vocab_size + len(SPECIALS), "dtype": np.dtype(dtype).name,
+      "inputs": inputs, "num_inputs": s.num_inputs,
+      "num_documents": sizes, "num_tokens": counts,
+      "tokens_per_document": _percentiles(lengths),
+      "num_skipped": len(skipped), "skipped_counts": corpus_lib.skip_counts(skipped),
+      "summary": corpus_lib.summary(s.num_inputs, len(keep), skipped),
+      "skipped": skipped, "settings": settings,
+      "build_seconds": 0.0, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+  }
+  (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
+  for fname, array in (("offsets.npy", offsets), ("split.npy", split)):
+    _write(tmp / fname, lambda f, a=array: np.save(f, a))
+  if name == "bpe":
+    _write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
+  rows = (f"{j}\t{('train', 'validation')[split[j]]}\t{lengths[j]}\t{s.sha256[i]}\t"
+          + s.names[i].replace("\t", " ").replace("\n", " ") + "\n" for j, i in enumerate(keep))
+  _write(tmp / DOCS_TSV, lambda f: f.write(("index\tsplit\ttokens\tsha256\tsource\n"
+                                             + "".join(rows)).encode()))
+  # Size and sha256 of each file (~10 ms for the default corpus): a damaged one is named on load.
+  meta["files"] = file_records(tmp, [*ARRAYS, *([TOKENIZER_FILE] if name == "bpe" else []),
+                                     DOCS_TSV])
+  return meta
+
+
 def encode_documents(inputs: Sequence[str], tokenizer, *, progress: bool = False,
                      **read) -> tuple[Documents, str]:
-  """Files read (`read`: read_corpus's max_file_bytes, documents, jsonc, text_field) and encoded
-  with an existing tokenizer (a held-out corpus, kept in memory): (Documents with structure
-  marks, the reader's one-line summary)."""
+  """Files read (`read`: Reader's max_file_bytes, documents, jsonc, text_field) and encoded with
+  an existing tokenizer (a held-out corpus, kept in memory): (Documents with structure marks,
+  the reader's one-line summary)."""
   corp = corpus_lib.read_corpus(inputs, progress=progress, **read)
-  ids = _tokenize(tokenizer, corp.documents, None, progress)
-  keep, rejected = _keep(tokenizer, corp.documents, ids)
-  skipped = corp.skipped + rejected
-  docs = [corp.documents[i] for i in keep]
-  toks = [ids[i] for i in keep]
-  flags, span = _structure(tokenizer, docs, toks, progress)
-  lengths = np.array([len(x) for x in toks], np.int64)
+  tct = isinstance(tokenizer, tok_lib.TctTokenizer)
+  texts = (d.json_text if tct else d.text for d in corp.documents)
+  parts, skipped = [], list(corp.skipped)
+  for d, r in zip(corp.documents, encode_lib.encode(texts, tokenizer, 1, progress)):
+    if isinstance(r, str):
+      skipped.append({"file": d.name, "reason": "tokenizer_rejected", "message": r})
+    else:
+      parts.append(r)
+  lengths = np.array([len(r[0]) for r in parts], np.int64)
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-  flat = np.fromiter(itertools.chain.from_iterable(toks), np.int32, int(lengths.sum()))
-  return (Documents(flat, starts, lengths, flags=flags, span=span),
-          corpus_lib.summary(corp.num_inputs, len(keep), skipped))
+  flat, flags, span = (np.concatenate([r[k] for r in parts]) if parts else np.zeros(0, t)
+                       for k, t in enumerate((np.int32, np.uint8, np.uint16)))
+  return (Documents(flat.astype(np.int32), starts, lengths, flags=flags, span=span),
+          corpus_lib.summary(corp.num_inputs, len(parts), skipped))
 
 
 _DATA_FIELDS = ("tokenizer", "tct_module", "val_fraction", "bpe_vocab_size", "schema_check",

@@ -9,13 +9,10 @@ duplicates (same bytes) are kept once. Input files are only ever read.
 """
 
 import collections
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
 import json
-import multiprocessing
-import os
 import pathlib
 import re
 from typing import Iterable, Sequence
@@ -23,12 +20,14 @@ from typing import Iterable, Sequence
 import yaml
 
 from fimjax.data import sources as sources_lib
+from fimjax.data import workers
 from fimjax.data.sources import (  # noqa: F401  (re-exported: callers use corpus.X)
     CACHE_MARKER, DEFAULT, EXTENSIONS, SYNTHETIC, CorpusError, Source, Table, is_embedded, is_url,
     list_sources)
 
 # SchemaStore's github-workflow.json (Apache-2.0; source and license beside it).
 BUNDLED_SCHEMA = pathlib.Path(__file__).resolve().parent / "schemas" / "github-workflow.json"
+READ_CHUNK = 256  # documents per worker task
 PARALLEL_MIN = 4000  # auto num_proc: fewer files (without schema checks) are faster in one process
 DOCUMENTS = ("workflow", "any")  # what a document must be: a workflow, or any mapping
 WORKFLOW_TCT = "tct_github_workflow"  # the TCT build of the workflow schema
@@ -249,82 +248,97 @@ def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str =
 
 
 def _read_chunk(chunk, max_file_bytes, schema_path, documents, jsonc):
-  return [read_source(s, max_file_bytes, schema_path, documents, jsonc) for s in chunk]
+  return [read_source(s, max_file_bytes, schema_path, documents, jsonc) for _, s in chunk]
 
 
-def map_chunks(fn, items: list, num_proc: int, progress: bool, desc: str, **kwargs) -> list:
-  """fn(chunk, **kwargs) over chunks of `items`, in spawned processes when num_proc > 1."""
-  from tqdm import tqdm
-  size = max(1, min(256, len(items) // (4 * max(num_proc, 1)) or 1))
-  chunks = [items[i:i + size] for i in range(0, len(items), size)]
-  bar = tqdm(total=len(items), desc=desc, unit="file", disable=not progress, leave=False)
-  out = []
-  with bar:
-    if num_proc <= 1 or len(chunks) == 1:
-      for c in chunks:
-        out.extend(fn(c, **kwargs))
-        bar.update(len(c))
-      return out
-    ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX has started threads
-    with concurrent.futures.ProcessPoolExecutor(num_proc, mp_context=ctx) as pool:
-      for c, res in zip(chunks, pool.map(functools.partial(fn, **kwargs), chunks)):
-        out.extend(res)
-        bar.update(len(c))
-  return out
+class Reader:
+  """Reads, parses and de-duplicates every input once, in input order, in bounded memory.
 
-
-def default_num_proc() -> int:
-  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def read_corpus(inputs: Sequence[str], *, max_file_bytes: int = 1_000_000, schema_check: bool = False,
-                schema_path: str = "", documents: str = "workflow", jsonc: bool = False,
-                text_field: str = "content", num_proc: int | None = None,
-                progress: bool = False) -> Corpus:
-  """Reads, parses and de-duplicates every input; raises CorpusError when nothing is usable.
-
-  `documents`: "workflow" or "any" (read_source); `jsonc`: JSON may have comments and trailing
-  commas; `text_field`: the text of table rows. `num_proc`: worker processes (None = auto, 1 = in
-  this process).
+  Iterating yields (Source, Document or None, skip record or None) per document; afterwards
+  `num_inputs` and `fingerprint` describe what was read. Files are parsed in `num_proc` worker
+  processes (None = auto: every core for large corpora or schema checks); a table (JSONL,
+  Parquet, dataset) is held in memory one file at a time.
   """
-  if documents not in DOCUMENTS:
-    raise CorpusError(f"documents={documents!r}: use one of {', '.join(DOCUMENTS)} (data.documents)")
-  units = list_sources(inputs)
-  schema = str(find_schema(schema_path)) if schema_check else ""
-  sources, lines, files = [], [], []  # lines: each input's fingerprint line; files: (line, source)
-  for u in units:
-    if isinstance(u, Table):
-      digest, rows = sources_lib.read_table(u, text_field)
-      lines.append(_table_line(u, digest))
-      sources.extend(rows)
-    else:
-      files.append((len(lines), len(sources)))
-      lines.append(b"")
-      sources.append(u)
-  if num_proc is None:  # auto: processes only where they pay for their start-up
-    num_proc = default_num_proc() if schema_check or len(sources) >= PARALLEL_MIN else 1
-  results = map_chunks(_read_chunk, sources, num_proc, progress, "reading",
-                       max_file_bytes=max_file_bytes, schema_path=schema, documents=documents,
-                       jsonc=jsonc)
-  for line, i in files:
-    lines[line] = _fingerprint_line(sources[i], results[i][0], results[i][2])
-  docs, skipped, seen = [], [], set()
-  for src, (digest, doc, reason) in zip(sources, results):
-    if digest is not None:
-      if digest in seen:
-        reason, doc = "duplicate", None
-      seen.add(digest)
+
+  def __init__(self, inputs: Sequence[str], *, max_file_bytes: int = 1_000_000,
+               schema_check: bool = False, schema_path: str = "", documents: str = "workflow",
+               jsonc: bool = False, text_field: str = "content", num_proc: int | None = None,
+               progress: bool = False):
+    if documents not in DOCUMENTS:
+      raise CorpusError(f"documents={documents!r}: use one of {', '.join(DOCUMENTS)} "
+                        "(data.documents)")
+    self.inputs, self.documents, self.text_field = list(inputs), documents, text_field
+    self.units = list_sources(inputs)
+    self._read = dict(max_file_bytes=max_file_bytes, documents=documents, jsonc=jsonc,
+                      schema_path=str(find_schema(schema_path)) if schema_check else "")
+    if num_proc is None:  # auto: processes only where they pay for their start-up
+      num_proc = workers.default_num_proc() if schema_check or self._size() >= PARALLEL_MIN else 1
+    self.num_proc, self.progress = num_proc, progress
+    self.num_inputs, self.fingerprint, self._lines = 0, None, []
+
+  def _size(self) -> int:
+    """About how many documents: files, plus a table's bytes / 1 kB."""
+    try:
+      return sum(1 if isinstance(u, Source) else
+                 (PARALLEL_MIN if u.kind == "hf" else sources_lib.size(u.path) // 1024)
+                 for u in self.units)
+    except OSError:
+      return 0
+
+  def _sources(self):
+    """(index of its fingerprint line or None, Source) per document, tables read one at a time."""
+    for u in self.units:
+      if isinstance(u, Table):
+        digest, rows = sources_lib.read_table(u, self.text_field)
+        self._lines.append(_table_line(u, digest))
+        yield from ((None, r) for r in rows)
+      else:
+        self._lines.append(b"")
+        yield len(self._lines) - 1, u
+
+  def __iter__(self):
+    from tqdm import tqdm
+    seen = set()
+    chunks = workers.batched(self._sources(), READ_CHUNK)
+    with tqdm(desc="reading", unit="file", disable=None if self.progress else True,
+              leave=False) as bar:
+      for chunk, results in workers.ordered_map(_read_chunk, chunks, self.num_proc, **self._read):
+        for (line, src), (digest, doc, reason) in zip(chunk, results):
+          self.num_inputs += 1
+          if line is not None:
+            self._lines[line] = _fingerprint_line(src, digest, reason)
+          if digest is not None:
+            if digest in seen:
+              reason, doc = "duplicate", None
+            seen.add(digest)
+          skip = None if doc is not None else {
+              "file": src.name, "reason": reason,
+              **({"message": src.note} if src.note and reason == src.reason else {})}
+          yield src, doc, skip
+        bar.update(len(chunk))
+    self.fingerprint = hashlib.sha256(b"".join(self._lines)).hexdigest()
+
+  def nothing_usable(self, skipped: list[dict]) -> CorpusError:
+    """The error for a corpus with no usable document, with the skip counts and a hint."""
+    hint = (f" (rows need their text in a string field {self.text_field!r}: set "
+            "data.text_field)" if any(s["reason"] == "bad_row" for s in skipped) else "")
+    what = "workflow" if self.documents == "workflow" else "document"
+    return CorpusError(f"no usable {what} in {self.inputs}: "
+                       f"{summary(self.num_inputs, 0, skipped)}{hint}")
+
+
+def read_corpus(inputs: Sequence[str], **options) -> Corpus:
+  """Every usable document in memory (Reader's options); raises CorpusError when there is none."""
+  reader = Reader(inputs, **options)
+  docs, skipped = [], []
+  for _, doc, skip in reader:
     if doc is None:
-      skipped.append({"file": src.name, "reason": reason,
-                      **({"message": src.note} if src.note and reason == src.reason else {})})
+      skipped.append(skip)
     else:
       docs.append(doc)
   if not docs:
-    hint = (f" (rows need their text in a string field {text_field!r}: set data.text_field)"
-            if any(s["reason"] == "bad_row" for s in skipped) else "")
-    raise CorpusError(f"no usable {'workflow' if documents == 'workflow' else 'document'} in "
-                      f"{list(inputs)}: {summary(len(sources), 0, skipped)}{hint}")
-  return Corpus(docs, skipped, len(sources), hashlib.sha256(b"".join(lines)).hexdigest())
+    raise reader.nothing_usable(skipped)
+  return Corpus(docs, skipped, reader.num_inputs, reader.fingerprint)
 
 
 def skip_counts(skipped: Iterable[dict]) -> dict[str, int]:

@@ -185,6 +185,11 @@ class BpeTokenizer:
       raise TokenizerError(f"BPE tokenizer file not found: {path} (rebuild the token cache)")
     return cls(HFTokenizer.from_file(str(path)), vocab_size)
 
+  @classmethod
+  def from_json(cls, text: str, vocab_size: int) -> "BpeTokenizer":
+    from tokenizers import Tokenizer as HFTokenizer
+    return cls(HFTokenizer.from_str(text), vocab_size)
+
   def save(self, path: str | pathlib.Path) -> None:
     self._tok.save(str(path))
 

@@ -1,0 +1,163 @@
+"""A corpus of any size to flat token arrays: bounded memory, every core, stable order.
+
+`scan` reads the inputs once (corpus.Reader, parsing in worker processes) and spills each kept
+document's text to one file on disk, keeping only names and hashes in memory; `bpe_sample` feeds
+the BPE trainer a bounded sample of the training texts; `encode` tokenizes and marks structure in
+worker processes, chunk by chunk, in input order; `NpyWriter` appends the results to `.npy` files
+whose shape is written at the end. A build with N processes is byte-identical to one with 1.
+"""
+
+import dataclasses
+import os
+import pathlib
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from fimjax.data import corpus as corpus_lib
+from fimjax.data import structure as structure_lib
+from fimjax.data import tokenizers as tok_lib
+from fimjax.data import workers
+
+ENCODE_CHUNK = 256  # documents per worker task
+# BPE trains on the training texts in corpus order up to this many bytes (about 50k workflows):
+# the merges of a 64 MB sample cover YAML; training on all of a 1M-document corpus would take
+# tens of minutes and gigabytes. A corpus below it trains on everything (as before this bound).
+BPE_SAMPLE_BYTES = 64 * 2**20
+
+
+@dataclasses.dataclass
+class Scan:
+  """What `scan` keeps in memory: per kept document its name, sha256, own split (-1 = by hash)
+  and where its text lies in the spill file."""
+  spill: pathlib.Path
+  names: list[str]
+  sha256: list[str]
+  split: list[int]
+  ends: list[int]  # byte offset of each text's end in the spill file
+  skipped: list[dict]
+  num_inputs: int
+  fingerprint: str
+
+  def texts(self, select: Iterable[int] | None = None) -> Iterator[str]:
+    """The spilled texts (all, or those at the increasing indices `select`), read lazily."""
+    with open(self.spill, "rb") as f:
+      for i in range(len(self.ends)) if select is None else select:
+        start = self.ends[i - 1] if i else 0
+        f.seek(start)
+        yield f.read(self.ends[i] - start).decode("utf-8")
+
+
+def scan(reader: corpus_lib.Reader, spill: pathlib.Path, *, json_text: bool) -> Scan:
+  """Reads every input; spills each kept document's text (its JSON with `json_text`, for TCT)."""
+  names, sha, split, ends, skipped, end = [], [], [], [], [], 0
+  with open(spill, "wb") as f:
+    for _, doc, skip in reader:
+      if doc is None:
+        skipped.append(skip)
+        continue
+      data = (doc.json_text if json_text else doc.text).encode("utf-8")
+      f.write(data)
+      end += len(data)
+      names.append(doc.name)
+      sha.append(doc.sha256)
+      split.append(-1 if doc.split is None else doc.split)
+      ends.append(end)
+  return Scan(spill, names, sha, split, ends, skipped, reader.num_inputs, reader.fingerprint)
+
+
+def bpe_sample(s: Scan, split: np.ndarray, limit: int | None = None) -> Iterator[str]:
+  """The training texts in corpus order, until `limit` bytes (None: BPE_SAMPLE_BYTES)."""
+  limit, total = BPE_SAMPLE_BYTES if limit is None else limit, 0
+  for text in s.texts(np.flatnonzero(split == 0)):
+    if total >= limit:
+      return
+    total += len(text)
+    yield text
+
+
+_TOKENIZER, _NBYTES = None, None  # this (worker) process's tokenizer and its token lengths
+
+
+def _init(spec) -> None:
+  """Sets this process's tokenizer from a spec (a tokenizer object in this process)."""
+  global _TOKENIZER, _NBYTES
+  if isinstance(spec, tuple):
+    spec = (tok_lib.BpeTokenizer.from_json(spec[1], spec[2]) if spec[0] == "bpe"
+            else tok_lib.TctTokenizer(spec[1]))
+  _TOKENIZER = spec
+  _NBYTES = spec.token_bytes() if hasattr(spec, "token_bytes") else None
+
+
+def _spec(tok):
+  """What a worker needs to rebuild `tok`: the BPE's JSON, or the TCT module's name."""
+  if isinstance(tok, tok_lib.BpeTokenizer):
+    return ("bpe", tok.to_json(), tok.vocab_size)
+  return ("tct", tok.module_name)
+
+
+def encode_chunk(texts: list[str]) -> list:
+  """Per text: (ids, structure flags, span) or why the tokenizer's output is unusable (str)."""
+  tok = _TOKENIZER
+  if isinstance(tok, tok_lib.TctTokenizer):
+    ids_list = tok_lib.tct_encode_chunk(texts, tok.module_name)
+  else:
+    ids_list = tok.encode_batch(texts)
+  nbytes = _NBYTES
+  dtype = token_dtype(tok.vocab_size)
+  out = []
+  for text, ids in zip(texts, ids_list):
+    why = tok_lib.unusable(tok, ids)
+    if why is not None:
+      out.append(why)
+      continue
+    ids = np.asarray(ids, dtype)
+    if nbytes is None:  # TCT encodes the JSON, not the text: no structure (holes fall back)
+      out.append((ids, np.zeros(len(ids), np.uint8), np.zeros(len(ids), np.uint16)))
+    else:
+      out.append((ids, *structure_lib.structure(text, nbytes[ids])))
+  return out
+
+
+def token_dtype(vocab_size: int):
+  return np.uint16 if vocab_size <= 2**16 else np.uint32
+
+
+def encode(texts: Iterable[str], tok, num_proc: int, progress: bool = False) -> Iterator:
+  """encode_chunk's result per text, in order, over `num_proc` processes."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  spec = tok if num_proc <= 1 else _spec(tok)
+  with tqdm(desc="encoding", unit="file", disable=None if progress else True, leave=False) as bar:
+    for chunk, results in workers.ordered_map(encode_chunk, workers.batched(texts, ENCODE_CHUNK),
+                                              num_proc, initializer=_init, initargs=(spec,)):
+      yield from results
+      bar.update(len(chunk))
+
+
+class NpyWriter:
+  """A 1-D `.npy` file written by appending (the bytes np.save writes); its shape goes into the
+  header on `close`, over a header written first for the widest shape (the same length)."""
+
+  def __init__(self, path: pathlib.Path, dtype):
+    self.dtype, self.n = np.dtype(dtype), 0
+    self.f = open(path, "wb")
+    self.header_len = self._header(10**15)
+
+  def _header(self, n: int) -> int:
+    np.lib.format.write_array_header_1_0(self.f, {
+        "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+        "shape": (n,)})
+    return self.f.tell()
+
+  def append(self, a: np.ndarray) -> None:
+    self.f.write(np.ascontiguousarray(a, self.dtype).tobytes())
+    self.n += len(a)
+
+  def close(self) -> None:
+    """Writes the real shape and syncs the file to disk."""
+    self.f.seek(0)
+    if self._header(self.n) != self.header_len:
+      raise AssertionError(f"{self.f.name}: the .npy header changed length")
+    self.f.flush()
+    os.fsync(self.f.fileno())
+    self.f.close()
