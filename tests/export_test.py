@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -186,3 +188,18 @@ def _exit_code(argv) -> int:
     return export.main(argv)
   except SystemExit as e:  # argparse's usage errors
     return e.code
+
+
+def test_reference_needs_only_numpy(exported):
+  """reference.py copied out of the package runs with jax, flax and safetensors unimportable."""
+  code = ("import sys, importlib.util\n"
+          "for name in ('jax', 'flax', 'safetensors', 'ml_dtypes', 'fimjax'):\n"
+          "  sys.modules[name] = None\n"
+          f"spec = importlib.util.spec_from_file_location('reference', {reference.__file__!r})\n"
+          "ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)\n"
+          f"m = ref.load({exported!r})\n"
+          "t, p, g = ref.fim_prompt([5, 6], [7], m.special, m.positions)\n"
+          "print(ref.forward(m, t, p, g).shape)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  vocab = json.load(open(os.path.join(exported, "config.json")))["architecture"]["vocab_size"]
+  assert out.stdout.strip() == f"(7, {vocab})"  # BOS 5 6 MASK 7 EOS MID
