@@ -20,6 +20,8 @@ in the suffix. A node is marked only when both its ends are token boundaries; a 
 most one node (the first found wins). Documents that do not parse as YAML keep their LINE marks.
 """
 
+import bisect
+
 import numpy as np
 import yaml
 
@@ -33,6 +35,13 @@ _WS[list(b" \t\r\n\f\v")] = True
 
 class _Loader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
   """Composes nodes only (no construction), so nothing is expanded: aliases stay one node."""
+
+  _TAGS = {yaml.ScalarNode: "tag:yaml.org,2002:str", yaml.SequenceNode: "tag:yaml.org,2002:seq",
+           yaml.MappingNode: "tag:yaml.org,2002:map"}
+
+  def resolve(self, kind, value, implicit):  # pylint: disable=unused-argument
+    """No tags are needed for marks: skips the implicit-tag regexes (a quarter of compose)."""
+    return self._TAGS[kind]
 
 
 class _Marks:
@@ -50,17 +59,27 @@ class _Marks:
       widths = 1 + (widths >= 0x80) + (widths >= 0x800) + (widths >= 0x10000)
       self.byte_of = np.concatenate([[0], np.cumsum(widths)])
     self.nonws_before = np.concatenate([[0], np.cumsum(~_WS[data])])  # non-space bytes < b
+    # Python lists for the per-node lookups below: bisect on a list is ~10x numpy on a scalar.
+    self._starts, self._nonws = self.starts.tolist(), None
 
   def byte(self, c):
     return c if self.byte_of is None else self.byte_of[c]
 
   def at_start(self, c: int) -> int:
     """The token that starts exactly at character c (len(tokens) at the end), else -1."""
-    b = self.byte(c)
+    b = int(self.byte(c))
     if b == self.num_bytes:
-      return len(self.starts)
-    i = int(np.searchsorted(self.starts, b))
-    return i if i < len(self.starts) and self.starts[i] == b else -1
+      return len(self._starts)
+    i = bisect.bisect_left(self._starts, b)
+    return i if i < len(self._starts) and self._starts[i] == b else -1
+
+  def snap_one(self, c: int) -> int:
+    """`snap` of one character, in plain Python."""
+    if self._nonws is None:
+      self._nonws = self.nonws_before.tolist()
+    b = int(self.byte(c))
+    i = bisect.bisect_right(self._starts, b) - 1
+    return i if i >= 0 and self._nonws[b] == self._nonws[self._starts[i]] else -1
 
   def snap(self, c):
     """The token holding character(s) c when only whitespace lies between its start and c."""
@@ -76,8 +95,8 @@ class _Marks:
     ws = c
     while ws > 0 and self.text[ws - 1] in " \t":
       ws -= 1
-    i = int(np.searchsorted(self.starts, self.byte(ws)))
-    return i if i < len(self.starts) and self.starts[i] <= self.byte(c) else -1
+    i = bisect.bisect_left(self._starts, int(self.byte(ws)))
+    return i if i < len(self._starts) and self._starts[i] <= self.byte(c) else -1
 
   def line_token(self, c: int, lead: str) -> int:
     """The LINE token of character c's line when the line before c is `lead` (a regex class of
@@ -86,7 +105,7 @@ class _Marks:
     head = self.text[ls:c]
     if (lead == "key" and head.strip(" \t")) or (lead == "item" and head.strip(" \t") != "-"):
       return -1
-    return 0 if ls == 0 else int(self.snap(ls - 1))
+    return 0 if ls == 0 else self.snap_one(ls - 1)
 
 
 def _end(node) -> int:
