@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import sys
 import time
 
@@ -35,11 +36,9 @@ BLOCK_NAMES = {"wq": "attn.wq", "wk": "attn.wk", "wv": "attn.wv", "wo": "attn.wo
 TENSORS = {  # flat name pattern: layout (D d_model, H heads, K head_dim, F mlp hidden)
     "embed": "[vocab_size, D] token embedding (rows >= model_vocab_size are padding)",
     "gap_embed": "[context + 1, D] learned embedding of the gap input",
-    "blocks.{i}.attn.wq": "[D, H, K]", "blocks.{i}.attn.wk": "[D, H, K]",
-    "blocks.{i}.attn.wv": "[D, H, K]", "blocks.{i}.attn.wo": "[H, K, D]",
-    "blocks.{i}.mlp.w_up": "[D, F]", "blocks.{i}.mlp.w_down": "[F, D]",
-    "head": "[D, vocab_size] output head (untied from embed)",
-}
+    **{f"blocks.{{i}}.attn.{w}": "[D, H, K]" for w in ("wq", "wk", "wv")},
+    "blocks.{i}.attn.wo": "[H, K, D]", "blocks.{i}.mlp.w_up": "[D, F]",
+    "blocks.{i}.mlp.w_down": "[F, D]", "head": "[D, vocab_size] output head (untied)"}
 FORWARD = [  # the spec fimjax/reference.py follows, step by step
     "rmsnorm(x) = x / sqrt(mean(x**2, last axis) + 1e-6), no weight, computed in fp32",
     "x = rmsnorm(embed[tokens] + gap_embed[clip(gap, 0, context)])",
@@ -126,8 +125,7 @@ def input_spec(positions: str) -> dict:
                   f"{0 if positions == 'collapsed' else 1} and gap = previous gap + 1 when "
                   "infilling (stop at <|eom|>); pos + 1 and gap 0 when generating (stop at "
                   "<|eos|>)",
-      "segment_ids": "optional: attention stays within equal ids (packed rows); one prompt "
-                     "needs none",
+      "segment_ids": "optional: attention within equal ids (packed rows); a prompt needs none",
       "examples": _layout_examples(positions),
   }
 
@@ -210,8 +208,8 @@ def _card(cj: dict, n_params: int) -> str:
   return f"""# fimjax model `{t.get('config_name', '?')}`, step {cj['step']}
 
 A {n_params / 1e6:.1f}M-parameter decoder-only transformer trained by fimjax with
-fill-in-the-middle (FIM) on GitHub Actions workflow files: it fills holes in a workflow (text
-before and after the hole in, the middle out) and writes workflows from scratch.
+fill-in-the-middle (FIM) on GitHub Actions workflows: it fills holes in a workflow and writes
+workflows from scratch.
 {a['num_layers']} layers, d_model {a['d_model']}, {a['num_heads']} heads, context {a['context']},
 vocab {a['model_vocab_size']} ({a['vocab_size']} padded); weights in {cj['weights_dtype']}.
 
@@ -231,10 +229,9 @@ All figures, counts included: `config.json` `training.metrics`.
 
 ## Intended use
 
-Completing and drafting GitHub Actions workflows (editor completion, scripts) and research on
-FIM at small scale. A small model: review what it writes. It can produce invalid workflows and
-unsafe ones (broad permissions, unpinned actions), and can reproduce text from the public
-workflows it was trained on.
+Completing and drafting GitHub Actions workflows (editors, scripts); research on FIM at small
+scale. Review what it writes: it can produce invalid or unsafe workflows (broad permissions,
+unpinned actions) and reproduce text of the public workflows it was trained on.
 
 ## Files and how to load them
 
@@ -255,10 +252,6 @@ With fimjax (JAX): `cfg, params, _ = fimjax.export.load_export("THIS_DIR")`, the
 `fimjax.model.apply(cfg, params, tokens[None], pos[None], gap[None])`. Text to ids (BPE):
 `tokenizers.Tokenizer.from_file("THIS_DIR/tokenizer.json").encode(text, add_special_tokens=False)`.
 """
-
-
-def _layout(name: str) -> str:
-  return TENSORS["blocks.{i}." + name.split(".", 2)[2] if name.startswith("blocks.") else name]
 
 
 def _write_file(path: str, write) -> None:
@@ -284,16 +277,14 @@ def write_export(out: str, cfg, params: dict, *, model_vocab_size: int, special_
   n_params = sum(a.size for a in tensors.values())
   cj = {"format": FORMAT, "format_version": FORMAT_VERSION, "step": int(step),
         "weights_dtype": dtype, "architecture": architecture(cfg, model_vocab_size),
-        "tensors": {k: {"shape": list(a.shape), "layout": _layout(k)}
+        "tensors": {k: {"shape": list(a.shape), "layout": TENSORS[re.sub(r"\.\d+\.", ".{i}.", k)]}
                     for k, a in tensors.items()},
-        "forward": FORWARD,
-        "special_ids": dict(special_ids),
+        "forward": FORWARD, "special_ids": dict(special_ids),
         "special_tokens": {TOKEN_NAMES[k]: int(v) for k, v in special_ids.items()},
         "tokenizer": tokenizer, "inputs": input_spec(positions), "num_params": int(n_params)}
   if training:
     cj["training"] = training
-  files = [(WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": FORMAT,
-                                                                "step": str(step)})),
+  files = [(WEIGHTS, lambda p: save_file(tensors, p, {"format": FORMAT, "step": str(step)})),
            (CONFIG, lambda p: pathlib.Path(p).write_text(_dumps(cj) + "\n", "utf-8")),
            (CARD, lambda p: pathlib.Path(p).write_text(_card(cj, n_params), "utf-8"))]
   if tokenizer_json is not None:
