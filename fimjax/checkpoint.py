@@ -1,5 +1,10 @@
 """Orbax checkpoints of a run: train state, data-iterator state, config and tokenizer metadata.
 
+Each step also carries an `inference` item (`inference_record`): the tokenizer itself (BPE: its
+tokenizer.json text; TCT: module and version), the special ids, the model's vocabulary size and
+the step's eval metrics, so `fimjax.api.load` needs neither the token cache nor the corpus.
+Checkpoints saved before it existed lack the item and read the tokenizer from the run's cache.
+
 One `Checkpoints` per workdir (`<workdir>/checkpoints/<step>/`). Saves are asynchronous (the
 loop blocks only while arrays are copied to host). Kept: the latest `keep` checkpoints plus the
 best one by validation loss. A checkpoint that fails to restore (torn, corrupt arrays, config or meta
@@ -10,6 +15,7 @@ used; nothing is deleted.
 
 import json
 import logging
+import math
 import os
 import pathlib
 import shutil
@@ -24,10 +30,14 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from fimjax.data import cache_format
+
 log = logging.getLogger(__name__)
 
 EVAL_METRIC = "eval_loss"
 CHECKSUMS = "checksums"  # key in a checkpoint's `meta`: {array path: digest} of its state
+INFERENCE = "inference"  # item of a step: what inference needs without the token cache
+INFERENCE_FORMAT = "fimjax-inference"
 
 
 class ChecksumError(ValueError):
@@ -133,9 +143,14 @@ def check_cache_dir(path: str, workdir: str) -> None:
 class Checkpoints:
   """Saves and restores checkpoints of one run directory."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True):
+  def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True,
+               steps_dir: str | None = None):
+    """`steps_dir`: the folder of step folders when it is not `<workdir>/checkpoints` (a copy)."""
     root = workdir if "://" in workdir else os.path.abspath(workdir)  # orbax wants absolute
-    self.directory = epath.Path(root) / "checkpoints"
+    if steps_dir:
+      self.directory = epath.Path(steps_dir if "://" in steps_dir else os.path.abspath(steps_dir))
+    else:
+      self.directory = epath.Path(root) / "checkpoints"
     self._unreadable = epath.Path(root) / "checkpoints_unreadable"
     policy = checkpoint_managers.AnyPreservationPolicy([
         checkpoint_managers.LatestN(n=keep),
@@ -152,7 +167,7 @@ class Checkpoints:
     )
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
-        item_names=("state", "data", "config", "meta"))
+        item_names=("state", "data", "config", "meta", INFERENCE))
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -165,10 +180,12 @@ class Checkpoints:
     return self.manager.best_step()
 
   def save(self, step: int, state: Any, data_iter: grain.DatasetIterator, *,
-           config: dict, meta: dict, eval_loss: float | None = None) -> None:
+           config: dict, meta: dict, eval_loss: float | None = None,
+           inference: dict | None = None) -> None:
     """Starts an asynchronous save; returns once the arrays are on host.
 
-    `meta` is saved with the state's checksums added (`CHECKSUMS`), which a restore compares.
+    `meta` is saved with the state's checksums added (`CHECKSUMS`), which a restore compares;
+    `inference` (`inference_record`) as the step's `inference` item.
     """
     metrics = None if eval_loss is None else {EVAL_METRIC: float(eval_loss)}
     # Now, before returning: the next train step donates (overwrites) the state's buffers.
@@ -178,6 +195,7 @@ class Checkpoints:
         data=grain.checkpoint.CheckpointSave(data_iter),
         config=ocp.args.JsonSave(config),
         meta=ocp.args.JsonSave(meta),
+        **({INFERENCE: ocp.args.JsonSave(inference)} if inference is not None else {}),
     )
     self.manager.save(step, args=args, metrics=metrics, force=True)
 
@@ -200,19 +218,22 @@ class Checkpoints:
     return None, None
 
   def latest_json(self) -> tuple[int | None, dict | None, dict | None]:
-    """(step, config, meta) of the newest checkpoint whose `config` and `meta` read; unreadable
-    ones (corrupt JSON, empty folder, missing item) are moved aside like in `restore_latest`."""
+    """(step, config, meta) of the newest checkpoint whose JSON items read; unreadable ones
+    (corrupt JSON, empty folder, missing item) are moved aside like in `restore_latest`."""
     self.manager.wait_until_finished()
     for step in reversed(self.all_steps()):
       try:
-        return step, self.read_json(step, "config"), self.read_json(step, "meta")
+        config, meta = self.read_json(step, "config"), self.read_json(step, "meta")
+        if (self.directory / str(step) / INFERENCE).exists():  # absent in older checkpoints
+          self.read_json(step, INFERENCE)
+        return step, config, meta
       except (OSError, ValueError) as e:
         self._move_aside(step, e)
     return None, None, None
 
   def read_json(self, step: int, item: str) -> dict:
-    """Reads the `config` or `meta` item of a checkpoint without touching arrays; raises
-    OSError or ValueError naming the file when it is missing or not a JSON object."""
+    """Reads a JSON item (`config`, `meta`, `inference`) of a checkpoint without touching arrays;
+    raises OSError or ValueError naming the file when it is missing or not a JSON object."""
     path = self.directory / str(step) / item / "metadata"
     try:
       obj = json.loads(path.read_text())
@@ -273,43 +294,92 @@ def require_run(workdir: str) -> None:
                           f"python -m fimjax.main --config CONFIG --workdir {workdir}")
 
 
-def load_run(workdir: str, *, step: int | None = None, mesh=None):
-  """(config, cache, state, step) of a trained run, for sampling and evaluation.
+def inference_record(cache, config: dict, metrics: dict | None = None) -> dict:
+  """The `inference` item of a step: the tokenizer with its id (`cache_format.tokenizer_id`;
+  BPE: its tokenizer.json text, TCT: module and version), the special ids by name, the model's
+  vocabulary size, the model and FIM settings, and `metrics` (the step's evaluation, or None)."""
+  tok = cache.tokenizer()
+  tokenizer = {"id": cache_format.tokenizer_id(cache.meta), "name": tok.name,
+               "version": tok.version, "vocab_size": tok.vocab_size, "pad_id": tok.pad_id}
+  if tok.name == "bpe":
+    tokenizer["json"] = tok.to_json()  # the text its id hashes
+  else:
+    tokenizer["module"] = tok.module_name
+  return with_eval({"format": INFERENCE_FORMAT, "version": 1, "tokenizer": tokenizer,
+                    "special_ids": dict(cache.special_ids),
+                    "model_vocab_size": int(cache.model_vocab_size),
+                    "model": dict(config["model"]), "fim_positions": config["fim"]["positions"]},
+                   metrics)
 
-  Uses the checkpoint's own config (so overrides given at training time hold), the best
-  checkpoint by validation loss when `step` is None and one exists, else the latest.
-  """
-  import ml_collections  # pylint: disable=g-import-not-at-top
+
+def with_eval(record: dict, metrics: dict | None) -> dict:
+  """`record` with its `eval` metrics (JSON numbers: NaN/inf as null)."""
+  ok = lambda v: v if not isinstance(v, float) or math.isfinite(v) else None  # noqa: E731
+  return {**record, "eval": None if metrics is None else {k: ok(v) for k, v in metrics.items()}}
+
+
+def pick_step(ckpts: Checkpoints, step: int | None, fix: str) -> int:
+  """`step` when the folder has it, else the best step by validation loss, else the latest;
+  FileNotFoundError naming `fix` when there is none."""
+  steps = ckpts.all_steps()
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {ckpts.directory}: {fix}")
+  if step is None:
+    return ckpts.best_step() or steps[-1]
+  if step not in steps:
+    raise FileNotFoundError(f"no checkpoint for step {step} in {ckpts.directory} "
+                            f"(have: {steps})")
+  return step
+
+
+def restore_state(ckpts: Checkpoints, step: int, config, model_vocab_size: int, mesh):
+  """(train state of `step`, checked against its checksums; `mesh`). `mesh` None: every local
+  device, data parallel (`config.mesh` set to match)."""
   from fimjax import sharding  # pylint: disable=g-import-not-at-top
   from fimjax import step as step_lib  # pylint: disable=g-import-not-at-top
-  from fimjax.data import cache as cache_lib  # pylint: disable=g-import-not-at-top
+  if mesh is None:
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+    mesh = sharding.make_mesh(config.mesh)
+  abstract = step_lib.abstract_train_state(config, model_vocab_size, mesh)
+  restored = ckpts.manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract)))
+  try:
+    ckpts.verify(step, restored["state"])
+  except ChecksumError as e:  # a reader moves nothing aside: it names another step to use
+    others = [s for s in ckpts.all_steps() if s != step]
+    raise ChecksumError(f"{e}; pass another --step (have: {others})" if others else
+                        f"{e}; no other checkpoint: retrain") from None
+  return restored["state"], mesh
+
+
+def tokenizer_mismatch(trained: str, given: str, where: str, fix: str) -> ValueError:
+  """The one-line refusal of a tokenizer (id `given`, from `where`) other than the trained one."""
+  return ValueError(f"tokenizer mismatch: the checkpoint was trained with {trained}, {where} "
+                    f"has {given}; its weights would read other token ids: {fix}")
+
+
+def load_run(workdir: str, *, step: int | None = None, mesh=None):
+  """(config, cache, state, step) of a trained run, for evaluation on its token cache.
+
+  Uses the checkpoint's own config (so overrides given at training time hold), the best
+  checkpoint by validation loss when `step` is None and one exists, else the latest. Refuses a
+  cache whose tokenizer is not the one the checkpoint was trained with.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
 
   require_run(workdir)
   ckpts = Checkpoints(workdir)
   try:
-    steps = ckpts.all_steps()
-    if not steps:
-      raise FileNotFoundError(f"no checkpoint in {ckpts.directory}: train first with "
-                              f"python -m fimjax.main --config CONFIG --workdir {workdir}")
-    if step is None:
-      step = ckpts.best_step() or steps[-1]
-    elif step not in steps:
-      raise FileNotFoundError(f"no checkpoint for step {step} in {ckpts.directory} "
-                              f"(have: {steps})")
+    step = pick_step(ckpts, step, f"train first with python -m fimjax.main --config CONFIG "
+                     f"--workdir {workdir}")
     config = ml_collections.ConfigDict(ckpts.read_json(step, "config"))
-    cache = cache_lib.load_cache(cache_dir(config, workdir))
-    if mesh is None:
-      config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
-      mesh = sharding.make_mesh(config.mesh)
-    abstract = step_lib.abstract_train_state(config, cache.model_vocab_size, mesh)
-    restored = ckpts.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract)))
-    try:
-      ckpts.verify(step, restored["state"])
-    except ChecksumError as e:  # a reader moves nothing aside: it names another step to use
-      others = [s for s in steps if s != step]
-      raise ChecksumError(f"{e}; pass another --step (have: {others})" if others else
-                          f"{e}; no other checkpoint: retrain") from None
-    return config, cache, restored["state"], step
+    path = cache_dir(config, workdir)
+    cache = cache_format.load_cache(path)
+    trained = cache_format.tokenizer_id(ckpts.read_json(step, "meta"))
+    if cache_format.tokenizer_id(cache.meta) != trained:
+      raise tokenizer_mismatch(trained, cache_format.tokenizer_id(cache.meta),
+                               f"the token cache {path}", "evaluate with --corpus instead")
+    state, _ = restore_state(ckpts, step, config, cache.model_vocab_size, mesh)
+    return config, cache, state, step
   finally:
     ckpts.close()

@@ -217,6 +217,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   flops_per_token = flops.model_flops_per_token(model_cfg)
   peak = flops.peak_flops_per_device(config.train.peak_tflops) * mesh.devices.size
   saved_config, meta = config.to_dict(), cache.meta
+  inference = checkpoint_lib.inference_record(cache, saved_config)  # what a copy needs to load
 
   def run_eval(step):
     result.eval_metrics = evaluate.evaluate(
@@ -230,7 +231,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
     bad = int(jax.device_get(state["bad_step"]))
     if bad >= 0:
       raise NonFiniteError(bad)
-    ckpts.save(step, state, data_iter, config=saved_config, meta=meta, eval_loss=eval_loss)
+    ckpts.save(step, state, data_iter, config=saved_config, meta=meta, eval_loss=eval_loss,
+               inference=checkpoint_lib.with_eval(
+                   inference, None if eval_loss is None else result.eval_metrics))
 
   progress = metrics_lib.Progress(start, config.train.steps, enabled=config.train.progress)
   pending, t_last, last_ckpt_time = [], time.monotonic(), time.monotonic()
