@@ -28,3 +28,12 @@ def _no_tpu():
 
 
 _skip_tpu_backend_without_a_tpu()
+
+
+def __getattr__(name: str):
+  # `fimjax.load` without importing jax, flax and orbax with the package: tools that never load
+  # a model (the cache CLI) start faster.
+  if name == "load":
+    from fimjax import api  # pylint: disable=g-import-not-at-top
+    return api.load
+  raise AttributeError(f"module 'fimjax' has no attribute {name!r}")

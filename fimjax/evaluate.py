@@ -18,23 +18,33 @@ line, step, block, random spans of 1 / 2-8 / 9-32 / 33+ tokens), `eval.infill_ho
 exact match, written, the line stop rule and valid-after-fill.
 
 `generation_metrics`: `generate_samples` workflows sampled from scratch (temperature 1, GEN_SEED);
-rates that decode (ending with EOS within GEN_MAX_TOKENS), parse and pass the workflow JSON schema
-(fimjax.generate).
+rates that decode (ending with EOS within GEN_MAX_TOKENS), parse and pass the JSON schema
+(`--schema`, else the run's data.schema_path, else the workflow schema shipped with fimjax).
+
+DIR (or `--model DIR`): a run's workdir, its checkpoints/ folder (a copy will do) or one
+checkpoints/<step> folder. The losses need documents: the run's token cache when it is there
+(and holds the model's tokenizer), else `--corpus`.
 """
 
 import json
 import logging
 import math
+import pathlib
 import sys
 
+import absl.flags
 import jax
 import ml_collections
-import numpy as np
 
+from fimjax import api
+from fimjax import checkpoint
 from fimjax import cli
+from fimjax import inference
 from fimjax import infill_eval
+from fimjax import model as model_lib
 from fimjax import step as step_lib
 from fimjax.data import cache as cache_lib
+from fimjax.data import fim
 from fimjax.data import pipeline
 
 log = logging.getLogger(__name__)
@@ -93,24 +103,15 @@ def validation_losses(config: ml_collections.ConfigDict, cache, state, eval_step
 # ---------------------------------------------------------------------------------- generation
 
 
-def generation_metrics(cfg, params, cache, *, num: int, max_tokens: int = GEN_MAX_TOKENS,
-                       schema_path="", seed: int = GEN_SEED, batch_size: int = 16) -> dict:
-  from fimjax import generate  # pylint: disable=g-import-not-at-top
-  from fimjax import sample as sample_lib  # pylint: disable=g-import-not-at-top
-  try:
-    validator = generate.make_validator(schema_path)
-  except ValueError:  # no schema found: count decode/parse only
-    validator = None
-  sc = sample_lib.SampleConfig(temperature=1.0, max_new=cfg.context - 1)
-  samples = generate.generate(cfg, params, cache, num, sc=sc, max_tokens=max_tokens, seed=seed,
-                              validator=validator, batch_size=batch_size)
-  c = generate.counts(samples)
+def generation_metrics(model: api.Model, *, num: int, max_tokens: int = GEN_MAX_TOKENS,
+                       validator=None, seed: int = GEN_SEED, batch_size: int = 16) -> dict:
+  """Rates of `num` samples (temperature 1) that decode, parse and pass `validator`'s schema."""
+  samples = model.samples(num, temperature=1.0, max_tokens=max_tokens, seed=seed,
+                          batch_size=batch_size, validator=validator)
+  c = inference.counts(samples)
   n = max(c["num"], 1)
-  out = {"gen_num": c["num"], "gen_decoded_rate": c["decoded"] / n,
-         "gen_parsed_rate": c["parsed"] / n}
-  if validator is not None:
-    out["gen_schema_valid_rate"] = c["schema_valid"] / n
-  return out
+  return {"gen_num": c["num"], "gen_decoded_rate": c["decoded"] / n,
+          "gen_parsed_rate": c["parsed"] / n, "gen_schema_valid_rate": c["schema_valid"] / n}
 
 
 def make_eval_step(config, cache, mesh):
@@ -120,11 +121,19 @@ def make_eval_step(config, cache, mesh):
 
 
 def evaluate(config, cache, state, mesh, eval_step=None, *, sampling: bool = True,
-             schema_path: str = "", docs=None, span_policy: str = "", **overrides) -> dict:
+             schema_path: str = "", schema_fix: str = "", docs=None, span_policy: str = "",
+             **overrides) -> dict:
   """Losses, plus infill and generation metrics when `sampling` (settings: config.eval), on
-  `docs` (default: the validation split; generation does not depend on them)."""
-  from fimjax import model as model_lib  # pylint: disable=g-import-not-at-top
+  `docs` (default: the validation split; generation does not depend on them). The JSON schema
+  is `schema_path`, else the run's data.schema_path, else the bundled workflow schema;
+  `schema_fix` ends the error when it cannot be read (default: names data.schema_path)."""
   s = {**eval_settings(config), **{k: v for k, v in overrides.items() if v is not None}}
+  validator = None
+  if sampling:  # before the losses: a wrong path stops at once
+    validator = inference.make_validator(
+        schema_path or config.data.get("schema_path", ""), fix=schema_fix or
+        "fix --config.data.schema_path, or set it to '' for the workflow schema shipped with "
+        "fimjax")
   if eval_step is None:
     eval_step = make_eval_step(config, cache, mesh)
   docs = cache.documents("validation") if docs is None else docs
@@ -136,18 +145,17 @@ def evaluate(config, cache, state, mesh, eval_step=None, *, sampling: bool = Tru
     log.warning("infill/generation metrics are computed in single-process runs only; run "
                 "python -m fimjax.evaluate --workdir ... on one host")
     return out
-  cfg = model_lib.ModelConfig.from_config(config, cache.model_vocab_size)
-  params = state["params"]
+  tok = cache.tokenizer()
+  model = api.Model(config, model_lib.ModelConfig.from_config(config, cache.model_vocab_size),
+                    state["params"], tok, cache.special_ids, cache.model_vocab_size)
   with jax.set_mesh(mesh):
     if s["infill_holes"] > 0:
       out.update(infill_eval.infill_metrics(
-          cfg, params, docs, cache.special_ids, cache.model_vocab_size,
-          tokenizer=cache.tokenizer(), per_kind=int(s["infill_holes"]),
-          max_new=int(s["max_new_tokens"]), positions=config.fim.positions,
-          schema_path=schema_path or config.data.get("schema_path", "")))
+          model.model_config, model.params, docs, cache.special_ids, cache.model_vocab_size,
+          tokenizer=tok, per_kind=int(s["infill_holes"]), max_new=int(s["max_new_tokens"]),
+          positions=config.fim.positions, validator=validator))
     if s["generate_samples"] > 0:
-      out.update(generation_metrics(cfg, params, cache, num=int(s["generate_samples"]),
-                                    schema_path=schema_path or config.data.get("schema_path", "")))
+      out.update(generation_metrics(model, num=int(s["generate_samples"]), validator=validator))
   return out
 
 
@@ -158,7 +166,8 @@ def _json_safe(report: dict) -> dict:
 
 def main(argv=None) -> int:
   p = cli.ArgumentParser(prog="python -m fimjax.evaluate", description=__doc__.split("\n")[0])
-  p.add_argument("--workdir", required=True)
+  p.add_argument("--workdir", "--model", dest="workdir", required=True,
+                 help="a run's workdir, its checkpoints/ folder (or a copy) or one step folder")
   p.add_argument("--out", help="write the JSON report here (default: print it)")
   p.add_argument("--step", type=int)
   p.add_argument("--infill-holes", type=cli.number(low=0),
@@ -167,10 +176,11 @@ def main(argv=None) -> int:
                  help="default: config eval.generate_samples")
   p.add_argument("--max-new-tokens", type=cli.number(low=1),
                  help="default: config eval.max_new_tokens")
-  p.add_argument("--schema", default="", help="JSON schema for validity (default: the bundled "
-                 "workflow schema)")
+  p.add_argument("--schema", default="", help="JSON schema for validity (default: the run's "
+                 "data.schema_path, else the workflow schema shipped with fimjax)")
   p.add_argument("--corpus", default="", help="evaluate on these files/folders (comma-separated; "
-                 "a held-out repository) instead of the validation split")
+                 "a held-out repository) instead of the validation split (needed when the "
+                 "run's token cache is not there)")
   p.add_argument("--span-policy", default="", choices=("",) + fim_policies(),
                  help="holes of the FIM losses (default: the run's fim.span_policy)")
   args = p.parse_args(sys.argv[1:] if argv is None else argv)
@@ -194,37 +204,63 @@ def main(argv=None) -> int:
 
 
 def fim_policies() -> tuple:
-  from fimjax.data import fim  # pylint: disable=g-import-not-at-top
   return fim.SPAN_POLICIES
+
+
+class _Vocab:
+  """What `evaluate` reads of a token cache, from a model loaded without one (losses on
+  `--corpus` files)."""
+
+  def __init__(self, model: api.Model):
+    self.special_ids, self.model_vocab_size = model.special_ids, model.model_vocab_size
+    self._tokenizer = model.tokenizer
+
+  def tokenizer(self):
+    return self._tokenizer
+
+
+def _run_cache(model: api.Model, path: str):
+  """The run's token cache for the validation losses, with the model's own tokenizer."""
+  run = api.locate(path)[3]
+  where = checkpoint.cache_dir(model.config, run) if run or model.config.data.cache_dir else None
+  if where is None or cache_lib.read_meta(pathlib.Path(where)) is None:
+    raise FileNotFoundError(f"no data for the losses: no token cache at "
+                            f"{where or '<workdir>/cache'}; pass --corpus FILES (workflow files "
+                            "or folders, comma-separated)")
+  cache = cache_lib.load_cache(where)
+  if (now := cache_lib.tokenizer_id(cache.meta)) != model.tokenizer_id:
+    raise checkpoint.tokenizer_mismatch(model.tokenizer_id, now, f"the token cache {where}",
+                                        "evaluate with --corpus instead")
+  return cache
 
 
 def evaluate_workdir(workdir: str, *, step=None, schema_path: str = "", corpus: str = "",
                      span_policy: str = "", **overrides):
-  """The JSON report of a run's checkpoint (on `corpus` files when given, else the validation
-  split), or an error message (str)."""
-  from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
-  from fimjax import sharding  # pylint: disable=g-import-not-at-top
-  import absl.flags  # pylint: disable=g-import-not-at-top
+  """The JSON report of a checkpoint (`workdir`: anything `api.load` takes) on `corpus` files
+  when given, else the run's validation split; or an error message (str)."""
   if not absl.flags.FLAGS.is_parsed():
     absl.flags.FLAGS.mark_as_parsed()  # grain reads absl flags
   try:
-    config, cache, state, step = checkpoint.load_run(workdir, step=step)
-    docs, held_out = None, {}
+    model, state, mesh = api.open_checkpoint(workdir, step=step)
+    config, docs, held_out = model.config, None, {}
     if corpus:
       docs, summary = cache_lib.encode_documents(
-          [c.strip() for c in corpus.split(",") if c.strip()], cache.tokenizer(),
+          [c.strip() for c in corpus.split(",") if c.strip()], model.tokenizer,
           max_file_bytes=config.data.max_file_bytes)
-      held_out = {"corpus": corpus, "corpus_summary": summary}
-    mesh = sharding.make_mesh(config.mesh)
-    metrics = evaluate(config, cache, state, mesh, schema_path=schema_path, docs=docs,
-                       span_policy=span_policy, **overrides)
+      held_out, vocab = {"corpus": corpus, "corpus_summary": summary}, _Vocab(model)
+    else:
+      vocab = _run_cache(model, workdir)
+    fix = ("fix --schema, or leave it out for the workflow schema shipped with fimjax"
+           if schema_path else "the run's data.schema_path is not here: pass --schema PATH")
+    metrics = evaluate(config, vocab, state, mesh, schema_path=schema_path, schema_fix=fix,
+                       docs=docs, span_policy=span_policy, **overrides)
   except (FileNotFoundError, ValueError) as e:
     return str(e).splitlines()[0]
   settings = {**eval_settings(config), **{k: v for k, v in overrides.items() if v is not None}}
-  return _json_safe({"workdir": workdir, "step": step, "fim_rate": config.fim.rate,
+  return _json_safe({"workdir": workdir, "step": model.step, "fim_rate": config.fim.rate,
                      "span_policy": span_policy or config.fim.span_policy,
-                     "tokenizer": cache.meta.get("tokenizer"), **held_out, **settings,
-                     **metrics})
+                     "tokenizer": model.tokenizer.name, "tokenizer_id": model.tokenizer_id,
+                     **held_out, **settings, **metrics})
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
   python -m fimjax.infill --workdir DIR FILE [--out PATH] [--temperature T] [--top-k K]
                           [--top-p P] [--seed S] [--max-tokens N] [--step STEP] [--stop eom|line]
 
+DIR (or `--model DIR`): a run's workdir, its checkpoints/ folder (a copy will do) or one
+checkpoints/<step> folder; no token cache is needed (`fimjax.api.load`).
+
 A hole is the marker `<FILL>`. Alone on its line (indentation allowed) it is a *line hole*: the
 model writes that whole line, its indentation included (and may write several lines). Inside a
 line it is a *span hole*: the model writes the text between what precedes and what follows it
@@ -19,88 +22,20 @@ command stops with a one-line error.
 """
 
 import argparse
-import dataclasses
-import re
 import sys
 
 import numpy as np
 
+from fimjax import api
 from fimjax import cli
-from fimjax import sample as sample_lib
-
-MARKER = "<FILL>"
-_LINE = re.compile(r"^[ \t]*" + re.escape(MARKER) + r"[ \t]*$")
-
-
-class InfillError(ValueError):
-  """A hole that cannot be filled; the message is one line for the user."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Hole:
-  start: int  # characters [start, end) of the file are replaced by the middle
-  end: int
-  kind: str  # "line" | "span"
-
-
-def find_holes(text: str) -> list[Hole]:
-  """Holes in file order. A line hole spans the newline before its line and the line itself."""
-  holes = []
-  for m in re.finditer(re.escape(MARKER), text):
-    line_start = text.rfind("\n", 0, m.start()) + 1
-    line_end = text.find("\n", m.end())
-    line_end = len(text) if line_end < 0 else line_end
-    if _LINE.match(text[line_start:line_end]):
-      # BPE tokens start a line with "\n" + indentation: the hole begins at that newline.
-      holes.append(Hole(max(line_start - 1, 0), line_end, "line"))
-    else:  # BPE words carry their leading space: spaces before the marker join the hole
-      start = m.start()
-      while start > line_start and text[start - 1] in " \t":
-        start -= 1
-      holes.append(Hole(start, m.end(), "span"))
-  return holes
-
-
-def fill(text: str, tokenizer, cfg, params, special_ids: dict, model_vocab_size: int, *,
-         sc: sample_lib.SampleConfig, positions: str, seed: int = 0, stop: str = "eom",
-         log=None) -> str:
-  """`text` with every hole filled (left to right). `positions`: the run's fim.positions;
-  `stop="line"` ends line holes at the end of their first line."""
-  holes = find_holes(text)
-  if not holes:
-    raise InfillError(f"no hole: mark one with {MARKER} (alone on a line for a whole line, "
-                      "inside a line for a span)")
-  if getattr(tokenizer, "name", "") != "bpe":
-    raise InfillError(f"the {tokenizer.name} tokenizer encodes whole JSON documents only, so a "
-                      f"{MARKER} hole in the text cannot be expressed; infilling needs a model "
-                      "trained with --config.data.tokenizer=bpe (see docs/infill.md)")
-  done, cursor = "", 0
-  lines = sample_lib.newline_ids(tokenizer) if stop == "line" else None
-  for i, hole in enumerate(holes):
-    done += text[cursor:hole.start]
-    nxt = holes[i + 1].start if i + 1 < len(holes) else len(text)
-    try:
-      prompt = sample_lib.hole_prompt(tokenizer.encode(done), tokenizer.encode(text[hole.end:nxt]),
-                                      special_ids, cfg.context, sc.max_new,
-                                      last=i + 1 == len(holes), positions=positions)
-    except ValueError as e:
-      raise InfillError(str(e)) from None
-    res = sample_lib.sample(cfg, params, [prompt], special_ids, model_vocab_size,
-                            mode=sample_lib.INFILL, sc=sc, seed=seed + i, positions=positions,
-                            stop_before=lines if hole.kind == "line" else None)
-    middle = tokenizer.decode(res.tokens[0])
-    if log is not None and not res.stopped[0]:
-      log(f"warning: hole {i + 1} ({hole.kind}, line {text.count(chr(10), 0, hole.start) + 1}): "
-          f"no end of middle within {sc.max_new} tokens; kept what was written")
-    done += middle
-    cursor = hole.end
-  return done + text[cursor:]
+from fimjax.inference import MARKER, Hole, InfillError, fill, find_holes  # noqa: F401
 
 
 def _args(argv):
   p = cli.ArgumentParser(prog="python -m fimjax.infill", description=__doc__.split("\n")[0])
   p.add_argument("file", help=f"workflow file with {MARKER} holes")
-  p.add_argument("--workdir", required=True, help="run directory with checkpoints")
+  p.add_argument("--workdir", "--model", dest="workdir", required=True,
+                 help="a run's workdir, its checkpoints/ folder (or a copy) or one step folder")
   p.add_argument("--out", help="write the completed workflow here (default: print it)")
   p.add_argument("--step", type=int, help="checkpoint step (default: best, else latest)")
   p.add_argument("--hole", help="TCT only: a path such as jobs.build.steps[2] (not supported yet)")
@@ -121,7 +56,7 @@ def add_sampling_flags(p: argparse.ArgumentParser, *, temperature: float, max_to
 
 
 def load_model(workdir: str, step=None):
-  """(config, cache, ModelConfig, params, step) of a run's checkpoint."""
+  """(config, cache, ModelConfig, params, step) of a run's checkpoint, with its token cache."""
   from fimjax import checkpoint  # pylint: disable=g-import-not-at-top  # jax after arg parsing
   from fimjax import model as model_lib  # pylint: disable=g-import-not-at-top
   config, cache, state, step = checkpoint.load_run(workdir, step=step)
@@ -192,18 +127,16 @@ def main(argv=None) -> int:
         "inside a line for a span)")
     return 2
   try:
-    config, cache, cfg, params, _ = load_model(args.workdir, args.step)
-    tok = cache.tokenizer()
+    model = api.load(args.workdir, step=args.step)
     if args.hole is not None:
+      name = model.tokenizer.name
       raise InfillError(
-          f"--hole {args.hole}: hole paths are not supported yet (a {tok.name} model: "
-          + ("TCT encodes whole JSON documents only" if tok.name == "tct" else
+          f"--hole {args.hole}: hole paths are not supported yet (a {name} model: "
+          + ("TCT encodes whole JSON documents only" if name == "tct" else
              f"mark the hole with {MARKER} in the file instead") + "; see docs/infill.md)")
-    sc = sample_lib.SampleConfig(args.temperature, args.top_k, args.top_p,
-                                 min(args.max_tokens, cfg.context // 2))
-    out = fill(text, tok, cfg, params, cache.special_ids, cache.model_vocab_size, sc=sc,
-               positions=config.fim.positions, seed=args.seed, stop=args.stop,
-               log=lambda m: print(m, file=sys.stderr))
+    out = model.infill(text, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                       max_tokens=args.max_tokens, seed=args.seed, stop=args.stop,
+                       log=lambda m: print(m, file=sys.stderr))
   except (InfillError, FileNotFoundError, ValueError) as e:
     err(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return 2 if isinstance(e, InfillError) else 1

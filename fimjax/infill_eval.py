@@ -150,8 +150,9 @@ def summary(rows: list[dict]) -> dict:
 
 def infill_metrics(cfg, params, docs, special_ids, model_vocab_size, *, tokenizer, per_kind: int,
                    max_new: int, positions: str, schema_path: str = "", seed: int = HOLE_SEED,
-                   batch_size: int = 16) -> dict:
-  """`summary` of greedy infilling on `make_holes(docs, per_kind, ...)`."""
+                   batch_size: int = 16, validator=None) -> dict:
+  """`summary` of greedy infilling on `make_holes(docs, per_kind, ...)`; valid-after-fill
+  against `validator`, else the JSON schema `schema_path` (default: the bundled one)."""
   max_new = min(max_new, cfg.context // 2)
   holes = make_holes(docs, per_kind, max_new, seed=seed)
   outputs = fill_holes(cfg, params, docs, special_ids, model_vocab_size, holes, max_new=max_new,
@@ -161,6 +162,6 @@ def infill_metrics(cfg, params, docs, special_ids, model_vocab_size, *, tokenize
   validator = None
   if bpe:
     newline = sample_lib.newline_ids(tokenizer)
-    validator = corpus.schema_validator(schema_path)
+    validator = validator or corpus.schema_validator(schema_path)
   return summary(score(holes, outputs, docs, tokenizer=tokenizer if bpe else None,
                        newline=newline, validator=validator))

@@ -8,6 +8,7 @@ from fimjax import evaluate
 from fimjax import generate
 from fimjax import infill_eval
 from fimjax.data import cache as cache_lib
+from fimjax.data import corpus
 from fimjax.data import structure
 
 
@@ -129,7 +130,7 @@ def test_evaluate_cli_writes_a_report(trained_workdir, tmp_path, capsys):
   report = json.loads(out.read_text())
   for key in ("eval_loss", "eval_fim_loss", "eval_fim_first_acc", "eval_fim_eom_acc",
               "infill_exact", "infill_written", "infill_n", "infill_valid_after_fill",
-              "gen_decoded_rate", "gen_parsed_rate", "step"):
+              "gen_decoded_rate", "gen_parsed_rate", "gen_schema_valid_rate", "step"):
     assert key in report, key
   assert report["infill_holes"] == 4
   for kind in ("value", "line", "span1", "span2_8"):  # 9+ tokens do not fit max-new 8
@@ -142,9 +143,12 @@ def test_evaluate_cli_writes_a_report(trained_workdir, tmp_path, capsys):
 
 
 def test_training_loop_logs_sampling_metrics(trained_workdir):
+  # The run was given no schema path: the workflow schema shipped with fimjax gives the rate.
   records = [json.loads(l) for l in open(trained_workdir / "metrics.jsonl")]
   evals = [r for r in records if "eval_loss" in r]
-  assert evals and {"eval_fim_loss", "infill_exact", "gen_decoded_rate"} <= evals[-1].keys()
+  assert evals and {"eval_fim_loss", "infill_exact", "gen_decoded_rate",
+                    "gen_schema_valid_rate"} <= evals[-1].keys()
+  assert corpus.find_schema("") == corpus.BUNDLED_SCHEMA and corpus.BUNDLED_SCHEMA.is_file()
 
 
 def test_evaluate_on_a_held_out_folder(trained_workdir, tmp_path, capsys):
