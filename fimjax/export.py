@@ -388,10 +388,11 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:
     err(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return 1
-  total = sum(res["bytes"].values())
   print(f"Exported step {res['step']} of {args.workdir} to {args.out} ({args.dtype}, "
-        f"{total / 2**20:.1f} MiB, {res['seconds']:.1f} s): "
-        + ", ".join(sorted(res["bytes"])))
+        f"{sum(res['bytes'].values()) / 2**20:.1f} MiB, {res['seconds']:.1f} s): "
+        + ", ".join(sorted(res["bytes"]))
+        + ("" if TOKENIZER in res["bytes"] else " (no tokenizer.json: a TCT model's ids come from "
+           "its module, named with its version in config.json)"))
   return 0
 
 
