@@ -96,6 +96,9 @@ def test_evaluate_from_the_copy_needs_a_corpus_for_its_losses(copied, tmp_path, 
                         "1", "--generate-samples", "1", "--max-new-tokens", "8"]) == 0
   report = json.loads(capsys.readouterr().out)
   assert 0 <= report["gen_schema_valid_rate"] <= 1 and report["step"] == 2
+  assert evaluate.main(["--workdir", str(copied), "--corpus", str(folder), "--schema",
+                        str(tmp_path / "no.json")]) == 1
+  assert "fix --schema" in _one_line_error(capsys)
 
 
 def test_score_is_the_training_loss_of_each_token(model):
@@ -160,9 +163,10 @@ def test_another_tokenizer_is_refused_naming_both(trained_workdir, copied, tmp_p
 
 
 def test_import_fimjax_loads_the_api_lazily():
-  code = ("import sys, fimjax; assert 'fimjax.api' not in sys.modules; "
-          "from fimjax import api; assert fimjax.load is api.load")
+  code = ("import sys, fimjax; assert not {'fimjax.api', 'flax', 'orbax'} & sys.modules.keys(), "
+          "sorted(sys.modules)")
   subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+  assert fimjax.load is api.load
 
 
 def test_a_damaged_inference_item_is_named_and_moved_aside_on_resume(trained_workdir, tmp_path):

@@ -2,7 +2,9 @@
 
 import json
 
+import ml_collections
 import numpy as np
+import pytest
 
 from fimjax import evaluate
 from fimjax import generate
@@ -149,6 +151,12 @@ def test_training_loop_logs_sampling_metrics(trained_workdir):
   assert evals and {"eval_fim_loss", "infill_exact", "gen_decoded_rate",
                     "gen_schema_valid_rate"} <= evals[-1].keys()
   assert corpus.find_schema("") == corpus.BUNDLED_SCHEMA and corpus.BUNDLED_SCHEMA.is_file()
+
+
+def test_a_missing_schema_in_the_training_loop_names_its_flag(tmp_path):
+  config = ml_collections.ConfigDict({"data": {"schema_path": str(tmp_path / "no.json")}})
+  with pytest.raises(ValueError, match=r"no\.json; fix --config\.data\.schema_path"):
+    evaluate.evaluate(config, None, None, None)  # checked before any loss is computed
 
 
 def test_evaluate_on_a_held_out_folder(trained_workdir, tmp_path, capsys):
