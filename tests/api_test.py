@@ -20,6 +20,7 @@ from fimjax import step as step_lib
 from fimjax.data import cache as cache_lib
 from fimjax.data import tokenizers as tok_lib
 from tests.infill_test import TEXT
+from tests.tokenizers_test import _fake_tct
 
 WORKFLOW = "name: CI\non: push\njobs:\n  build:\n    runs-on: ubuntu-latest\n"
 
@@ -192,3 +193,17 @@ def test_readme_example_runs(copied, capsys):
   code = code.replace("\"runs/tiny\"", repr(str(copied))).replace("max_tokens=256", "max_tokens=24")
   exec(compile(code, "README.md", "exec"), {})  # shorter samples: fewer window shapes to compile
   assert "nats/token" in capsys.readouterr().out
+
+
+def test_a_tct_checkpoint_names_its_module_and_refuses_another_version(monkeypatch):
+  monkeypatch.setitem(sys.modules, "fake_tct", _fake_tct(version="1.2.3"))
+  tok = tok_lib.TctTokenizer("fake_tct")
+  meta = {"tokenizer": "tct", "tokenizer_version": tok.version}
+  cache = type("Cache", (), {"meta": meta, "special_ids": {"pad": 8191, "bos": 8192},
+                             "model_vocab_size": 8197, "tokenizer": lambda self: tok})()
+  record = checkpoint.inference_record(cache, {"model": {"d_model": 32},
+                                               "fim": {"positions": "continued"}})
+  assert record["tokenizer"]["module"] == "fake_tct" and "json" not in record["tokenizer"]
+  assert api.tokenizer_id(api._tokenizer_of(record)) == cache_lib.tokenizer_id(meta)
+  monkeypatch.setitem(sys.modules, "fake_tct", _fake_tct(version="2.0"))  # upgraded since
+  assert api.tokenizer_id(api._tokenizer_of(record)) == "tct:fake_tct-2.0"
