@@ -196,11 +196,15 @@ def open_checkpoint(path: str, *, step: int | None = None, tokenizer=None, mesh=
         raise ValueError(f"{e}: damaged; pass another step (have: {others})" if others else
                          f"{e}: damaged; no other checkpoint: retrain") from None
     if tokenizer is not None:
-      tok, where, fix = _given_tokenizer(tokenizer, meta), "the tokenizer passed", \
-          "pass the tokenizer it was trained with, or none"
+      tok, where = _given_tokenizer(tokenizer, meta), "the tokenizer passed"
+      fix = "pass the tokenizer it was trained with, or none"
     elif record is not None:
-      tok, where, fix = _tokenizer_of(record), f"{step_dir}/{ckpt_lib.INFERENCE}", \
-          "the checkpoint is damaged: load another step, or retrain"
+      tok, saved = _tokenizer_of(record), record["tokenizer"]
+      if saved["name"] == "tct":  # the module is installed, not saved: its version may differ
+        where, fix = f"the installed {saved['module']}", f"install {saved['version']}"
+      else:
+        where = f"{step_dir}/{ckpt_lib.INFERENCE}"
+        fix = "the checkpoint is damaged: load another step, or retrain"
     else:
       tok, cache = _run_tokenizer(config, workdir, step_dir)
       where, fix = f"the token cache {cache}", ("the cache was rebuilt since: load a checkpoint "
