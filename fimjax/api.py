@@ -89,7 +89,7 @@ class Model:
     """Like `generate`, with each sample checked (`inference.check`: decoded, parsed,
     schema-valid against `validator`, else the JSON schema `schema`, default the bundled one)."""
     validator = validator or inference.make_validator(
-        schema, fix="fix --schema, or leave it out for the bundled workflow schema")
+        schema, fix="fix schema=, or leave it out for the workflow schema shipped with fimjax")
     return [inference.check(inference.Sample(t, f), self.tokenizer, validator)
             for t, f in self._generate_tokens(n, temperature, top_k, top_p, max_tokens, seed,
                                               batch_size)]
