@@ -1,28 +1,31 @@
-"""Will it fit? Compile the train step for a config and device count, without running it.
+"""Will it fit? Compile the train step for a config and devices, without running it.
 
   python -m fimjax.fit --config configs/large.py --devices 8 --config.mesh.fsdp=8 [--json]
+  JAX_PLATFORMS=cpu python -m fimjax.fit --config configs/small.py --topology v5e:2x2
 
 Nothing is allocated: the state is abstract (jax.eval_shape + target shardings) and the step is
-lowered and compiled with ShapeDtypeStruct inputs. Prints the parameter count (`params`), model
-FLOPs per token (`flops_per_token`) and the per-device memory of the compiled executable from
-`memory_analysis()`:
+lowered and compiled with ShapeDtypeStruct inputs (fimjax/aot.py). Prints the parameter count
+(`params`), model FLOPs per token (`flops_per_token`) and the per-device memory of the compiled
+executable from `memory_analysis()`:
 
   per_device_bytes = arguments + outputs + temps - aliased
+                   = params + optimizer + batch + temporaries (activations, gradients, scratch)
 
-(arguments: this device's shard of the state and batch; outputs: the new state and metrics;
-temps: activations, gradients and other scratch; aliased: outputs written into donated
-arguments -- the state -- which are counted once). Generated code is not included.
+(arguments: this device's shard of the state and batch; aliased: outputs written into donated
+arguments -- the state -- counted once), next to the analytic estimate (`aot.estimate_bytes`).
+
+`--topology` compiles for a slice that is not here (TPU, e.g. v5e:2x2, v4:2x2x1, v5p:2x2x1,
+v6e:2x2, with libtpu installed; or h100[:N] with the CUDA plugin) on a CPU-only machine: it adds
+the chip's HBM (fits or not), XLA's estimated step time and the MFU that implies.
 
 With `--devices N` on a CPU-only machine that has fewer devices, the command re-executes itself
 with `XLA_FLAGS=--xla_force_host_platform_device_count=N`. The figures then come from the CPU
-compiler: a guide to the sharding's effect, not an exact GPU/TPU number (run it on the target
-accelerator for that; the device's memory limit is then shown too).
+compiler: a guide to the sharding's effect, not an exact GPU/TPU number.
 """
 
 import json
 import os
 import sys
-import time
 
 from absl import app
 from absl import flags
@@ -34,6 +37,11 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/
 _DEVICES = flags.DEFINE_integer("devices", 0, "Number of devices (0 = all available).",
                                 lower_bound=0)
 _VOCAB = flags.DEFINE_integer("model_vocab_size", 8197, "Tokenizer vocab + specials.")
+_TOPOLOGY = flags.DEFINE_string(
+    "topology", "", "Compile for this slice instead of local devices: a TPU topology "
+    "(v5e:2x2, v4:2x2x1, v5p:2x2x1, v6e:2x2, ...; needs libtpu) or h100[:N] (CUDA plugin).")
+_CHECK = flags.DEFINE_bool("check", False, "Exit with status 3 when it does not fit the devices' "
+                            "memory (launch/tpu_pod.sh runs this before creating a slice).")
 _JSON = flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.")
 
 _REEXEC_FLAG = "--xla_force_host_platform_device_count"
@@ -54,74 +62,71 @@ def _maybe_reexec(n: int):
 
 def analyse(config, model_vocab_size: int, devices) -> dict:
   """Compile the train step on a mesh over `devices`; return sizes and memory per device."""
-  import jax
-  from fimjax import flops
-  from fimjax import model as model_lib
-  from fimjax import sharding as shd
-  from fimjax import step as step_lib
-
-  mesh = shd.make_mesh(config.mesh, devices)
-  cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
-  state = step_lib.abstract_train_state(config, model_vocab_size, mesh)
-  b, l = int(config.train.batch_size), cfg.context
-  bsh = shd.batch_sharding(mesh)
-  batch = {k: jax.ShapeDtypeStruct((b, l), "float32" if k == "loss_mask" else "int32",
-                                   sharding=bsh)
-           for k in ("tokens", "pos", "gap", "targets", "loss_mask", "segment_ids")}
-  t0 = time.perf_counter()
-  compiled = step_lib.make_train_step(config, model_vocab_size, mesh).lower(
-      state, batch).compile()
-  compile_s = time.perf_counter() - t0
-  mem = compiled.memory_analysis()
-  parts = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-           for k in ("argument", "output", "temp", "alias", "generated_code")}
-  per_device = parts["argument"] + parts["output"] + parts["temp"] - parts["alias"]
-  limit = None
-  try:
-    limit = (devices[0].memory_stats() or {}).get("bytes_limit")
-  except Exception:  # CPU devices have no memory stats
-    pass
-  return {
-      "config": config.name, "devices": len(devices), "platform": devices[0].platform,
-      "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
-      "batch_size": b, "microbatches": int(config.train.microbatches), "context": l,
-      "dtype": cfg.dtype, "remat": cfg.remat,
-      "params": model_lib.num_params(cfg), "flops_per_token": flops.model_flops_per_token(cfg),
-      "per_device_bytes": per_device, "memory": parts, "device_bytes_limit": limit,
-      "fits": None if limit is None else per_device <= limit, "compile_s": round(compile_s, 2)}
+  from fimjax import aot
+  return aot.analyse(config, model_vocab_size, devices)
 
 
 def _gib(n):
   return f"{n / 2**30:.2f} GiB"
 
 
+def _target(topology: str):
+  """Compile-only devices of `--topology` (CPU host only, so nothing probes for a TPU)."""
+  import jax
+  os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5litepod-4")  # quiets libtpu's host probing
+  # No TPU is used: let several compiles run at once (libtpu otherwise holds a lockfile).
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  if not os.environ.get("JAX_PLATFORMS"):
+    jax.config.update("jax_platforms", "cpu")  # before any backend starts (jax is imported)
+  from fimjax import aot
+  return aot.target_devices(topology)
+
+
 def main(argv):
   del argv
   n = _DEVICES.value
-  if n:
-    _maybe_reexec(n)
-  import jax
-  devices = jax.devices()[:n] if n else jax.devices()
   try:
+    if _TOPOLOGY.value:
+      devices = _target(_TOPOLOGY.value)
+    else:
+      if n:
+        _maybe_reexec(n)
+      import jax
+      devices = jax.devices()[:n] if n else jax.devices()
     r = analyse(_CONFIG.value, _VOCAB.value, devices)
-  except ValueError as e:  # a mesh or batch the devices cannot split (the message names it)
+  except ValueError as e:  # a topology, mesh or batch the devices cannot take (named in it)
     raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
+  if _TOPOLOGY.value:
+    r["topology"] = _TOPOLOGY.value
   if _JSON.value:
     print(json.dumps(r))
-    return
-  m = r["memory"]
+  else:
+    _print(r)
+  if _CHECK.value and r["fits"] is False:
+    sys.exit(3)
+
+
+def _print(r: dict):
+  m, s = r["memory"], r["split"]
   print(f"config {r['config']}: {r['devices']} x {r['device_kind']} ({r['platform']}), "
         f"mesh {r['mesh']}, batch {r['batch_size']} x {r['context']} "
-        f"in {r['microbatches']} microbatch(es), {r['dtype']}, remat={r['remat']}")
+        f"in {r['microbatches']} microbatch(es), {r['dtype']}, remat={r['remat']}, "
+        f"attention={r['attention']}")
   print(f"params           {r['params']:,} ({r['params'] / 1e6:.1f}M)")
   print(f"flops_per_token  {r['flops_per_token']:,} ({r['flops_per_token'] / 1e6:.1f} MFLOP)")
   print(f"per_device_bytes {r['per_device_bytes']:,} ({_gib(r['per_device_bytes'])}) = "
         f"args {_gib(m['argument'])} + outputs {_gib(m['output'])} + temps {_gib(m['temp'])}"
         f" - aliased {_gib(m['alias'])}")
+  print(f"  = params {_gib(s['params'])} + optimizer {_gib(s['optimizer'])} + batch "
+        f"{_gib(s['batch'])} + temporaries {_gib(s['temporaries'])}; "
+        f"analytic estimate {_gib(r['estimate_bytes'])}")
   if r["device_bytes_limit"]:
     print(f"device limit     {_gib(r['device_bytes_limit'])}: "
           f"{'fits' if r['fits'] else 'DOES NOT FIT'}")
   print(f"compile          {r['compile_s']} s")
+  if r.get("est_step_s"):
+    print(f"est. step time   {r['est_step_s'] * 1e3:.1f} ms ({r['est_method']}; ignores memory "
+          f"and communication time), MFU <= {r['mfu']:.1%}")
 
 
 if __name__ == "__main__":
