@@ -13,6 +13,7 @@ since, or one passed as `tokenizer=`) is refused with both ids named: never a si
 """
 
 import dataclasses
+import json
 import os
 import pathlib
 from typing import Any
@@ -24,12 +25,17 @@ import tokenizers
 from fimjax import checkpoint as ckpt_lib
 from fimjax import inference
 from fimjax import model as model_lib
+from fimjax import reference
 from fimjax import sample as sample_lib
 from fimjax.data import cache_format
 from fimjax.data import corpus
 from fimjax.data import tokenizers as tok_lib
 
 STOPS = ("eom", "line")
+# An export's tensor names (fimjax.export) of the parameters of a block.
+BLOCK_NAMES = {"wq": "attn.wq", "wk": "attn.wk", "wv": "attn.wv", "wo": "attn.wo",
+               "w_up": "mlp.w_up", "w_down": "mlp.w_down"}
+EXPORT_FILES = ("config.json", "model.safetensors")
 WHERE = "pass a run's workdir, its checkpoints/ folder or one checkpoints/<step> folder"
 
 
@@ -46,6 +52,7 @@ class Model:
   step: int | None = None
   eval_metrics: dict | None = None
   path: str = ""
+  meta: dict | None = None  # the checkpoint's meta: its token cache's description at training
 
   @property
   def positions(self) -> str:
@@ -219,7 +226,7 @@ def open_checkpoint(path: str, *, step: int | None = None, tokenizer=None, mesh=
     ckpts.close()
   cfg = model_lib.ModelConfig.from_config(config, vocab)
   model = Model(config, cfg, state["params"], tok, special_ids, vocab, step,
-                (record or {}).get("eval"), step_dir)
+                (record or {}).get("eval"), step_dir, meta)
   return model, state, mesh
 
 
@@ -228,5 +235,66 @@ def load(path: str | os.PathLike, *, step: int | None = None, tokenizer=None,
   """The model of a checkpoint: `path` is a run's workdir, its checkpoints/ folder (or a copy
   of it) or one checkpoints/<step> folder; `step` picks one (default: the step folder given,
   else the best by validation loss, else the latest). `tokenizer` (an object or a tokenizer.json
-  path) replaces the saved one and must be the same. `mesh`: default every local device."""
-  return open_checkpoint(os.fspath(path), step=step, tokenizer=tokenizer, mesh=mesh)[0]
+  path) replaces the saved one and must be the same. `mesh`: default every local device.
+  `path` may also be an export directory (`python -m fimjax.export`)."""
+  path = os.fspath(path)
+  if all(os.path.isfile(os.path.join(path, f)) for f in EXPORT_FILES):
+    return open_export(path, tokenizer=tokenizer)
+  return open_checkpoint(path, step=step, tokenizer=tokenizer, mesh=mesh)[0]
+
+
+# ------------------------------------------------------------------ export directories
+
+
+def unflatten_params(tensors: dict) -> dict:
+  """Inverse of `flatten_params` (arrays as fp32 numpy)."""
+  params = {k: np.asarray(tensors[k], np.float32) for k in ("embed", "gap_embed", "head")}
+  back = {flat: w for w, flat in BLOCK_NAMES.items()}
+  for name, a in tensors.items():
+    if name.startswith("blocks."):
+      _, i, rest = name.split(".", 2)
+      params.setdefault(f"block_{i}", {})[back[rest]] = np.asarray(a, np.float32)
+  return params
+
+
+def model_config(config_json: dict):
+  """The `model.ModelConfig` of an export's config.json (jax needed: for fimjax, not ports)."""
+  a = config_json["architecture"]
+  return model_lib.ModelConfig(
+      vocab_size=a["vocab_size"], d_model=a["d_model"], num_layers=a["num_layers"],
+      num_heads=a["num_heads"], context=a["context"], mlp_ratio=a["mlp_ratio"],
+      logit_softcap=a["logit_softcap"], rope_base=a["rope_base"], dtype=a["compute_dtype"],
+      param_dtype=a["param_dtype"])
+
+
+def open_export(path: str, *, tokenizer=None) -> Model:
+  """The Model of an export directory: its weights, config.json and tokenizer.json (the BPE
+  without the named specials the export adds, which training never saw in the text)."""
+  cfg, params, cj = load_export(path)
+  t = cj["tokenizer"]
+  if t["type"] == "bpe":
+    trained, where = f"bpe:{t['sha256']}", os.path.join(path, "tokenizer.json")
+    if tokenizer is None:
+      with open(where, encoding="utf-8") as f:
+        tok_json = json.load(f)
+      tok_json["added_tokens"] = []
+      tokenizer = tok_lib.BpeTokenizer(tokenizers.Tokenizer.from_str(json.dumps(tok_json)),
+                                       int(t["vocab_size"]))
+  else:
+    trained, where = f"tct:{t['version']}", f"the installed {t['module']}"
+    tokenizer = tokenizer or tok_lib.TctTokenizer(t["module"])
+  tok = _given_tokenizer(tokenizer, {"vocab_size": t["vocab_size"]})
+  if (given := tokenizer_id(tok)) != trained:
+    raise ckpt_lib.tokenizer_mismatch(trained, given, where, "use the export's own tokenizer")
+  config = ml_collections.ConfigDict({"name": cj.get("training", {}).get("config_name", "?"),
+                                      "fim": {"positions": cj["inputs"]["fim_positions"]}})
+  special = {k: int(v) for k, v in cj["special_ids"].items()}
+  metrics = cj.get("training", {}).get("metrics")
+  return Model(config, cfg, params, tok, special, int(cj["architecture"]["model_vocab_size"]),
+               int(cj["step"]), metrics, path, None)
+
+
+def load_export(path: str):
+  """(ModelConfig, params, config.json) of an export directory, for `model.apply`."""
+  m = reference.load(path)  # reads bf16 files with any safetensors version (or none)
+  return model_config(m.config), unflatten_params(m.weights), m.config

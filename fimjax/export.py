@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from fimjax import cli
+from fimjax.api import BLOCK_NAMES, load_export, model_config, unflatten_params  # noqa: F401
 from fimjax import reference
 
 WEIGHTS, CONFIG, TOKENIZER, CARD = "model.safetensors", "config.json", "tokenizer.json", "README.md"
@@ -31,8 +32,6 @@ DTYPES = ("float32", "bfloat16")
 # prefix marker: a prompt starts with its prefix (after <|bos|> when at the document start).
 TOKEN_NAMES = {"pad": "<|pad|>", "bos": "<|bos|>", "eos": "<|eos|>", "mask": "<|fim_suffix|>",
                "mid": "<|fim_middle|>", "eom": "<|eom|>"}
-BLOCK_NAMES = {"wq": "attn.wq", "wk": "attn.wk", "wv": "attn.wv", "wo": "attn.wo",
-               "w_up": "mlp.w_up", "w_down": "mlp.w_down"}
 TENSORS = {  # flat name pattern: layout (D d_model, H heads, K head_dim, F mlp hidden)
     "embed": "[vocab_size, D] token embedding (rows >= model_vocab_size are padding)",
     "gap_embed": "[context + 1, D] learned embedding of the gap input",
@@ -69,17 +68,6 @@ def flatten_params(params: dict, dtype: str = "float32") -> dict[str, np.ndarray
       out[f"blocks.{i}.{flat}"] = cast(params[f"block_{i}"][w])
   out["head"] = cast(params["head"])
   return out
-
-
-def unflatten_params(tensors: dict) -> dict:
-  """Inverse of `flatten_params` (arrays as fp32 numpy)."""
-  params = {k: np.asarray(tensors[k], np.float32) for k in ("embed", "gap_embed", "head")}
-  back = {flat: w for w, flat in BLOCK_NAMES.items()}
-  for name, a in tensors.items():
-    if name.startswith("blocks."):
-      _, i, rest = name.split(".", 2)
-      params.setdefault(f"block_{i}", {})[back[rest]] = np.asarray(a, np.float32)
-  return params
 
 
 # ------------------------------------------------------------------------------------- config
@@ -144,23 +132,6 @@ def architecture(cfg, model_vocab_size: int) -> dict:
       "attention": "causal within a segment", "attention_scale": (cfg.d_model // cfg.num_heads)
       ** -0.5, "compute_dtype": cfg.dtype, "param_dtype": cfg.param_dtype,
   }
-
-
-def model_config(config_json: dict):
-  """The `model.ModelConfig` of an export's config.json (jax needed: for fimjax, not ports)."""
-  from fimjax import model as model_lib  # pylint: disable=g-import-not-at-top
-  a = config_json["architecture"]
-  return model_lib.ModelConfig(
-      vocab_size=a["vocab_size"], d_model=a["d_model"], num_layers=a["num_layers"],
-      num_heads=a["num_heads"], context=a["context"], mlp_ratio=a["mlp_ratio"],
-      logit_softcap=a["logit_softcap"], rope_base=a["rope_base"], dtype=a["compute_dtype"],
-      param_dtype=a["param_dtype"])
-
-
-def load_export(path: str):
-  """(ModelConfig, params, config.json) of an export directory, for `model.apply`."""
-  m = reference.load(path)  # reads bf16 files with any safetensors version (or none)
-  return model_config(m.config), unflatten_params(m.weights), m.config
 
 
 # ---------------------------------------------------------------------------------- tokenizer
@@ -330,42 +301,44 @@ def step_metrics(workdir: str, step: int) -> dict:
           if isinstance(v, (int, float)) and (k.startswith(METRIC_PREFIXES) or k == "loss")}
 
 
-def export_run(workdir: str, out: str, *, step: int | None = None,
+def export_run(path: str, out: str, *, step: int | None = None,
                dtype: str = "float32") -> dict:
-  """Exports a run's checkpoint (best by validation loss unless `step`); write_export's result
-  with the step."""
+  """Exports a checkpoint (`fimjax.load`'s `path`: a workdir, its checkpoints/ folder or a copy,
+  or one step folder; best by validation loss unless `step`); write_export's result with the
+  step. Needs no token cache: the checkpoint carries its tokenizer."""
   import jax  # pylint: disable=g-import-not-at-top
-  from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
-  from fimjax import model as model_lib  # pylint: disable=g-import-not-at-top
-  config, cache, state, step = checkpoint.load_run(workdir, step=step)
-  cfg = model_lib.ModelConfig.from_config(config, cache.model_vocab_size)
-  m = cache.meta
-  if m["tokenizer"] == "bpe":
-    tok = {"type": "bpe", "file": TOKENIZER, "version": m["tokenizer_version"],
-           "sha256": m["tokenizer_sha256"], "vocab_size": m["vocab_size"]}
-    tok_json = cache.tokenizer().to_json()  # checked against the cache's sha256
+  from fimjax import api  # pylint: disable=g-import-not-at-top
+  m = api.load(path, step=step)
+  config, meta, tok_obj = m.config, m.meta or {}, m.tokenizer
+  if tok_obj.name == "bpe":
+    tok_json = tok_obj.to_json()
+    tok = {"type": "bpe", "file": TOKENIZER, "version": tok_obj.version,
+           "sha256": m.tokenizer_id.split(":", 1)[1], "vocab_size": tok_obj.vocab_size}
   else:
-    tok = {"type": "tct", "module": m["tct_module"], "version": m["tokenizer_version"],
-           "vocab_size": m["vocab_size"], "note": "TCT ids are fixed by this module version; "
+    tok = {"type": "tct", "module": tok_obj.module_name, "version": tok_obj.version,
+           "vocab_size": tok_obj.vocab_size, "note": "TCT ids are fixed by this module version; "
            "no tokenizer.json"}
     tok_json = None
+  metrics = step_metrics(path, m.step) or {k: float(v) for k, v in (m.eval_metrics or {}).items()
+                                           if isinstance(v, (int, float))}
   training = {"config_name": config.get("name", "?"), "steps": int(config.train.steps),
-              "corpus": str(config.data.corpus), "documents": m.get("num_documents"),
-              "tokens": m.get("num_tokens"),
+              "corpus": str(config.data.corpus), "documents": meta.get("num_documents"),
+              "tokens": meta.get("num_tokens"),
               "fim": {k: config.fim[k] for k in ("rate", "span_policy", "positions",
                                                   "eom_weight", "spm_rate")},
-              "metrics": step_metrics(workdir, step)}
-  params = jax.device_get(state["params"])
-  res = write_export(out, cfg, params, model_vocab_size=cache.model_vocab_size,
-                     special_ids=cache.special_ids, tokenizer=tok, tokenizer_json=tok_json,
-                     positions=str(config.fim.positions), step=step, training=training,
+              "metrics": metrics}
+  params = jax.device_get(m.params)
+  res = write_export(out, m.model_config, params, model_vocab_size=m.model_vocab_size,
+                     special_ids=m.special_ids, tokenizer=tok, tokenizer_json=tok_json,
+                     positions=str(config.fim.positions), step=m.step, training=training,
                      dtype=dtype)
-  return {**res, "step": step}
+  return {**res, "step": m.step}
 
 
 def _args(argv):
   p = cli.ArgumentParser(prog="python -m fimjax.export", description=__doc__.split("\n")[0])
-  p.add_argument("--workdir", required=True, help="run directory with checkpoints")
+  p.add_argument("--workdir", "--model", dest="workdir", required=True,
+                 help="a run's workdir, its checkpoints/ folder (or a copy) or one step folder")
   p.add_argument("--out", required=True, help="folder to write the export to (created)")
   p.add_argument("--step", type=cli.number(int, low=0),
                  help="checkpoint step (default: best, else latest)")

@@ -168,6 +168,30 @@ def test_tct_export_has_no_tokenizer_json(tmp_path):
   assert "tct_x" in (tmp_path / "README.md").read_text()
 
 
+def test_a_copied_checkpoints_folder_exports_the_same_weights(run, exported, tmp_path):
+  """No workdir, no token cache: the checkpoint carries its tokenizer (and its eval metrics)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  copy = tmp_path / "moved"
+  shutil.copytree(os.path.join(run[0], "checkpoints"), copy)
+  out = tmp_path / "from_copy"
+  assert export.main(["--model", str(copy), "--out", str(out)]) == 0
+  assert (out / "tokenizer.json").read_text() == open(os.path.join(exported, "tokenizer.json")).read()
+  a, b = reference.load(str(out)).weights, reference.load(exported).weights
+  assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+  cj = json.loads((out / "config.json").read_text())
+  assert cj["training"]["metrics"]["eval_loss"] > 0 and cj["training"]["documents"]
+
+
+def test_fimjax_load_opens_an_export_and_fills_as_the_checkpoint_does(run, exported):
+  import fimjax  # pylint: disable=g-import-not-at-top
+  text = PREFIX + " <FILL>" + SUFFIX
+  from_ckpt, from_export = fimjax.load(run[0]), fimjax.load(exported)
+  assert from_export.tokenizer_id == from_ckpt.tokenizer_id and from_export.step == from_ckpt.step
+  assert from_export.positions == from_ckpt.positions
+  assert from_export.infill(text, max_tokens=6) == from_ckpt.infill(text, max_tokens=6)
+  np.testing.assert_allclose(from_export.score(PREFIX), from_ckpt.score(PREFIX), atol=1e-5)
+
+
 def test_bad_workdir_and_out_are_one_line_errors(tmp_path, capsys):
   a_file = tmp_path / "f"
   a_file.write_text("x")
