@@ -44,6 +44,7 @@ from fimjax import infill_eval
 from fimjax import model as model_lib
 from fimjax import step as step_lib
 from fimjax.data import cache as cache_lib
+from fimjax.data import corpus as corpus_lib
 from fimjax.data import fim
 from fimjax.data import pipeline
 
@@ -246,7 +247,11 @@ def evaluate_workdir(workdir: str, *, step=None, schema_path: str = "", corpus: 
     if corpus:
       docs, summary = cache_lib.encode_documents(
           [c.strip() for c in corpus.split(",") if c.strip()], model.tokenizer,
-          max_file_bytes=config.data.max_file_bytes)
+          max_file_bytes=config.data.max_file_bytes, jsonc=config.data.get("jsonc", False),
+          text_field=config.data.get("text_field", "content"),
+          documents=corpus_lib.document_kind(
+              config.data.get("documents", "auto"), model.tokenizer.name,
+              config.data.get("tct_module", corpus_lib.WORKFLOW_TCT)))
       held_out, vocab = {"corpus": corpus, "corpus_summary": summary}, _Vocab(model)
     else:
       vocab = _run_cache(model, workdir)
