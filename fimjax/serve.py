@@ -1,0 +1,253 @@
+"""An HTTP server for editors and scripts: fill holes, generate workflows, score text.
+
+  python -m fimjax.serve --model PATH [--port 8000] [--host 127.0.0.1] [--step N]
+                         [--max-batch 8] [--max-request-bytes 1000000]
+
+PATH: a run's workdir, its checkpoints/ folder (a copy will do) or one step folder
+(`fimjax.api.load`). Endpoints, JSON in and out (docs/serve.md):
+
+  POST /infill    {"text": "..<FILL>..", "temperature", "top_k", "top_p", "max_tokens", "seed",
+                   "stop"} -> {"text": filled, "batch": requests served together, "queue_ms",
+                   "compute_ms"}; options as `Model.infill` (greedy, 128 tokens per hole)
+  POST /generate  {"n", "temperature", "top_k", "top_p", "max_tokens", "seed"} -> {"samples"}
+  POST /score     {"text"} -> {"tokens": n, "loss": [n + 1 values, the last EOS's], "mean"}
+  GET  /health    -> model path, step, tokenizer id;   GET /stats -> requests and batch sizes
+
+Batching (`fimjax.serve_worker`): concurrent infills with the same sampling settings share
+sampler calls, up to --max-batch; /generate and /score run alone. One worker thread makes every
+JAX call.
+
+Why the standard library (`http.server.ThreadingHTTPServer`): the model serialises the work in
+one thread anyway, so an async framework would buy nothing for a local editor or script; it
+adds no dependency. It is not hardened for the open internet: bind it to 127.0.0.1 (default).
+"""
+
+import http.server
+import json
+import math
+import sys
+import threading
+
+from fimjax import api
+from fimjax import cli
+from fimjax import inference
+from fimjax.serve_worker import Job, RequestError, Worker
+
+MAX_N = 64  # samples per /generate request
+MAX_TOKENS = 8192
+MAX_SEED = 2**31 - 1
+DISCARD = 16 << 20  # a refused body up to this size is read before the answer
+FLOAT, INT, STR = "a finite number", "an integer", "a string"
+# Fields per endpoint: (type, default); None = required.
+FIELDS = {
+    "/infill": {"text": (STR, None), "temperature": (FLOAT, 0.0), "top_k": (INT, 0),
+                "top_p": (FLOAT, 1.0), "max_tokens": (INT, 128), "seed": (INT, -1),
+                "stop": (STR, "eom")},
+    "/generate": {"n": (INT, 1), "temperature": (FLOAT, 1.0), "top_k": (INT, 0),
+                  "top_p": (FLOAT, 1.0), "max_tokens": (INT, 1024), "seed": (INT, 0)},
+    "/score": {"text": (STR, None)},
+}
+
+
+
+def parse_request(path: str, body: bytes, vocab: int = 1 << 30) -> dict:
+  """The checked fields of a request to `path` (defaults filled in); RequestError(400) naming
+  the field otherwise. `seed` -1 means none given; `vocab`: the model's (top_k's bound)."""
+  try:
+    req = json.loads(body.decode("utf-8"))
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise RequestError(400, f"bad JSON: {e}; send one JSON object") from None
+  if not isinstance(req, dict):
+    raise RequestError(400, f"the body is a JSON {type(req).__name__}; send a JSON object")
+  fields = FIELDS[path]
+  if unknown := sorted(set(req) - set(fields)):
+    raise RequestError(400, f"unknown field {unknown[0]!r}: {path} takes {', '.join(fields)}")
+  out = {}
+  for name, (kind, default) in fields.items():
+    if name not in req:
+      if default is None:
+        raise RequestError(400, f"missing field {name!r}: {path} needs it")
+      out[name] = default
+      continue
+    value = req[name]
+    ok = {STR: isinstance(value, str),
+          INT: isinstance(value, int) and not isinstance(value, bool),
+          FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool)
+                 and math.isfinite(value)}[kind]
+    if not ok:
+      raise RequestError(400, f"field {name!r}: {json.dumps(value)[:40]} is not {kind}")
+    out[name] = value
+  _check_ranges(path, out, vocab)
+  return out
+
+
+def _check_ranges(path: str, r: dict, vocab: int) -> None:
+  if path == "/score":
+    return
+  for name, value, ok, rule in (
+      ("max_tokens", r["max_tokens"], r["max_tokens"] <= MAX_TOKENS, f"<= {MAX_TOKENS}"),
+      ("top_k", r["top_k"], r["top_k"] <= vocab, f"<= the vocabulary ({vocab})"),
+      ("seed", r["seed"], -1 <= r["seed"] <= MAX_SEED, f"in [0, {MAX_SEED}] (-1: none)"),
+      ("n", r.get("n", 1), 1 <= r.get("n", 1) <= MAX_N, f"in [1, {MAX_N}]"),
+      ("stop", r.get("stop", "eom"), r.get("stop", "eom") in api.STOPS, f"one of {api.STOPS}")):
+    if not ok:
+      raise RequestError(400, f"field {name!r}: {value!r} must be {rule}")
+  try:
+    api.sample_config(r["temperature"], r["top_k"], r["top_p"], r["max_tokens"])
+  except ValueError as e:  # "temperature=-1: must be >= 0 (0 = greedy)"
+    name, _, rest = str(e).partition("=")
+    raise RequestError(400, f"field {name!r}: {rest.replace(': ', ' ', 1)}") from None
+  if path == "/infill" and not inference.find_holes(r["text"]):
+    raise RequestError(400, f"field 'text' has no hole: mark one with {inference.MARKER}")
+
+
+# -------------------------------------------------------------------------------------- HTTP
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+  """Parses and checks a request, queues it for the worker, waits, answers JSON."""
+  server_version = "fimjax-serve"
+  timeout = 60  # a client that stops sending mid-body frees its thread
+
+  def do_GET(self):  # noqa: N802
+    self._respond(self._get)
+
+  def do_POST(self):  # noqa: N802
+    self._respond(self._post)
+
+  def _get(self) -> dict:
+    app = self.server.app
+    if self.path == "/health":
+      m = app.worker.model
+      return {"status": "ok", "model": m.path, "step": m.step, "tokenizer": m.tokenizer_id,
+              "context": m.model_config.context, "max_batch": app.worker.max_batch}
+    if self.path == "/stats":
+      return app.worker.snapshot()
+    raise self._unknown("GET")
+
+  def _post(self) -> dict:
+    app = self.server.app
+    if self.path not in FIELDS:
+      raise self._unknown("POST")
+    length = self.headers.get("Content-Length")
+    if length is None or not length.isdigit():
+      raise RequestError(411, "send the body with a Content-Length header")
+    if int(length) > app.max_request_bytes:
+      # Read (up to DISCARD): closing a socket with unread data resets it, losing the answer.
+      left = min(int(length), DISCARD)
+      while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
+        left -= len(chunk)
+      raise RequestError(413, f"request of {length} bytes is over the limit of "
+                         f"{app.max_request_bytes} (--max-request-bytes)")
+    vocab = app.worker.model.model_config.vocab_size
+    job = Job(self.path, parse_request(self.path, self.rfile.read(int(length)), vocab))
+    app.worker.submit(job)
+    job.done.wait()
+    if job.error is not None:
+      raise job.error
+    return job.answer
+
+  def _unknown(self, method: str) -> RequestError:
+    gets, posts = ("/health", "/stats"), tuple(FIELDS)
+    if self.path in gets + posts:
+      return RequestError(405, f"{method} {self.path}: use {'GET' if method == 'POST' else 'POST'}")
+    return RequestError(404, f"no endpoint {self.path}: POST {', '.join(posts)}; "
+                        f"GET {', '.join(gets)}")
+
+  def _respond(self, make) -> None:
+    try:
+      status, body = 200, make()
+    except RequestError as e:
+      status, body = e.status, {"error": str(e)}
+      self.close_connection = True  # the body may be unread
+    except Exception as e:  # pylint: disable=broad-except  # a bug answers 500, never kills it
+      status, body = 500, {"error": f"internal error: {type(e).__name__}: {e}".splitlines()[0]}
+    data = json.dumps(body).encode()
+    try:
+      self.send_response(status)
+      self.send_header("Content-Type", "application/json")
+      self.send_header("Content-Length", str(len(data)))
+      self.end_headers()
+      self.wfile.write(data)
+    except OSError:  # the client left
+      pass
+
+  def log_message(self, format, *args):  # pylint: disable=redefined-builtin
+    if self.server.app.verbose:
+      super().log_message(format, *args)
+
+
+class Server:
+  """The HTTP server and its worker around a loaded `api.Model`; `port=0` picks a free port.
+  `start()` serves from background threads, `close()` stops both."""
+
+  def __init__(self, model, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8,
+               max_request_bytes: int = 1_000_000, verbose: bool = True):
+    self.worker = Worker(model, max_batch)
+    self.max_request_bytes, self.verbose = max_request_bytes, verbose
+    self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
+    self.httpd.daemon_threads = True
+    self.httpd.app = self
+    self._thread = threading.Thread(target=self.httpd.serve_forever, name="fimjax-serve-http",
+                                    daemon=True)
+
+  @property
+  def url(self) -> str:
+    host, port = self.httpd.server_address[:2]
+    return f"http://{host}:{port}"
+
+  def start(self) -> "Server":
+    self.worker.thread.start()
+    self._thread.start()
+    return self
+
+  def close(self) -> None:
+    self.httpd.shutdown()
+    self.httpd.server_close()
+    self.worker.stop()
+    self.worker.thread.join(timeout=60)
+
+  def __enter__(self):
+    return self.start()
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def main(argv=None) -> int:
+  p = cli.ArgumentParser(prog="python -m fimjax.serve", description=__doc__.split("\n")[0])
+  p.add_argument("--model", "--workdir", dest="model", required=True,
+                 help="a run's workdir, its checkpoints/ folder (or a copy) or one step folder")
+  p.add_argument("--port", type=cli.number(low=0, high=65535), default=8000)
+  p.add_argument("--host", default="127.0.0.1")
+  p.add_argument("--step", type=int, help="checkpoint step (default: best, else latest)")
+  p.add_argument("--max-batch", type=cli.number(low=1, high=256), default=8,
+                 help="infill requests filled by one sampler call at most")
+  p.add_argument("--max-request-bytes", type=cli.number(low=1), default=1_000_000)
+  args = p.parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    model = api.load(args.model, step=args.step)
+  except (FileNotFoundError, ValueError) as e:
+    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+    return 1
+  try:
+    server = Server(model, host=args.host, port=args.port, max_batch=args.max_batch,
+                    max_request_bytes=args.max_request_bytes)
+  except OSError as e:
+    print(f"error: --host {args.host} --port {args.port}: {e.strerror}; pick another --port "
+          "(0: any free one)", file=sys.stderr)
+    return 2
+  print(f"serving {model.path} (step {model.step}) on {server.url}", file=sys.stderr, flush=True)
+  server.worker.thread.start()
+  try:
+    server.httpd.serve_forever()
+  except KeyboardInterrupt:
+    pass
+  finally:
+    server.httpd.server_close()
+    server.worker.stop()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

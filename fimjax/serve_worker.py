@@ -1,0 +1,208 @@
+"""The server's worker: one thread that owns the model and answers queued requests, batching
+concurrent infills into shared sampler calls (`fimjax.serve`).
+
+HTTP threads parse and check a request, then queue it; one worker thread makes every JAX call
+(one model on one device: more threads would only contend). It takes the oldest request and, for
+an infill, the waiting infills with the same temperature, top_k, top_p, max_tokens and stop, up
+to `max_batch`. Round i fills hole i of each of them (multi-hole texts included) in one sampler
+call (two with stop "line": only line holes stop at a newline), rows padded to a power of two
+(at most log2(max_batch) + 1 shapes to compile). Greedy fills equal `Model.infill`'s, batched or
+not; a sampled infill with a "seed" runs alone so that the seed reproduces `Model.infill` (one
+key draws a whole batch, so a row's draw depends on its partners); one without is batched.
+/generate and /score run alone (generate batches its own n samples).
+"""
+
+import collections
+import dataclasses
+import itertools
+import threading
+import time
+
+from fimjax import api
+from fimjax import inference
+from fimjax import sample as sample_lib
+
+
+class RequestError(Exception):
+  """An answer other than 200: `status` and a one-line message."""
+
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status = status
+
+
+@dataclasses.dataclass
+class Job:
+  path: str
+  req: dict
+  queued: float = dataclasses.field(default_factory=time.perf_counter)
+  done: threading.Event = dataclasses.field(default_factory=threading.Event)
+  answer: dict | None = None
+  error: RequestError | None = None
+
+  @property
+  def batchable(self) -> bool:  # a seeded draw must not depend on its batch partners
+    r = self.req
+    return self.path == "/infill" and (r["temperature"] <= 0 or r["top_k"] == 1 or r["seed"] < 0)
+
+  @property
+  def key(self) -> tuple:
+    r = self.req
+    return (r["temperature"], r["top_k"], r["top_p"], r["max_tokens"], r["stop"])
+
+
+class Worker:
+  """The thread that owns the model: takes queued jobs (batches of infills) and answers them."""
+
+  def __init__(self, model, max_batch: int):
+    self.model, self.max_batch = model, max_batch
+    self.queue: collections.deque[Job] = collections.deque()
+    self.cond = threading.Condition()
+    self.gate = threading.Event()  # cleared: jobs wait in the queue (tests fill it first)
+    self.gate.set()
+    self.stopping = False
+    self.stats = {"requests": collections.Counter(), "errors": 0,
+                  "batch_sizes": collections.Counter(), "calls": 0}
+    self._newlines = None
+    self._seeds = itertools.count(1000, 1000)  # for unseeded draws; `fill` adds the hole index
+    self.thread = threading.Thread(target=self.run, name="fimjax-serve-worker", daemon=True)
+
+  def submit(self, job: Job) -> None:
+    with self.cond:
+      self.queue.append(job)
+      self.cond.notify_all()
+
+  def wait_queued(self, n: int, timeout: float) -> bool:
+    """Whether `n` jobs are waiting within `timeout` s (with `gate` cleared: a test's batch)."""
+    with self.cond:
+      return self.cond.wait_for(lambda: len(self.queue) >= n, timeout)
+
+  def stop(self) -> None:
+    with self.cond:
+      self.stopping = True
+      self.cond.notify_all()
+    self.gate.set()
+
+  def snapshot(self) -> dict:
+    with self.cond:
+      return {"queued": len(self.queue), "requests": dict(self.stats["requests"]),
+              "errors": self.stats["errors"], "sampler_calls": self.stats["calls"],
+              "batch_sizes": {str(k): v for k, v in sorted(self.stats["batch_sizes"].items())}}
+
+  def run(self) -> None:
+    while True:
+      with self.cond:
+        while not self.queue and not self.stopping:
+          self.cond.wait()
+        if self.stopping:
+          for job in self.queue:
+            job.error = RequestError(503, "the server is shutting down")
+            job.done.set()
+          return
+      self.gate.wait()
+      self._answer(self._take())
+
+  def _take(self) -> list[Job]:
+    """The oldest job, with the waiting infills it can share a sampler call with."""
+    with self.cond:
+      batch, rest = [self.queue.popleft()], []
+      if batch[0].batchable:
+        while self.queue and len(batch) < self.max_batch:
+          job = self.queue.popleft()
+          (batch if job.batchable and job.key == batch[0].key else rest).append(job)
+      self.queue.extendleft(reversed(rest))
+      return batch
+
+  def _answer(self, batch: list[Job]) -> None:
+    start = time.perf_counter()
+    try:
+      answers = self._compute(batch)
+    except Exception as e:  # pylint: disable=broad-except  # answered as 500; the worker goes on
+      line = str(e).splitlines()[0] if str(e) else ""
+      answers = [RequestError(500, f"internal error: {type(e).__name__}: {line}")] * len(batch)
+    took = time.perf_counter() - start
+    with self.cond:
+      self.stats["batch_sizes"][len(batch)] += 1
+      for job, answer in zip(batch, answers):
+        self.stats["requests"][job.path] += 1
+        self.stats["errors"] += isinstance(answer, RequestError)
+    for job, answer in zip(batch, answers):
+      if isinstance(answer, RequestError):
+        job.error = answer
+      else:
+        job.answer = {**answer, "batch": len(batch),
+                      "queue_ms": round((start - job.queued) * 1e3, 2),
+                      "compute_ms": round(took * 1e3, 2)}
+      job.done.set()
+
+  def _compute(self, batch: list[Job]) -> list:
+    job, m = batch[0], self.model
+    if job.path == "/infill":
+      r = job.req
+      seed = r["seed"] if r["seed"] >= 0 else next(self._seeds)
+      filled = self.fill([j.req["text"] for j in batch], temperature=r["temperature"],
+                         top_k=r["top_k"], top_p=r["top_p"], max_tokens=r["max_tokens"],
+                         stop=r["stop"], seed=seed)
+      return [RequestError(400, f"field 'text': {f}") if isinstance(f, Exception) else
+              {"text": f} for f in filled]
+    if job.path == "/generate":
+      r = job.req
+      samples = m.generate(r["n"], temperature=r["temperature"], top_k=r["top_k"],
+                           top_p=r["top_p"], max_tokens=r["max_tokens"], seed=r["seed"],
+                           batch_size=min(r["n"], self.max_batch))
+      self.stats["calls"] += 1
+      return [{"samples": samples}]
+    loss = m.score(job.req["text"])
+    self.stats["calls"] += 1
+    return [{"tokens": len(loss) - 1, "loss": [float(x) for x in loss],
+             "mean": float(loss.mean())}]
+
+  def fill(self, texts: list[str], *, temperature, top_k, top_p, max_tokens, stop,
+           seed) -> list:
+    """Each text with its holes filled as `Model.infill` fills them (`inference.fill`: left to
+    right, hole i seeing the earlier ones filled), hole i of every text in one sampler call;
+    an InfillError in place of a text whose hole cannot be filled."""
+    m = self.model
+    if m.tokenizer.name != "bpe":
+      return [inference.InfillError(f"a {m.tokenizer.name} model cannot fill a text hole; "
+                                    "serve a model trained with --config.data.tokenizer=bpe")
+              ] * len(texts)
+    sc = api.sample_config(temperature, top_k, top_p, max_tokens)
+    sc = dataclasses.replace(sc, max_new=min(sc.max_new, m.model_config.context // 2))
+    if stop == "line" and self._newlines is None:
+      self._newlines = sample_lib.newline_ids(m.tokenizer)
+    holes = [inference.find_holes(t) for t in texts]
+    size = min(1 << (len(texts) - 1).bit_length(), self.max_batch)  # every round: one shape
+    done, cursor, out = [""] * len(texts), [0] * len(texts), [None] * len(texts)
+    for i in range(max(len(h) for h in holes)):
+      rows = {False: [], True: []}  # by: stops at a newline
+      for r, text in enumerate(texts):
+        if out[r] is not None or i >= len(holes[r]):
+          continue
+        hole, nxt = holes[r][i], (holes[r][i + 1].start if i + 1 < len(holes[r]) else len(text))
+        done[r] += text[cursor[r]:hole.start]
+        try:
+          prompt = sample_lib.hole_prompt(
+              m.tokenizer.encode(done[r]), m.tokenizer.encode(text[hole.end:nxt]),
+              m.special_ids, m.model_config.context, sc.max_new, last=i + 1 == len(holes[r]),
+              positions=m.positions)
+        except ValueError as e:
+          out[r] = inference.InfillError(str(e))
+          continue
+        rows[stop == "line" and hole.kind == "line"].append((r, prompt))
+      for lines, group in rows.items():
+        if not group:
+          continue
+        prompts = [p for _, p in group]
+        pad = max(size - len(prompts), 0)
+        res = sample_lib.sample(m.model_config, m.params, prompts + prompts[:1] * pad,
+                                m.special_ids, m.model_vocab_size, mode=sample_lib.INFILL,
+                                sc=sc, seed=seed + i, positions=m.positions,
+                                stop_before=self._newlines if lines else None)
+        self.stats["calls"] += 1
+        for j, (r, _) in enumerate(group):
+          done[r] += m.tokenizer.decode(res.tokens[j])
+          cursor[r] = holes[r][i].end
+    return [o if o is not None else done[r] + texts[r][cursor[r]:] for r, o in enumerate(out)]
+
+
