@@ -45,10 +45,20 @@ def run_row(python: str, config: str, topology: str, overrides) -> dict:
   return r
 
 
+def _bound(r) -> str:
+  """What set the estimate: XLA's optimal_seconds, or the roofline's HBM or compute term."""
+  if not r["est_method"].startswith("roofline"):
+    return "XLA"
+  sys.path.insert(0, str(REPO))
+  from fimjax import aot  # pylint: disable=g-import-not-at-top
+  memory = r["xla_bytes"] / aot.hbm_bandwidth(r["device_kind"])
+  return "HBM" if abs(memory - r["est_step_s"]) < 1e-9 else "compute"
+
+
 def table(rows) -> str:
   head = ("| config | slice | mesh (data, fsdp, tensor) | attention | fits | GiB per device "
-          "(HBM) | params + optimizer / batch + temporaries, GiB | est. step | MFU (upper "
-          "bound) | compile |\n|---|---|---|---|---|---|---|---|---|---|")
+          "(HBM) | params + optimizer / batch + temporaries, GiB | est. step (bound) | MFU "
+          "(est.) | compile |\n|---|---|---|---|---|---|---|---|---|---|")
   lines = [head]
   for r in rows:
     if "error" in r:
@@ -56,7 +66,7 @@ def table(rows) -> str:
       continue
     g = lambda n: f"{n / 2**30:.2f}"
     s, m = r["split"], r["mesh"]
-    step = f"{r['est_step_s'] * 1e3:.0f} ms" if r.get("est_step_s") else "n/a"
+    step = f"{r['est_step_s'] * 1e3:.0f} ms ({_bound(r)})" if r.get("est_step_s") else "n/a"
     mfu = f"{r['mfu']:.0%}" if r.get("mfu") else "n/a"
     lines.append(
         f"| {r['config']} | {r['topology']} | {m['data']}, {m['fsdp']}, {m['tensor']} | "
@@ -71,7 +81,9 @@ def main():
   p.add_argument("--only", default="", help="comma-separated config@slice rows")
   p.add_argument("--h100", action="store_true", help="add H100 rows (CUDA plugin)")
   p.add_argument("--python", default=sys.executable, help="interpreter for the H100 rows")
+  p.add_argument("--out", default=str(OUT), help="the JSON to write (rows merged with --only)")
   args = p.parse_args()
+  out = pathlib.Path(args.out)
   rows = [(c, t, o, sys.executable) for c, t, o in ROWS]
   if args.h100:
     rows += [(c, t, o, args.python) for c, t, o in H100_ROWS]
@@ -82,12 +94,12 @@ def main():
   for config, topology, overrides, python in rows:
     results.append(run_row(python, config, topology, overrides))
     print(f"{config} @ {topology}: done", file=sys.stderr, flush=True)
-  OUT.parent.mkdir(parents=True, exist_ok=True)
-  old = json.loads(OUT.read_text()) if OUT.exists() and args.only else {"rows": []}
+  out.parent.mkdir(parents=True, exist_ok=True)
+  old = json.loads(out.read_text()) if out.exists() and args.only else {"rows": []}
   keep = [r for r in old["rows"] if (r["config"], r["topology"]) not in
           {(x["config"], x["topology"]) for x in results}]
   all_rows = keep + results
-  OUT.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": all_rows}, indent=1)
+  out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": all_rows}, indent=1)
                  + "\n")
   print(table(all_rows))
 

@@ -124,9 +124,11 @@ def _print(r: dict):
     print(f"device limit     {_gib(r['device_bytes_limit'])}: "
           f"{'fits' if r['fits'] else 'DOES NOT FIT'}")
   print(f"compile          {r['compile_s']} s")
+  if r.get("est_method") and not r.get("est_step_s"):
+    print(f"est. step time   {r['est_method']}")
   if r.get("est_step_s"):
-    print(f"est. step time   {r['est_step_s'] * 1e3:.1f} ms ({r['est_method']}; ignores memory "
-          f"and communication time), MFU <= {r['mfu']:.1%}")
+    print(f"est. step time   {r['est_step_s'] * 1e3:.1f} ms ({r['est_method']}; no "
+          f"communication), MFU ~{r['mfu']:.1%}")
 
 
 if __name__ == "__main__":
