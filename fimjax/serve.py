@@ -11,6 +11,11 @@ PATH: a run's workdir, its checkpoints/ folder (a copy will do) or one step fold
                    "compute_ms"}; options as `Model.infill` (greedy, 128 tokens per hole)
   POST /generate  {"n", "temperature", "top_k", "top_p", "max_tokens", "seed"} -> {"samples"}
   POST /score     {"text"} -> {"tokens": n, "loss": [n + 1 values, the last EOS's], "mean"}
+  POST /v1/completions  the OpenAI completions shape editor plug-ins speak: {"prompt", "suffix"
+                   (fill-in-the-middle between prompt and suffix when given; else the prompt is
+                   continued), "max_tokens" (16), "temperature" (1), "top_p", "stop" (a string
+                   or up to 4), "n", "seed", "model" (ignored)} -> {"choices": [{"text",
+                   "index", "finish_reason": "stop" | "length"}], "usage", ...}
   GET  /health    -> model path, step, tokenizer id;   GET /stats -> requests and batch sizes
 
 Batching (`fimjax.serve_worker`): concurrent infills with the same sampling settings share
@@ -38,6 +43,7 @@ MAX_TOKENS = 8192
 MAX_SEED = 2**31 - 1
 DISCARD = 16 << 20  # a refused body up to this size is read before the answer
 FLOAT, INT, STR = "a finite number", "an integer", "a string"
+NULLSTR, STOPLIST, BOOL = "a string or null", "a string or a list of up to 4 strings", "a boolean"
 # Fields per endpoint: (type, default); None = required.
 FIELDS = {
     "/infill": {"text": (STR, None), "temperature": (FLOAT, 0.0), "top_k": (INT, 0),
@@ -46,6 +52,10 @@ FIELDS = {
     "/generate": {"n": (INT, 1), "temperature": (FLOAT, 1.0), "top_k": (INT, 0),
                   "top_p": (FLOAT, 1.0), "max_tokens": (INT, 1024), "seed": (INT, 0)},
     "/score": {"text": (STR, None)},
+    "/v1/completions": {"prompt": (STR, None), "suffix": (NULLSTR, "absent"),
+                        "max_tokens": (INT, 16), "temperature": (FLOAT, 1.0), "top_k": (INT, 0),
+                        "top_p": (FLOAT, 1.0), "stop": (STOPLIST, []), "n": (INT, 1),
+                        "seed": (INT, -1), "model": (STR, ""), "stream": (BOOL, False)},
 }
 
 
@@ -70,13 +80,21 @@ def parse_request(path: str, body: bytes, vocab: int = 1 << 30) -> dict:
       out[name] = default
       continue
     value = req[name]
-    ok = {STR: isinstance(value, str),
+    ok = {STR: isinstance(value, str), NULLSTR: value is None or isinstance(value, str),
+          BOOL: isinstance(value, bool),
+          STOPLIST: isinstance(value, str) or (isinstance(value, list) and len(value) <= 4 and
+                                               all(isinstance(v, str) and v for v in value)),
           INT: isinstance(value, int) and not isinstance(value, bool),
           FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool)
                  and math.isfinite(value)}[kind]
     if not ok:
       raise RequestError(400, f"field {name!r}: {json.dumps(value)[:40]} is not {kind}")
     out[name] = value
+  if path == "/v1/completions":
+    if out["stream"]:
+      raise RequestError(400, "field 'stream': streaming is not supported; send stream false")
+    out["suffix"] = None if out["suffix"] in (None, "absent") else out["suffix"]
+    out["stop"] = [out["stop"]] if isinstance(out["stop"], str) else out["stop"]
   _check_ranges(path, out, vocab)
   return out
 
@@ -89,7 +107,8 @@ def _check_ranges(path: str, r: dict, vocab: int) -> None:
       ("top_k", r["top_k"], r["top_k"] <= vocab, f"<= the vocabulary ({vocab})"),
       ("seed", r["seed"], -1 <= r["seed"] <= MAX_SEED, f"in [0, {MAX_SEED}] (-1: none)"),
       ("n", r.get("n", 1), 1 <= r.get("n", 1) <= MAX_N, f"in [1, {MAX_N}]"),
-      ("stop", r.get("stop", "eom"), r.get("stop", "eom") in api.STOPS, f"one of {api.STOPS}")):
+      ("stop", r.get("stop", "eom"), path != "/infill" or r["stop"] in api.STOPS,
+       f"one of {api.STOPS}")):
     if not ok:
       raise RequestError(400, f"field {name!r}: {value!r} must be {rule}")
   try:

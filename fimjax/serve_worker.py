@@ -9,7 +9,9 @@ call (two with stop "line": only line holes stop at a newline), rows padded to a
 (at most log2(max_batch) + 1 shapes to compile). Greedy fills equal `Model.infill`'s, batched or
 not; a sampled infill with a "seed" runs alone so that the seed reproduces `Model.infill` (one
 key draws a whole batch, so a row's draw depends on its partners); one without is batched.
-/generate and /score run alone (generate batches its own n samples).
+/generate and /score run alone (generate batches its own n samples). /v1/completions requests
+with the same settings and kind (fill-in-the-middle, or continuing a prompt) share one sampler
+call too: all their n rows at once.
 """
 
 import collections
@@ -17,10 +19,14 @@ import dataclasses
 import itertools
 import threading
 import time
+import uuid
 
 from fimjax import api
 from fimjax import inference
 from fimjax import sample as sample_lib
+
+
+BATCHED = ("/infill", "/v1/completions")
 
 
 class RequestError(Exception):
@@ -43,12 +49,13 @@ class Job:
   @property
   def batchable(self) -> bool:  # a seeded draw must not depend on its batch partners
     r = self.req
-    return self.path == "/infill" and (r["temperature"] <= 0 or r["top_k"] == 1 or r["seed"] < 0)
+    return self.path in BATCHED and (r["temperature"] <= 0 or r["top_k"] == 1 or r["seed"] < 0)
 
   @property
   def key(self) -> tuple:
     r = self.req
-    return (r["temperature"], r["top_k"], r["top_p"], r["max_tokens"], r["stop"])
+    kind = r["suffix"] is None if self.path == "/v1/completions" else r["stop"]
+    return (self.path, kind, r["temperature"], r["top_k"], r["top_p"], r["max_tokens"])
 
 
 class Worker:
@@ -145,6 +152,8 @@ class Worker:
                          stop=r["stop"], seed=seed)
       return [RequestError(400, f"field 'text': {f}") if isinstance(f, Exception) else
               {"text": f} for f in filled]
+    if job.path == "/v1/completions":
+      return self.complete(batch)
     if job.path == "/generate":
       r = job.req
       samples = m.generate(r["n"], temperature=r["temperature"], top_k=r["top_k"],
@@ -205,4 +214,61 @@ class Worker:
           cursor[r] = holes[r][i].end
     return [o if o is not None else done[r] + texts[r][cursor[r]:] for r, o in enumerate(out)]
 
+  def complete(self, batch: list[Job]) -> list:
+    """OpenAI-shaped completions of a batch with one kind and settings: every request's `n`
+    rows in one sampler call; the middle between prompt and suffix, or the prompt continued."""
+    m, r, cfg = self.model, batch[0].req, self.model.model_config
+    fim = r["suffix"] is not None
+    sc = api.sample_config(r["temperature"], r["top_k"], r["top_p"], r["max_tokens"])
+    sc = dataclasses.replace(sc, max_new=min(sc.max_new, cfg.context // 2 if fim else
+                                             cfg.context - 1))
+    prompts, answers = [], [None] * len(batch)
+    for k, job in enumerate(batch):
+      pre = m.tokenizer.encode(job.req["prompt"])
+      suf = m.tokenizer.encode(job.req["suffix"]) if fim else []
+      try:
+        prompt = (sample_lib.hole_prompt(pre, suf, m.special_ids, cfg.context, sc.max_new,
+                                         last=True, positions=m.positions) if fim
+                  else _continuation(pre, m.special_ids, cfg.context - sc.max_new))
+      except ValueError as e:
+        answers[k] = RequestError(400, f"field 'prompt': {e}")
+        continue
+      prompts += [(k, prompt, len(pre) + len(suf))] * job.req["n"]
+    if prompts:
+      rows = [p for _, p, _ in prompts]
+      size = 1 << (len(rows) - 1).bit_length()  # powers of two: few shapes to compile
+      seed = r["seed"] if r["seed"] >= 0 else next(self._seeds)
+      res = sample_lib.sample(cfg, m.params, rows + rows[:1] * (size - len(rows)), m.special_ids,
+                              m.model_vocab_size, sc=sc, seed=seed, positions=m.positions,
+                              mode=sample_lib.INFILL if fim else sample_lib.GENERATE)
+      self.stats["calls"] += 1
+      for j, (k, _, used) in enumerate(prompts):
+        if answers[k] is None:
+          answers[k] = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
+                        "created": int(time.time()), "model": m.path, "choices": [],
+                        "usage": {"prompt_tokens": used, "completion_tokens": 0}}
+        text, finish = _cut(m.tokenizer.decode(res.tokens[j]), batch[k].req["stop"],
+                            "stop" if res.stopped[j] else "length")
+        a = answers[k]
+        a["choices"].append({"text": text, "index": len(a["choices"]), "logprobs": None,
+                             "finish_reason": finish})
+        a["usage"]["completion_tokens"] += len(res.tokens[j])
+    for a in answers:
+      if isinstance(a, dict):
+        a["usage"]["total_tokens"] = a["usage"]["prompt_tokens"] + a["usage"]["completion_tokens"]
+    return answers
 
+
+def _continuation(ids: list[int], special_ids: dict, budget: int) -> sample_lib.Prompt:
+  """BOS + the prompt's tokens (its last `budget` positions' worth if longer), as generation
+  continues a document (`inference.generate_tokens`)."""
+  if budget < 2:
+    raise ValueError("max_tokens leaves no room for the prompt: lower max_tokens")
+  start = max(0, len(ids) + 1 - budget)
+  return sample_lib.generate_prompt(special_ids, ids if start == 0 else ids[start - 1:], start)
+
+
+def _cut(text: str, stops: list[str], finish: str) -> tuple[str, str]:
+  """The text up to its first stop sequence (then finish_reason "stop")."""
+  cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
+  return (text[:min(cuts)], "stop") if cuts else (text, finish)

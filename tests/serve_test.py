@@ -61,6 +61,34 @@ def test_infill_fills_every_hole_as_the_api_does(server, model):
   assert status == 200 and out["text"] == model.infill(TEXT, **sampled), out
 
 
+PROMPT, SUFFIX = "name: CI\non: push\njobs:\n  build:\n    runs-on:", "\n    steps:\n"
+
+
+def test_completions_fill_between_prompt_and_suffix_as_infill_does(server, model):
+  """The OpenAI shape: with a suffix, the middle (what /infill writes into a span hole there)."""
+  body = {"model": "fimjax", "prompt": PROMPT, "suffix": SUFFIX, "temperature": 0, "n": 2,
+          **OPTS}
+  status, out = call(server, "POST", "/v1/completions", body)
+  assert status == 200, out
+  filled = model.infill(PROMPT + "<FILL>" + SUFFIX, **OPTS)
+  middle = filled[len(PROMPT):len(filled) - len(SUFFIX)]
+  assert [c["text"] for c in out["choices"]] == [middle, middle]
+  assert [c["index"] for c in out["choices"]] == [0, 1] and out["object"] == "text_completion"
+  assert all(c["finish_reason"] in ("stop", "length") for c in out["choices"])
+  assert out["usage"]["prompt_tokens"] == len(model.tokenizer.encode(PROMPT)) + len(
+      model.tokenizer.encode(SUFFIX))
+
+
+def test_completions_without_suffix_continue_the_prompt_up_to_a_stop(server, model):
+  body = {"prompt": PROMPT, "temperature": 1.0, "seed": 5, "n": 3, "stop": "\n", **OPTS}
+  status, out = call(server, "POST", "/v1/completions", body)
+  assert status == 200 and len(out["choices"]) == 3, out
+  for c in out["choices"]:
+    assert "\n" not in c["text"]
+    assert c["finish_reason"] in ("stop", "length")
+  assert 0 < out["usage"]["completion_tokens"] <= 3 * 8
+
+
 def test_generate_returns_n_samples_as_the_api_does(server, model):
   status, out = call(server, "POST", "/generate", {"n": 2, "seed": 1, **OPTS})
   assert status == 200, out
@@ -109,6 +137,29 @@ def test_ten_concurrent_infills_are_answered_in_batches(server, model):
   assert [a[1]["text"] for a in answers] == [model.infill(t, **OPTS) for t in texts]
 
 
+def test_concurrent_completions_share_one_sampler_call(server):
+  """Three FIM completions with the same settings queue together: one batch, one call."""
+  answers = [None] * 3
+
+  def send(i):
+    answers[i] = call(server, "POST", "/v1/completions",
+                      {"prompt": PROMPT + f" # {i}", "suffix": SUFFIX, "temperature": 0, **OPTS})
+
+  calls = server.worker.snapshot()["sampler_calls"]
+  server.worker.gate.clear()
+  try:
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(3)]
+    for t in threads:
+      t.start()
+    assert server.worker.wait_queued(3, timeout=60)
+  finally:
+    server.worker.gate.set()
+  for t in threads:
+    t.join(timeout=120)
+  assert [(a[0], a[1]["batch"]) for a in answers] == [(200, 3)] * 3, answers
+  assert server.worker.snapshot()["sampler_calls"] == calls + 1
+
+
 @pytest.mark.parametrize("stop", ["eom", "line"])
 def test_a_batch_of_texts_with_uneven_holes_fills_each_as_alone(model, stop):
   texts = ["on: push\njobs:\n  a:\n    runs-on: <FILL>\n",
@@ -141,7 +192,12 @@ def test_a_batch_of_texts_with_uneven_holes_fills_each_as_alone(model, stop):
     ("POST", "/generate", {"n": 0}, 400, "'n': 0 must be in [1, 64]"),
     ("POST", "/score", {"text": TEXT, "seed": 1}, 400, "unknown field 'seed'"),
     ("POST", "/infill", {"text": "x" * LIMIT + "<FILL>"}, 413, "--max-request-bytes"),
-    ("POST", "/v1/completions", {"prompt": "x"}, 404, "no endpoint /v1/completions"),
+    ("POST", "/v1/complete", {"prompt": "x"}, 404, "no endpoint /v1/complete"),
+    ("POST", "/v1/completions", {"suffix": "x"}, 400, "missing field 'prompt'"),
+    ("POST", "/v1/completions", {"prompt": "a", "stream": True}, 400, "streaming is not"),
+    ("POST", "/v1/completions", {"prompt": "a", "stop": ["a"] * 5}, 400, "up to 4 strings"),
+    ("POST", "/v1/completions", {"prompt": "a", "suffix": 1}, 400, "a string or null"),
+    ("POST", "/v1/completions", {"prompt": "a", "echo": True}, 400, "unknown field 'echo'"),
     ("GET", "/infill", None, 405, "use POST"),
 ])
 def test_a_bad_request_is_refused_with_one_line_and_serving_goes_on(server, method, path, body,
