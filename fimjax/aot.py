@@ -108,13 +108,15 @@ def estimate_bytes(config, cfg, mesh_shape: dict, state_bytes: int, params_bytes
 
     - kept for the backward pass, per layer and token (bf16): the block input, d, with remat;
       else 11 d + 3 F (norm outputs, q, k, v, attention output, MLP hidden and its square,
-      residuals), plus the xla attention's probabilities, H * L / 2 (splash keeps none);
+      residuals), plus the xla attention's fp32 scores and bf16 probabilities over the causal
+      half, 3 H L / 2 (splash keeps none);
     - the larger of two phases that are not live at once: the logits in fp32 with ~1.5 copies
       (logits, their gradient), 6 V bytes per token; and, with remat, one recomputed block,
       14 d + 3 F per token (bf16).
 
   The constants were fitted to six TPU compiles of small and large (splash attention, with and
-  without remat and microbatches, 2-12 layers); every one was within 6% of XLA's figure.
+  without remat and microbatches, 2-12 layers) and two H100 compiles (xla attention); each of
+  those, and the table in launch/README.md, is within 10% of XLA's figure.
   """
   d, l, v, f = cfg.d_model, cfg.context, cfg.vocab_size, cfg.mlp_ratio * cfg.d_model
   split = mesh_shape["data"] * mesh_shape["fsdp"]
@@ -123,7 +125,7 @@ def estimate_bytes(config, cfg, mesh_shape: dict, state_bytes: int, params_bytes
   grads = params_bytes * (2 if micro > 1 else 1)
   per_layer = d if cfg.remat else 11 * d + 3 * f
   if not cfg.remat and cfg.attention != "splash":
-    per_layer += cfg.num_heads * l // 2
+    per_layer += 3 * cfg.num_heads * l // 2
   kept = 2 * tokens * cfg.num_layers * per_layer
   phase = max(6 * tokens * v // mesh_shape["tensor"],
               2 * tokens * (14 * d + 3 * f) if cfg.remat else 0)
