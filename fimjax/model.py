@@ -176,8 +176,8 @@ def splash_attention(q, k, v, seg_BxL, *, interpret: bool = False):
     out = local(*args)
   else:
     # Split only the axes that divide (as shd.constrain); the others are replicated.
-    rows = ("data", "fsdp") if q.shape[0] % (mesh.shape["data"] * mesh.shape["fsdp"]) == 0 \
-        else None
+    split = mesh.shape["data"] * mesh.shape["fsdp"]
+    rows = ("data", "fsdp") if q.shape[0] % split == 0 else None
     heads = "tensor" if q.shape[2] % mesh.shape["tensor"] == 0 else None
     spec = P(rows, heads, None, None)
     specs = (spec,) * 3 + ((P(rows, None),) if seg_BxL is not None else ())
