@@ -42,6 +42,7 @@ def load_avg() -> list[float]:
 def machine() -> dict:
   """CPU model, cores, accelerator, library versions and load, recorded beside every figure."""
   import importlib.metadata as md  # pylint: disable=g-import-not-at-top
+  import fimjax  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # quiet libtpu
   import jax  # pylint: disable=g-import-not-at-top
   versions = {}
   for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "tokenizers"):
