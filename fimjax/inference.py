@@ -74,36 +74,67 @@ def fill(text: str, tokenizer, cfg, params, special_ids: dict, model_vocab_size:
          log=None) -> str:
   """`text` with every hole filled (left to right). `positions`: the run's fim.positions;
   `stop="line"` ends line holes at the end of their first line."""
-  holes = find_holes(text)
-  if not holes:
+  if not find_holes(text):
     raise InfillError(f"no hole: mark one with {MARKER} (alone on a line for a whole line, "
                       "inside a line for a span)")
   if getattr(tokenizer, "name", "") != "bpe":
     raise InfillError(f"the {tokenizer.name} tokenizer encodes whole JSON documents only, so a "
                       f"{MARKER} hole in the text cannot be expressed; infilling needs a model "
                       "trained with --config.data.tokenizer=bpe (see docs/infill.md)")
-  done, cursor = "", 0
-  lines = sample_lib.newline_ids(tokenizer) if stop == "line" else None
-  for i, hole in enumerate(holes):
-    done += text[cursor:hole.start]
-    nxt = holes[i + 1].start if i + 1 < len(holes) else len(text)
-    try:
-      prompt = sample_lib.hole_prompt(tokenizer.encode(done), tokenizer.encode(text[hole.end:nxt]),
-                                      special_ids, cfg.context, sc.max_new,
-                                      last=i + 1 == len(holes), positions=positions)
-    except ValueError as e:
-      raise InfillError(str(e)) from None
-    res = sample_lib.sample(cfg, params, [prompt], special_ids, model_vocab_size,
-                            mode=sample_lib.INFILL, sc=sc, seed=seed + i, positions=positions,
-                            stop_before=lines if hole.kind == "line" else None)
-    middle = tokenizer.decode(res.tokens[0])
-    if log is not None and not res.stopped[0]:
-      log(f"warning: hole {i + 1} ({hole.kind}, line {text.count(chr(10), 0, hole.start) + 1}): "
-          f"no end of middle within {sc.max_new} tokens; kept what was written")
-    done += middle
-    cursor = hole.end
-  return done + text[cursor:]
+  out = fill_texts([text], tokenizer, cfg, params, special_ids, model_vocab_size, sc=sc,
+                   positions=positions, seed=seed, stop=stop, log=log)[0]
+  if isinstance(out, InfillError):
+    raise out
+  return out
 
+
+def fill_texts(texts: list[str], tokenizer, cfg, params, special_ids: dict,
+               model_vocab_size: int, *, sc: sample_lib.SampleConfig, positions: str,
+               seed: int = 0, stop: str = "eom", rows: int = 0, newlines=None, log=None,
+               on_call=None) -> list:
+  """Each text with its holes filled as `fill` fills one, hole i of every text in one sampler
+  call (two with stop "line": only line holes stop at a newline); an InfillError in place of a
+  text whose hole does not fit. `rows`: pad every call to this many rows (one shape to
+  compile); `newlines`: `sample.newline_ids(tokenizer)`, if already known; `log(message)` hears
+  of holes without an end of middle; `on_call()` runs after each sampler call."""
+  if stop == "line" and newlines is None:
+    newlines = sample_lib.newline_ids(tokenizer)
+  holes = [find_holes(t) for t in texts]
+  done, cursor, out = [""] * len(texts), [0] * len(texts), [None] * len(texts)
+  for i in range(max(map(len, holes), default=0)):
+    groups = {False: [], True: []}  # by: stops at a newline
+    for r, text in enumerate(texts):
+      if out[r] is not None or i >= len(holes[r]):
+        continue
+      hole, nxt = holes[r][i], (holes[r][i + 1].start if i + 1 < len(holes[r]) else len(text))
+      done[r] += text[cursor[r]:hole.start]
+      try:
+        prompt = sample_lib.hole_prompt(tokenizer.encode(done[r]),
+                                        tokenizer.encode(text[hole.end:nxt]), special_ids,
+                                        cfg.context, sc.max_new, last=i + 1 == len(holes[r]),
+                                        positions=positions)
+      except ValueError as e:
+        out[r] = InfillError(str(e))
+        continue
+      groups[stop == "line" and hole.kind == "line"].append((r, prompt))
+    for lines, group in groups.items():
+      if not group:
+        continue
+      prompts = [p for _, p in group]
+      res = sample_lib.sample(cfg, params, prompts + prompts[:1] * max(rows - len(prompts), 0),
+                              special_ids, model_vocab_size, mode=sample_lib.INFILL, sc=sc,
+                              seed=seed + i, positions=positions,
+                              stop_before=newlines if lines else None)
+      if on_call is not None:
+        on_call()
+      for j, (r, _) in enumerate(group):
+        done[r] += tokenizer.decode(res.tokens[j])
+        cursor[r] = holes[r][i].end
+        if log is not None and not res.stopped[j]:
+          h = holes[r][i]
+          log(f"warning: hole {i + 1} ({h.kind}, line {texts[r].count(chr(10), 0, h.start) + 1}):"
+              f" no end of middle within {sc.max_new} tokens; kept what was written")
+  return [o if o is not None else done[r] + texts[r][cursor[r]:] for r, o in enumerate(out)]
 
 
 # ---------------------------------------------------------------------------------- generation
@@ -133,11 +164,7 @@ def generate_tokens(cfg, params, special_ids, model_vocab_size, num: int, *, sc,
     chunk = 0
     while any(d is None for d in done):
       rows = [i for i in range(n) if done[i] is None]
-      prompts = []
-      for i in rows:
-        start = max(0, len(docs[i]) - keep + 1)  # BOS + up to keep-1 tokens, or keep tokens
-        ctx = docs[i][start:] if start == 0 else docs[i][start - 1:]
-        prompts.append(sample_lib.generate_prompt(special_ids, ctx, 0 if start == 0 else start))
+      prompts = [continuation_prompt(docs[i], special_ids, keep) for i in rows]
       room = cfg.context - max(len(p.tokens) for p in prompts)
       budget = max(len(docs[i]) for i in rows)
       step_sc = dataclasses.replace(sc, max_new=min(window, room, max(max_tokens - budget, 1)))
@@ -154,6 +181,15 @@ def generate_tokens(cfg, params, special_ids, model_vocab_size, num: int, *, sc,
           docs[i], done[i] = docs[i][:max_tokens], False  # ran out of tokens: leaves the loop
     out.extend((d, f is True) for d, f in zip(docs, done))
   return out
+
+
+def continuation_prompt(doc_tokens: list[int], special_ids: dict,
+                        keep: int) -> sample_lib.Prompt:
+  """BOS + a document's tokens, or, past `keep` - 1 tokens, its last `keep` at their true
+  positions (no BOS): the prompt that continues it."""
+  start = max(0, len(doc_tokens) - keep + 1)
+  return sample_lib.generate_prompt(special_ids, doc_tokens[start - 1:] if start else doc_tokens,
+                                    start)
 
 
 def check(sample: Sample, tokenizer, validator) -> Sample:

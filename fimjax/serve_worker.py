@@ -180,39 +180,14 @@ class Worker:
     sc = dataclasses.replace(sc, max_new=min(sc.max_new, m.model_config.context // 2))
     if stop == "line" and self._newlines is None:
       self._newlines = sample_lib.newline_ids(m.tokenizer)
-    holes = [inference.find_holes(t) for t in texts]
-    size = min(1 << (len(texts) - 1).bit_length(), self.max_batch)  # every round: one shape
-    done, cursor, out = [""] * len(texts), [0] * len(texts), [None] * len(texts)
-    for i in range(max(len(h) for h in holes)):
-      rows = {False: [], True: []}  # by: stops at a newline
-      for r, text in enumerate(texts):
-        if out[r] is not None or i >= len(holes[r]):
-          continue
-        hole, nxt = holes[r][i], (holes[r][i + 1].start if i + 1 < len(holes[r]) else len(text))
-        done[r] += text[cursor[r]:hole.start]
-        try:
-          prompt = sample_lib.hole_prompt(
-              m.tokenizer.encode(done[r]), m.tokenizer.encode(text[hole.end:nxt]),
-              m.special_ids, m.model_config.context, sc.max_new, last=i + 1 == len(holes[r]),
-              positions=m.positions)
-        except ValueError as e:
-          out[r] = inference.InfillError(str(e))
-          continue
-        rows[stop == "line" and hole.kind == "line"].append((r, prompt))
-      for lines, group in rows.items():
-        if not group:
-          continue
-        prompts = [p for _, p in group]
-        pad = max(size - len(prompts), 0)
-        res = sample_lib.sample(m.model_config, m.params, prompts + prompts[:1] * pad,
-                                m.special_ids, m.model_vocab_size, mode=sample_lib.INFILL,
-                                sc=sc, seed=seed + i, positions=m.positions,
-                                stop_before=self._newlines if lines else None)
-        self.stats["calls"] += 1
-        for j, (r, _) in enumerate(group):
-          done[r] += m.tokenizer.decode(res.tokens[j])
-          cursor[r] = holes[r][i].end
-    return [o if o is not None else done[r] + texts[r][cursor[r]:] for r, o in enumerate(out)]
+    return inference.fill_texts(
+        texts, m.tokenizer, m.model_config, m.params, m.special_ids, m.model_vocab_size, sc=sc,
+        positions=m.positions, seed=seed, stop=stop, newlines=self._newlines,
+        rows=min(1 << (len(texts) - 1).bit_length(), self.max_batch),  # every round: one shape
+        on_call=self._count_call)
+
+  def _count_call(self) -> None:
+    self.stats["calls"] += 1
 
   def complete(self, batch: list[Job]) -> list:
     """OpenAI-shaped completions of a batch with one kind and settings: every request's `n`
@@ -260,12 +235,10 @@ class Worker:
 
 
 def _continuation(ids: list[int], special_ids: dict, budget: int) -> sample_lib.Prompt:
-  """BOS + the prompt's tokens (its last `budget` positions' worth if longer), as generation
-  continues a document (`inference.generate_tokens`)."""
+  """The prompt continuing `ids` in at most `budget` positions (as generation continues)."""
   if budget < 2:
     raise ValueError("max_tokens leaves no room for the prompt: lower max_tokens")
-  start = max(0, len(ids) + 1 - budget)
-  return sample_lib.generate_prompt(special_ids, ids if start == 0 else ids[start - 1:], start)
+  return inference.continuation_prompt(ids, special_ids, budget)
 
 
 def _cut(text: str, stops: list[str], finish: str) -> tuple[str, str]:
