@@ -291,9 +291,9 @@ def step_metrics(workdir: str, step: int) -> dict:
   """The evaluation figures logged at `step` in metrics.jsonl, and the train loss there ({}
   for a copied checkpoint without its log)."""
   from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from fimjax import metrics  # pylint: disable=g-import-not-at-top
   try:
-    with open(os.path.join(checkpoint.local_dir(workdir), "metrics.jsonl"), encoding="utf-8") as f:
-      records = [json.loads(line) for line in f if line.strip()]
+    records = metrics.read_metrics(checkpoint.local_dir(workdir))
   except (OSError, ValueError):
     return {}
   return {("train_loss" if k == "loss" else k): float(v) for r in records if r.get("step") == step
