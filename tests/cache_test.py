@@ -25,6 +25,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 WF = "name: w{i}\non: push\njobs:\n  j{i}:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo {i}\n"
 SMALL = dict(tokenizer="bpe", bpe_vocab_size=300, progress=False, log=lambda s: None)
 
+# A TCT module (bytes as ids) that rejects documents matching `{rejects}` with `{why}`.
 FAKE_TCT = '''
 import json
 __version__ = "{version}"
@@ -32,12 +33,17 @@ def vocab_size(): return 8192
 def pad_token(): return 8191
 def encode(json_str):
   obj = json.loads(json_str)
-  if "REJECTME" in json_str: raise ValueError("schema-invalid")
+  if {rejects}: raise ValueError("{why}")
   return list(json_str.encode("utf-8"))
 def decode(tokens):
   data = bytes(t for t in tokens if t < 256)
   return data.decode("utf-8"), len(tokens), len(tokens)
 '''
+
+
+def fake_tct(version: str, rejects: str = '"REJECTME" in json_str',
+             why: str = "schema-invalid") -> str:
+  return FAKE_TCT.format(version=version, rejects=rejects, why=why)
 
 
 def _snapshot(root: pathlib.Path) -> dict:
@@ -231,12 +237,12 @@ def test_ensure_cache_reuses_and_rebuilds_stale(tmp_path, monkeypatch):
   ens(_cfg([str(src)], val_fraction=0.5))
   assert "stale (inputs_sha256:" in logs[3]
   # Switching tokenizer (here to a TCT build on the path) is detected, so is a new TCT version.
-  (tmp_path / "fake_tct_file.py").write_text(FAKE_TCT.format(version="1.0"))
+  (tmp_path / "fake_tct_file.py").write_text(fake_tct("1.0"))
   monkeypatch.syspath_prepend(str(tmp_path))
   tc = ens(_cfg([str(src)], val_fraction=0.5, tokenizer="auto", tct_module="fake_tct_file"))
   assert "bpe' -> 'tct'" in logs[5] and tc.meta["tokenizer"] == "tct"
   sys.modules.pop("fake_tct_file")
-  (tmp_path / "fake_tct_file.py").write_text(FAKE_TCT.format(version="2.0"))
+  (tmp_path / "fake_tct_file.py").write_text(fake_tct("2.0"))
   tc = ens(_cfg([str(src)], val_fraction=0.5, tokenizer="tct", tct_module="fake_tct_file"))
   assert "tokenizer_version: 'fake_tct_file-1.0' -> 'fake_tct_file-2.0'" in logs[7]
   sys.modules.pop("fake_tct_file")
@@ -269,18 +275,8 @@ def test_table_cache_goes_stale_with_its_file_and_reader_settings(tmp_path):
     assert logs[n].startswith(f"token cache at {out} is stale ({diff}); rebuilding"), logs[n]
 
 
-FAKE_TSCONFIG_TCT = '''
-import json
-__version__ = "0.1"
-def vocab_size(): return 8192
-def pad_token(): return 8191
-def encode(json_str):
-  obj = json.loads(json_str)
-  if "compilerOptions" not in obj: raise ValueError("missing required field compilerOptions")
-  return list(json_str.encode("utf-8"))
-def decode(tokens):
-  return bytes(tokens).decode("utf-8"), len(tokens), len(tokens)
-'''
+FAKE_TSCONFIG_TCT = fake_tct("0.1", '"compilerOptions" not in obj',
+                             "missing required field compilerOptions")
 
 
 def test_tct_of_another_schema_keeps_any_mapping_and_its_rejections(tmp_path, monkeypatch):
@@ -367,7 +363,7 @@ def test_foreign_folders_are_refused(tmp_path):
 
 
 def test_tct_cache_with_worker_processes(tmp_path, monkeypatch):
-  (tmp_path / "fake_tct_file.py").write_text(FAKE_TCT.format(version="3.1"))
+  (tmp_path / "fake_tct_file.py").write_text(fake_tct("3.1"))
   monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
   src = _make_corpus(tmp_path / "in", range(12))
   (src / "w005.yml").write_text(WF.format(i=5) + "env:\n  X: REJECTME\n")
