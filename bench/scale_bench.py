@@ -3,7 +3,7 @@
   .venv/bin/python bench/scale_bench.py --sizes 10000,100000,1000000 [--num_proc 0]
 
 Each size is written as JSONL shards of 100k rows (the format code datasets come in): generated
-workflows (fimjax.data.default_corpus, 100k distinct ones at most, each row made unique by a
+workflows (fimjax.synthetic, 100k distinct ones at most, each row made unique by a
 comment line). The build runs `python -m fimjax.data.cache build` in a child process (BPE, the
 default reader settings) and reports files/s, the child's peak RSS and the cache's disk size;
 then a second child loads the cache and builds the training pipeline (the window table) and
@@ -45,7 +45,7 @@ print(json.dumps({"load_s": t_load, "first_batch_s": time.perf_counter() - t0,
 
 
 def write_corpus(folder: pathlib.Path, n: int) -> None:
-  from fimjax.data.default_corpus import generator  # pylint: disable=g-import-not-at-top
+  from fimjax.synthetic import generator  # pylint: disable=g-import-not-at-top
   base = [generator.generate(i) for i in range(min(n, DISTINCT))]
   for s in range(0, n, SHARD_ROWS):
     with open(folder / f"shard-{s // SHARD_ROWS:04d}.jsonl", "w") as f:

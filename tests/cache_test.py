@@ -17,6 +17,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from fimjax import synthetic
 from fimjax.config_base import base_config
 from fimjax.data import cache
 from fimjax.data import corpus
@@ -582,10 +583,9 @@ def test_a_build_over_two_processes_is_byte_identical_to_one(tmp_path):
   (the timing fields of meta.json aside), duplicates and skips included."""
   src = tmp_path / "src"
   src.mkdir()
-  from fimjax.data.default_corpus import generator  # pylint: disable=g-import-not-at-top
   for i in range(40):
-    (src / f"w{i:02d}.yml").write_text(generator.generate(i))
-  (src / "dup.yml").write_text(generator.generate(3))
+    (src / f"w{i:02d}.yml").write_text(synthetic.generate(i))
+  (src / "dup.yml").write_text(synthetic.generate(3))
   (src / "broken.yml").write_text("jobs: [\n")
   metas = [cache.build_cache([str(src)], tmp_path / f"c{n}", num_proc=n, **SMALL) for n in (1, 2)]
   for m in metas:

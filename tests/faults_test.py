@@ -20,7 +20,7 @@ from fimjax import lock
 from fimjax import train
 from fimjax.config_base import base_config
 from fimjax.data import cache
-from fimjax.data import default_corpus
+from fimjax import synthetic
 from tests.cache_test import _snapshot
 from tests.train_test import REPO
 from tests.train_test import run_main
@@ -97,7 +97,7 @@ def corpus_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("corpus_run")
   corpus = root / "corpus"
   corpus.mkdir()
-  for name, text in default_corpus.synthetic(40):
+  for name, text in synthetic.synthetic(40):
     (corpus / name.replace("/", "_")).write_text(text)
   workdir = root / "run"
   run_main(workdir, *_corpus_flags(corpus), "--config.train.stop_after_steps=2",
@@ -109,7 +109,7 @@ def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run
   corpus, workdir = corpus_run
   added = [corpus / f"added_{i}.yml" for i in range(3)]
   for i, path in enumerate(added):
-    path.write_text(default_corpus.generate(1000 + i, 7))
+    path.write_text(synthetic.generate(1000 + i, 7))
   try:
     before = _snapshot(workdir)
     # 3: a refused config change is found before the (now stale) cache is rebuilt
@@ -134,7 +134,7 @@ def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run
   # Asked for: the grown corpus is encoded with the run's own tokenizer and training goes on.
   old = cache.load_cache(workdir / "cache").meta
   for i, path in enumerate(added):
-    path.write_text(default_corpus.generate(1000 + i, 7))
+    path.write_text(synthetic.generate(1000 + i, 7))
   proc = run_main(workdir, *_corpus_flags(corpus), "--config.train.steps=6", "--keep_tokenizer",
                   cache_dir=workdir / "cache")
   assert "Resuming from step 4" in proc.stdout and "with its own tokenizer" in proc.stdout

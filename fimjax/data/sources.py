@@ -23,6 +23,9 @@ import posixpath
 import tempfile
 import zlib
 
+from fimjax import synthetic
+from fimjax.data import default_corpus
+
 CACHE_MARKER = ".fimjax-cache"  # folders holding this file (token caches) are never read as input
 EXTENSIONS = (".yml", ".yaml", ".json")
 TABLES = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".parquet": "parquet"}  # suffix -> kind
@@ -176,10 +179,6 @@ def _folder(root: str) -> list[Source | Table]:
 
 
 def _embedded_sources(inp: str) -> list[Source]:
-  try:
-    from fimjax.data import default_corpus
-  except ImportError as e:
-    raise CorpusError(f"the embedded corpus (input {inp!r}) cannot be loaded: {e}") from e
   if inp == DEFAULT:
     return [Source(f"default:{name}", data=data, split=split)
             for name, data, split in default_corpus.embedded()]
@@ -190,7 +189,7 @@ def _embedded_sources(inp: str) -> list[Source]:
   if n < 0:
     raise CorpusError(f"bad input {inp!r}: write synthetic:N with N >= 0 generated workflows")
   return [Source(f"synthetic:{name}", data=text.encode("utf-8"))
-          for name, text in default_corpus.synthetic(n)]
+          for name, text in synthetic.synthetic(n)]
 
 
 # ------------------------------------------------------------------------------------- tables

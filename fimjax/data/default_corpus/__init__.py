@@ -1,10 +1,10 @@
-"""The embedded corpora.
+"""The embedded default corpus.
 
 `embedded()`: the default corpus, 1,269 real GitHub Actions workflow files by other people under
 MIT, BSD-3-Clause and Apache-2.0 (`workflows.tar.xz`, sources and licenses in `NOTICE.md`), with
 the train/validation split of its `SPLIT.tsv`; broken files are kept on purpose (the reader
-skips and counts them). `synthetic(n)`: the project's hand-written workflows (`workflows/`) plus
-`n` composed by a seeded generator (`generator.py`), for scale tests and benchmarks.
+skips and counts them). The synthetic corpus (`synthetic:N`, for scale tests and benchmarks)
+is `fimjax.synthetic`.
 """
 
 import csv
@@ -12,8 +12,6 @@ import functools
 import importlib.resources
 import io
 import tarfile
-
-from fimjax.data.default_corpus.generator import generate
 
 SPLIT_NAMES = ("train", "validation")
 
@@ -32,23 +30,3 @@ def _embedded() -> tuple[tuple[str, bytes, int], ...]:
 def embedded() -> list[tuple[str, bytes, int]]:
   """(name `raw/<owner>__<repo>/<file>`, the file's bytes, split 0 train / 1 validation)."""
   return list(_embedded())
-
-
-@functools.cache
-def _hand_written() -> tuple[tuple[str, str], ...]:
-  folder = importlib.resources.files(__package__) / "workflows"
-  files = sorted((f for f in folder.iterdir() if f.name.endswith((".yml", ".yaml"))), key=lambda f: f.name)
-  return tuple((f"workflows/{f.name}", f.read_text(encoding="utf-8")) for f in files)
-
-
-def hand_written() -> list[tuple[str, str]]:
-  """(name, text) of every hand-written workflow, sorted by name."""
-  return list(_hand_written())
-
-
-def synthetic(num_generated: int = 3000, seed: int = 0) -> list[tuple[str, str]]:
-  """Every hand-written workflow (`workflows/<file>`), then `num_generated` generated ones
-  (`generated/<i:05d>.yml`); the same seed gives the same texts byte for byte."""
-  docs = hand_written()
-  docs.extend((f"generated/{i:05d}.yml", generate(i, seed)) for i in range(num_generated))
-  return docs

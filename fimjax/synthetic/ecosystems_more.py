@@ -1,6 +1,6 @@
 """More ecosystems (Java, Ruby, .NET, PHP) and the Docker image steps."""
 
-from fimjax.data.default_corpus.ecosystems import HASH_OS, Ctx, Eco, cache_step, lines
+from fimjax.synthetic.ecosystems import HASH_OS, Ctx, Eco, cache_step, lines
 
 
 class Java(Eco):

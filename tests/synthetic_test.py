@@ -1,4 +1,4 @@
-"""The embedded default corpus: valid workflows, deterministic, varied."""
+"""The synthetic corpus (`synthetic:N`): valid workflows, deterministic, varied."""
 
 import json
 import re
@@ -6,8 +6,8 @@ import re
 import pytest
 import yaml
 
-from fimjax.data import default_corpus
-from fimjax.data.default_corpus import generator
+from fimjax import synthetic
+from fimjax.synthetic import generator
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 SAMPLE = 500
@@ -24,7 +24,7 @@ def _load(text: str) -> dict:
 
 @pytest.fixture(scope="module")
 def docs():
-  return default_corpus.synthetic(num_generated=SAMPLE, seed=0)
+  return synthetic.synthetic(num_generated=SAMPLE, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def validator(shared_schema):
 
 
 def test_names_and_order(docs):
-  hand = default_corpus.hand_written()
+  hand = synthetic.hand_written()
   assert 25 <= len(hand) <= 60
   assert len(docs) == len(hand) + SAMPLE
   assert docs[:len(hand)] == hand
@@ -71,10 +71,10 @@ def test_text_encodes_the_generated_structure():
 
 
 def test_deterministic():
-  a = default_corpus.synthetic(num_generated=50, seed=1)
-  b = default_corpus.synthetic(num_generated=50, seed=1)
+  a = synthetic.synthetic(num_generated=50, seed=1)
+  b = synthetic.synthetic(num_generated=50, seed=1)
   assert a == b
-  c = default_corpus.synthetic(num_generated=50, seed=2)
+  c = synthetic.synthetic(num_generated=50, seed=2)
   assert [t for _, t in a] != [t for _, t in c]
   assert generator.generate(17, seed=1) == a[-50 + 17][1]
 
@@ -94,7 +94,7 @@ def test_variety(docs):
 
 
 def test_hand_written_files_are_varied():
-  texts = [t for _, t in default_corpus.hand_written()]
+  texts = [t for _, t in synthetic.hand_written()]
   for key in ("services:", "workflow_call:", "workflow_dispatch:", "schedule:", "concurrency:", "permissions:",
               "environment:", "matrix:", "upload-artifact", "actions/cache"):
     assert any(key in t for t in texts), key

@@ -1,7 +1,7 @@
 """Parts of generated workflows: triggers, matrices, services, artifact steps and job assembly."""
 
-from fimjax.data.default_corpus.ecosystems import Ctx
-from fimjax.data.default_corpus.emit import COMMENT, Q, Tail
+from fimjax.synthetic.ecosystems import Ctx
+from fimjax.synthetic.emit import COMMENT, Q, Tail
 
 OSES = ["ubuntu-latest", "macos-latest", "windows-latest"]
 BRANCH_SETS = [["main"], ["main"], ["master"], ["main", "develop"], ["main", "release/**"], ["main", "master"]]

@@ -8,11 +8,11 @@ Node.js, Go, Rust, Java, Ruby, .NET, PHP and Docker.
 
 import random
 
-from fimjax.data.default_corpus import ecosystems as eco_mod
-from fimjax.data.default_corpus import ecosystems_more
-from fimjax.data.default_corpus.ecosystems import Ctx, lines
-from fimjax.data.default_corpus.emit import COMMENT, Style, emit, strip
-from fimjax.data.default_corpus.parts import (
+from fimjax.synthetic import ecosystems as eco_mod
+from fimjax.synthetic import ecosystems_more
+from fimjax.synthetic.ecosystems import Ctx, lines
+from fimjax.synthetic.emit import COMMENT, Style, emit, strip
+from fimjax.synthetic.parts import (
   BRANCH_SETS, download_step, make_job, matrix_for, push_pr, runner, services, triggers, upload_step)
 
 ECOSYSTEMS = {e.key: e for e in (eco_mod.Python, eco_mod.Node, eco_mod.Go, eco_mod.Rust)}
