@@ -1,9 +1,8 @@
 """Jitted batched sampling with a KV cache: infilling (until EOM) and generation (until EOS).
 
-The cached forward pass below re-implements `model.Transformer.__call__` on the same pure params
-dict (`model.init_params` layout: embed, gap_embed, block_i/{wq, wk, wv, wo, w_up, w_down}, head)
-and the same helpers (`rms_norm`, `rope`), so a checkpoint samples without building nnx modules.
-`tests/sample_test.py` checks it against `model.apply` recomputing the whole sequence each step.
+The forward pass is the training model's (`model.apply` on the pure params dict) with a KV cache
+(`model.init_cache`); `tests/sample_test.py` checks it against recomputing the whole sequence
+without one at each step (`use_cache=False` samples that way).
 
 Layout (as in training: the prompt is `fim.fim_example`'s inputs up to MID):
   infill      prompt `[BOS] prefix MASK suffix [EOS] MID`; prefix/MASK/suffix keep document
@@ -43,54 +42,6 @@ class SampleConfig:
   @property
   def greedy(self) -> bool:
     return self.temperature <= 0.0 or self.top_k == 1
-
-
-# ------------------------------------------------------------------------------- cached forward
-
-
-def init_cache(cfg: model_lib.ModelConfig, batch: int, length: int) -> list:
-  """Per layer (k, v) [B, H, S, K] in the compute dtype, zeros (heads-major: a decode step's
-  attention reads it without a transpose; ~15% more tokens/s than [B, S, H, K] for `small` at
-  batch 16 on CPU)."""
-  shape = (batch, cfg.num_heads, length, cfg.head_dim)
-  dt = jnp.dtype(cfg.dtype)
-  return [(jnp.zeros(shape, dt), jnp.zeros(shape, dt)) for _ in range(cfg.num_layers)]
-
-
-def _write(cache_BxHxSxK, new_BxTxHxK, start_B):
-  """Writes each row's T new entries at its own slot `start_B[b]`."""
-  upd = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (0, s, 0))
-  new_BxHxTxK = new_BxTxHxK.astype(cache_BxHxSxK.dtype).transpose(0, 2, 1, 3)
-  return jax.vmap(upd)(cache_BxHxSxK, new_BxHxTxK, start_B)
-
-
-def _block(cfg, p, x_BxTxD, pos_BxT, kv, start_B):
-  """One block on T new tokens at slots start_B + [0, T); returns (x, updated (k, v))."""
-  new_kv = []
-
-  def attend(q, k, v):
-    k_c, v_c = _write(kv[0], k, start_B), _write(kv[1], v, start_B)
-    new_kv.extend((k_c, v_c))
-    t, s = q.shape[1], k_c.shape[2]
-    slot_BxT = start_B[:, None] + jnp.arange(t)
-    mask_BxTxS = jnp.arange(s)[None, None, :] <= slot_BxT[:, :, None]
-    s_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q, k_c, preferred_element_type=jnp.float32)
-    s_BxHxTxS = jnp.where(mask_BxTxS[:, None], s_BxHxTxS, -1e30)
-    p_BxHxTxS = jax.nn.softmax(s_BxHxTxS, axis=-1).astype(v_c.dtype)
-    return jnp.einsum("bhts,bhsk->bthk", p_BxHxTxS, v_c)
-  x_BxTxD = model_lib.block_apply(cfg, p, x_BxTxD, pos_BxT, attend)
-  return x_BxTxD, tuple(new_kv)
-
-
-def forward_cached(cfg: model_lib.ModelConfig, params: dict, tokens_BxT, pos_BxT, gap_BxT,
-                   cache: list, start_B):
-  """Logits [B, T, V] (fp32) of T new tokens at cache slots start_B + [0, T), and the cache."""
-  x_BxTxD = model_lib.embed_inputs(cfg, params["embed"], params["gap_embed"], tokens_BxT, gap_BxT)
-  new_cache = []
-  for i in range(cfg.num_layers):
-    x_BxTxD, kv = _block(cfg, params[f"block_{i}"], x_BxTxD, pos_BxT, cache[i], start_B)
-    new_cache.append(kv)
-  return model_lib.output_logits(cfg, params["head"], x_BxTxD), new_cache
 
 
 # ------------------------------------------------------------------------------------ sampling
@@ -142,8 +93,9 @@ def _sample(params, tokens_BxP, pos_BxP, gap_BxP, length_B, allowed_V, stop_id, 
   seq = None if use_cache else {
       "tokens": pad_tokens(tokens_BxP), "pos": pad_tokens(pos_BxP), "gap": pad_tokens(gap_BxP)}
   if use_cache:
-    logits_BxPxV, cache = forward_cached(cfg, params, tokens_BxP, pos_BxP, gap_BxP,
-                                         init_cache(cfg, b, s), jnp.zeros((b,), jnp.int32))
+    logits_BxPxV, cache = model_lib.apply(cfg, params, tokens_BxP, pos_BxP, gap_BxP,
+                                          cache=model_lib.init_cache(cfg, b, s),
+                                          cache_start=jnp.zeros((b,), jnp.int32))
     first_BxV = logits_BxPxV[rows, last]
   else:
     cache = None
@@ -169,8 +121,9 @@ def _sample(params, tokens_BxP, pos_BxP, gap_BxP, length_B, allowed_V, stop_id, 
     slot_B = length_B + t - 1
     st = dict(st)
     if use_cache:
-      logits_Bx1xV, st["cache"] = forward_cached(cfg, params, fed_B[:, None], pos_B[:, None],
-                                                 gap_B[:, None], st["cache"], slot_B)
+      logits_Bx1xV, st["cache"] = model_lib.apply(
+          cfg, params, fed_B[:, None], pos_B[:, None], gap_B[:, None], cache=st["cache"],
+          cache_start=slot_B)
       logits_BxV = logits_Bx1xV[:, 0]
     else:
       seq = {k: st["seq"][k].at[rows, slot_B].set(v)

@@ -22,7 +22,6 @@ import math
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 from fimjax import model as model_lib
 from fimjax import sharding as shd
@@ -103,8 +102,7 @@ def abstract_train_state(config, model_vocab_size: int, mesh):
 def model_from_state(config, model_vocab_size: int, state) -> model_lib.Transformer:
   """An nnx Transformer holding the state's params (for sampling / inspection)."""
   cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
-  params = state["params"] if "params" in state else state
-  return nnx.merge(model_lib._abstract_split(cfg)[0], params)
+  return model_lib.from_params(cfg, state["params"] if "params" in state else state)
 
 
 def token_losses(cfg, params, batch):
