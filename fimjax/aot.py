@@ -145,15 +145,16 @@ def analyse(config, model_vocab_size: int, devices) -> dict:
   config.model.attention = model_lib.resolve_attention(
       config.model.get("attention", "auto"), platform, config.model.context)
   mesh = shd.make_mesh(config.mesh, devices)
-  cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
-  state = step_lib.abstract_train_state(config, model_vocab_size, mesh)
+  spec = step_lib.state_spec(config, model_vocab_size, mesh)
+  cfg, state = spec.cfg, spec.abstract
   b, l = int(config.train.batch_size), cfg.context
   bsh = shd.batch_sharding(mesh)
   batch = {k: jax.ShapeDtypeStruct((b, l), "float32" if k == "loss_mask" else "int32",
                                    sharding=bsh)
            for k in ("tokens", "pos", "gap", "targets", "loss_mask", "segment_ids")}
   t0 = time.perf_counter()
-  lowered = step_lib.make_train_step(config, model_vocab_size, mesh).lower(state, batch)
+  lowered = step_lib.make_train_step(config, model_vocab_size, mesh, spec=spec).lower(state,
+                                                                                      batch)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()

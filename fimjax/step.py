@@ -5,7 +5,8 @@ TrainState is a plain dict, saveable by orbax StandardSave:
    "opt_state": optax state (tuples/namedtuples of arrays; Adam mu/nu shaped like params),
    "step": int32 scalar (steps attempted, incremented also when an update is skipped),
    "bad_step": int32 scalar (first step with a non-finite loss or gradient; -1 if none)}
-Once `bad_step >= 0`, params and opt_state stay frozen at the last good values.
+Once `bad_step >= 0`, params and opt_state stay frozen at the last good values. A run builds the
+model config, optimizer and state layout once (`state_spec`) and hands it to the builders below.
 
 Optimizer: global-norm clipping, then AdamW (Adam moments, decoupled weight decay times lr,
 as torch.optim.AdamW). Weight decay applies to the matrices of the blocks and the head; not to the
@@ -17,6 +18,7 @@ Loss: sum of token cross-entropies over `loss_mask` / sum of `loss_mask` over th
 batch, also with gradient accumulation (`train.microbatches`, a lax.scan over row subsets).
 """
 
+import dataclasses
 import math
 
 import jax
@@ -57,46 +59,54 @@ def make_optimizer(config) -> optax.GradientTransformation:
   )
 
 
-def state_shardings(config, model_vocab_size: int, mesh):
-  """NamedShardings of the TrainState (params by the logical rules, Adam moments alike)."""
+@dataclasses.dataclass(frozen=True)
+class StateSpec:
+  """What a run builds once from its config and mesh, and every step function shares."""
+  cfg: model_lib.ModelConfig
+  tx: optax.GradientTransformation  # make_optimizer(config)
+  shardings: dict  # NamedShardings of the TrainState (params by the logical rules, Adam alike)
+  abstract: dict  # the TrainState as jax.ShapeDtypeStruct with those shardings (for restore)
+
+
+def _fresh_state(cfg, tx, seed: int) -> dict:
+  params = model_lib.init_params(cfg, seed)
+  return {"params": params, "opt_state": tx.init(params),
+          "step": jnp.zeros((), jnp.int32), "bad_step": jnp.full((), -1, jnp.int32)}
+
+
+def state_spec(config, model_vocab_size: int, mesh) -> StateSpec:
+  """The model config, optimizer and TrainState layout on `mesh` (nothing is allocated)."""
   cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
+  tx = make_optimizer(config)
+  shapes = jax.eval_shape(lambda: _fresh_state(cfg, tx, 0))
   param_sh = shd.tree_shardings(model_lib.param_logical_axes(cfg), mesh)
-  tx = make_optimizer(config)
-  abs_params = jax.eval_shape(lambda: model_lib.init_params(cfg, 0))
-  abs_opt = jax.eval_shape(tx.init, abs_params)
   rep = shd.replicated(mesh)
-  opt_sh = optax.tree_map_params(tx, lambda _, s: s, abs_opt, param_sh,
+  opt_sh = optax.tree_map_params(tx, lambda _, s: s, shapes["opt_state"], param_sh,
                                  transform_non_params=lambda _: rep)
-  return {"params": param_sh, "opt_state": opt_sh, "step": rep, "bad_step": rep}
+  shardings = {"params": param_sh, "opt_state": opt_sh, "step": rep, "bad_step": rep}
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          shapes, shardings)
+  return StateSpec(cfg, tx, shardings, abstract)
 
 
-def create_train_state(config, model_vocab_size: int, mesh, seed: int | None = None) -> dict:
+def state_shardings(config, model_vocab_size: int, mesh) -> dict:
+  """`state_spec(...).shardings`."""
+  return state_spec(config, model_vocab_size, mesh).shardings
+
+
+def abstract_train_state(config, model_vocab_size: int, mesh) -> dict:
+  """`state_spec(...).abstract`: the TrainState to restore a checkpoint into."""
+  return state_spec(config, model_vocab_size, mesh).abstract
+
+
+def create_train_state(config, model_vocab_size: int, mesh, seed: int | None = None, *,
+                       spec: StateSpec | None = None) -> dict:
   """Fresh TrainState, initialised directly sharded on `mesh` (seed: config.train.seed)."""
-  cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
+  spec = spec or state_spec(config, model_vocab_size, mesh)
   seed = int(config.train.seed if seed is None else seed)
-  tx = make_optimizer(config)
-
-  def init():
-    params = model_lib.init_params(cfg, seed)
-    return {"params": params, "opt_state": tx.init(params),
-            "step": jnp.zeros((), jnp.int32), "bad_step": jnp.full((), -1, jnp.int32)}
   with jax.set_mesh(mesh):
-    return jax.jit(init, out_shardings=state_shardings(config, model_vocab_size, mesh))()
-
-
-def abstract_train_state(config, model_vocab_size: int, mesh):
-  """TrainState of jax.ShapeDtypeStruct with the target shardings on `mesh` (for restore)."""
-  cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
-  tx = make_optimizer(config)
-
-  def init():
-    params = model_lib.init_params(cfg, 0)
-    return {"params": params, "opt_state": tx.init(params),
-            "step": jnp.zeros((), jnp.int32), "bad_step": jnp.zeros((), jnp.int32)}
-  shapes = jax.eval_shape(init)
-  shardings = state_shardings(config, model_vocab_size, mesh)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      shapes, shardings)
+    return jax.jit(lambda: _fresh_state(spec.cfg, spec.tx, seed),
+                   out_shardings=spec.shardings)()
 
 
 def model_from_state(config, model_vocab_size: int, state) -> model_lib.Transformer:
@@ -187,15 +197,15 @@ class _MeshFn:
       return self.jitted.lower(*args)
 
 
-def make_train_step(config, model_vocab_size: int, mesh):
+def make_train_step(config, model_vocab_size: int, mesh, *, spec: StateSpec | None = None):
   """fn(state, batch) -> (state, metrics); jitted on `mesh`, state donated.
 
   metrics (fp32 scalars, replicated): loss, ar_loss, fim_loss, grad_norm (before clipping), lr,
   tokens (loss-carrying tokens), finite (1.0 / 0.0).
   """
   _check_batch(config, mesh)
-  cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
-  tx, schedule = make_optimizer(config), lr_schedule(config)
+  spec = spec or state_spec(config, model_vocab_size, mesh)
+  cfg, tx, schedule = spec.cfg, spec.tx, lr_schedule(config)
   micro = int(config.train.microbatches)
 
   def grad_fn(params, batch, total):
@@ -243,23 +253,23 @@ def make_train_step(config, model_vocab_size: int, mesh):
         "tokens": sums["count"], "finite": finite.astype(jnp.float32)}
     return new_state, metrics
 
-  st_sh = state_shardings(config, model_vocab_size, mesh)
+  st_sh = spec.shardings
   jitted = jax.jit(step_fn, in_shardings=(st_sh, shd.batch_sharding(mesh)),
                    out_shardings=(st_sh, shd.replicated(mesh)), donate_argnums=0)
   return _MeshFn(jitted, mesh)
 
 
-def make_eval_step(config, model_vocab_size: int, mesh, eom_id: int | None = None):
+def make_eval_step(config, model_vocab_size: int, mesh, eom_id: int | None = None, *,
+                   spec: StateSpec | None = None):
   """fn(state, batch) -> sums {loss_sum, count, ar_loss_sum, ar_count, fim_loss_sum, fim_count}
   (and, with `eom_id`, the per-part sums of `_loss_sums`).
 
   Add the sums over a split and divide (loss = loss_sum / count) for exact split averages.
   """
-  cfg = model_lib.ModelConfig.from_config(config, model_vocab_size)
-  st_sh = state_shardings(config, model_vocab_size, mesh)
+  spec = spec or state_spec(config, model_vocab_size, mesh)
 
   def eval_fn(state, batch):
-    return _loss_sums(cfg, state["params"], batch, eom_id)
-  jitted = jax.jit(eval_fn, in_shardings=(st_sh, shd.batch_sharding(mesh)),
+    return _loss_sums(spec.cfg, state["params"], batch, eom_id)
+  jitted = jax.jit(eval_fn, in_shardings=(spec.shardings, shd.batch_sharding(mesh)),
                    out_shardings=shd.replicated(mesh))
   return _MeshFn(jitted, mesh)

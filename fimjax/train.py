@@ -24,7 +24,6 @@ from fimjax import evaluate
 from fimjax import flops
 from fimjax import lock as lock_lib
 from fimjax import metrics as metrics_lib
-from fimjax import model as model_lib
 from fimjax import plot
 from fimjax import sharding
 from fimjax import step as step_lib
@@ -186,8 +185,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   data_iter = iter(train_ds)
   cleanup.callback(data_iter.close)  # stops grain's workers: no tracebacks at interpreter exit
   cleanup.callback(ckpts.wait)  # runs first: a save in flight has the iterator's state
-  abstract = step_lib.abstract_train_state(config, vocab, mesh)
-  start, state = ckpts.restore_latest(abstract, data_iter)
+  spec = step_lib.state_spec(config, vocab, mesh)  # optimizer and shardings, once per run
+  start, state = ckpts.restore_latest(spec.abstract, data_iter)
   result = RunResult(start or 0, {}, str(ckpts.directory),
                      os.path.join(logdir, "metrics.jsonl"), False)
   if start is not None and start >= config.train.steps:
@@ -199,12 +198,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
     return result
   if state is None:
     start = 0
-    state = step_lib.create_train_state(config, vocab, mesh)
+    state = step_lib.create_train_state(config, vocab, mesh, spec=spec)
   elif is_main:
     print(f"Resuming from step {start} ({ckpts.directory})", flush=True)
 
-  train_step = step_lib.make_train_step(config, vocab, mesh)  # checks the batch splits
-  eval_step = evaluate.make_eval_step(config, cache, mesh)
+  train_step = step_lib.make_train_step(config, vocab, mesh, spec=spec)  # checks the batch splits
+  eval_step = step_lib.make_eval_step(config, vocab, mesh, eom_id=cache.special_ids["eom"],
+                                      spec=spec)
   writer = metrics_lib.MetricsWriter(logdir, mirror=workdir if logdir != workdir else None,
                                      wandb_project=config.train.wandb_project,
                                      config=config.to_dict())
@@ -212,9 +212,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str, cache_path: str,
   profiler = metrics_lib.StepProfiler(
       config_base.profile_window(config.train.profile_steps), logdir)
   cleanup.callback(profiler.close)
-  model_cfg = model_lib.ModelConfig.from_config(config, vocab)
   tokens_per_step = config.train.batch_size * config.model.context
-  flops_per_token = flops.model_flops_per_token(model_cfg)
+  flops_per_token = flops.model_flops_per_token(spec.cfg)
   peak = flops.peak_flops_per_device(config.train.peak_tflops) * mesh.devices.size
   saved_config, meta = config.to_dict(), cache.meta
   inference = checkpoint_lib.inference_record(cache, saved_config)  # what a copy needs to load

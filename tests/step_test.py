@@ -181,6 +181,15 @@ def test_batch_not_divisible_raises():
     step_lib.make_train_step(c, VOCAB, shd.make_mesh(c.mesh, jax.devices()[:1]))
 
 
+def test_state_spec_describes_the_state():
+  c = micro_config()
+  mesh = shd.make_mesh(c.mesh, jax.devices()[:1])
+  spec = step_lib.state_spec(c, VOCAB, mesh)
+  state = step_lib.create_train_state(c, VOCAB, mesh, spec=spec)
+  got = jax.tree.map(lambda a: (a.shape, a.dtype, a.sharding), state)
+  assert got == jax.tree.map(lambda a: (a.shape, a.dtype, a.sharding), spec.abstract)
+
+
 def test_model_from_state():
   c = micro_config()
   mesh = shd.make_mesh(c.mesh, jax.devices()[:1])
