@@ -139,6 +139,20 @@ def test_remat_and_attention_blocks_same_loss(micro):
                  grad, ref_grad)
 
 
+def test_cache_gives_the_logits_of_the_whole_row(micro):
+  """The module fed a row in two chunks through its KV cache equals one pass over the row."""
+  cfg, params = micro
+  n = cfg.context
+  toks = jnp.asarray(np.random.default_rng(6).integers(0, 8192, (2, n)), jnp.int32)
+  pos, gap = jnp.tile(jnp.arange(n, dtype=jnp.int32), (2, 1)), jnp.zeros_like(toks)
+  whole = model_lib.apply(cfg, params, toks, pos, gap)
+  model, start = model_lib.from_params(cfg, params), jnp.zeros((2,), jnp.int32)
+  a, cache = model(toks[:, :10], pos[:, :10], gap[:, :10], cache=model_lib.init_cache(cfg, 2, n),
+                   cache_start=start)
+  b, _ = model(toks[:, 10:], pos[:, 10:], gap[:, 10:], cache=cache, cache_start=start + 10)
+  np.testing.assert_allclose(jnp.concatenate([a, b], axis=1), whole, atol=2e-5, rtol=1e-5)
+
+
 def _packed_qkv(seed=5, b=2, l=256, h=2, k=32):
   """q (pre-scaled), k, v [B, L, H, K] fp32 and segment ids of packed rows with padding."""
   rng = np.random.default_rng(seed)
