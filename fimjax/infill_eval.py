@@ -15,12 +15,16 @@ fit the context) gives:
               newline: the `--stop line` rule of `fimjax.infill`, reported apart from `exact`,
   valid       (BPE; holes of documents that pass the schema) the filled document still parses
               as a workflow and passes the JSON schema.
+
+`demo` fills one such hole of a run and shows it (the end of `python -m fimjax.main`).
 """
 
 import json
 
 import numpy as np
 
+from fimjax import checkpoint
+from fimjax import model as model_lib
 from fimjax import sample as sample_lib
 from fimjax.data import corpus
 from fimjax.data import structure
@@ -165,3 +169,37 @@ def infill_metrics(cfg, params, docs, special_ids, model_vocab_size, *, tokenize
     validator = validator or corpus.schema_validator(schema_path)
   return summary(score(holes, outputs, docs, tokenizer=tokenizer if bpe else None,
                        newline=newline, validator=validator))
+
+
+def demo(workdir: str, *, kind: str = "line", context_lines: int = 3) -> str:
+  """A newcomer's look at the model: one fixed held-out hole of `kind` (a validation document's
+  line with a `key: value`) filled greedily, with the lines around it and the file's own text."""
+  config, cache, state, step = checkpoint.load_run(workdir)
+  cfg = model_lib.ModelConfig.from_config(config, cache.model_vocab_size)
+  params = state["params"]
+  tok = cache.tokenizer()
+  if tok.name != "bpe":
+    return f"(no text hole to show: the {tok.name} tokenizer has no line structure)"
+  docs = cache.documents("validation")
+  max_new = min(int(config.eval.max_new_tokens), cfg.context // 2)
+  holes = [h for h in make_holes(docs, 64, max_new) if h["kind"] == kind]
+  text = lambda h, a, b: tok.decode(np.asarray(docs[h["doc"]][a:b]).tolist())  # noqa: E731
+  holes = [h for h in holes if ": " in text(h, h["start"], h["start"] + h["length"])] or holes
+  if not holes:
+    return "(no held-out hole to show)"
+  h = holes[0]
+  end = h["start"] + h["length"]
+  [(written, stopped)] = fill_holes(cfg, params, docs, cache.special_ids,
+                                    cache.model_vocab_size, [h], max_new=max_new,
+                                    positions=config.fim.positions, batch_size=1)
+  truth, wrote = text(h, h["start"], end), tok.decode(written)
+  before = text(h, 0, h["start"]).split("\n")[-context_lines - 1:]
+  after = text(h, end, None).split("\n")[:context_lines + 1]
+  hole_line = ("\n" if truth.startswith("\n") else "") + "<FILL>"
+  shown = "\n".join(before) + hole_line + "\n".join(after)
+  verdict = ("exact match" if wrote == truth and stopped else
+             "right text, but it did not stop" if wrote.startswith(truth) else "differs")
+  return (f"One held-out hole (validation file {int(h['doc'])}, a {kind} hole), step {step}:\n"
+          + "\n".join("  | " + line for line in shown.split("\n")) +
+          f"\n  model wrote: {wrote!r}{'' if stopped else ' (no end of middle)'}"
+          f"\n  the file has: {truth!r}  -> {verdict}")

@@ -13,11 +13,12 @@ import pytest
 import fimjax
 from fimjax import api
 from fimjax import checkpoint
-from fimjax import evaluate
-from fimjax import generate
-from fimjax import infill
+from fimjax import inference
 from fimjax import step as step_lib
 from fimjax.data import cache as cache_lib
+from fimjax.cli import evaluate as evaluate_cli
+from fimjax.cli import generate as generate_cli
+from fimjax.cli import infill as infill_cli
 from fimjax.data import tokenizers as tok_lib
 from tests.infill_test import TEXT
 from tests.tokenizers_test import _fake_tct
@@ -63,7 +64,7 @@ def test_a_copied_checkpoints_folder_is_self_contained(model, copied, trained_wo
   assert model.special_ids == run.special_ids and model.config.model.d_model == 32
   assert np.isfinite(model.eval_metrics["eval_loss"])  # saved with the step
   filled = model.infill(TEXT, max_tokens=4)
-  holes = infill.find_holes(TEXT)
+  holes = inference.find_holes(TEXT)
   assert "<FILL>" not in filled and filled.startswith(TEXT[:holes[0].start])
   assert filled.endswith(TEXT[holes[1].end:])
   docs = model.generate(2, max_tokens=12, seed=1)
@@ -76,29 +77,29 @@ def test_a_copied_checkpoints_folder_is_self_contained(model, copied, trained_wo
 def test_cli_tools_run_from_the_copy(model, copied, tmp_path, capsys):
   path = tmp_path / "wf.yml"
   path.write_text(TEXT)
-  assert infill.main(["--model", str(copied), str(path), "--max-tokens", "4"]) == 0
+  assert infill_cli.main(["--model", str(copied), str(path), "--max_tokens", "4"]) == 0
   assert capsys.readouterr().out == model.infill(TEXT, max_tokens=4)  # the same greedy fill
-  assert generate.main(["--workdir", str(copied), "--num", "2", "--json", "--max-tokens",
-                        "12"]) == 0
+  assert generate_cli.main(["--workdir", str(copied), "--num", "2", "--json", "--max_tokens",
+                            "12"]) == 0
   report = json.loads(capsys.readouterr().out)
   assert report["num"] == 2 and report["step"] == 2
-  assert generate.main(["--workdir", str(copied), "--schema", str(tmp_path / "no.json")]) == 1
+  assert generate_cli.main(["--workdir", str(copied), "--schema", str(tmp_path / "no.json")]) == 1
   assert "--schema" in _one_line_error(capsys)
 
 
 def test_evaluate_from_the_copy_needs_a_corpus_for_its_losses(copied, tmp_path, capsys):
-  assert evaluate.main(["--workdir", str(copied), "--generate-samples", "1"]) == 1
+  assert evaluate_cli.main(["--workdir", str(copied), "--generate_samples", "1"]) == 1
   assert "pass --corpus" in _one_line_error(capsys)
   folder = tmp_path / "repo"
   folder.mkdir()
   (folder / "ci.yml").write_text(WORKFLOW)
   # No --schema: the workflow schema shipped with fimjax gives the schema-valid rate.
-  assert evaluate.main(["--workdir", str(copied), "--corpus", str(folder), "--infill-holes",
-                        "1", "--generate-samples", "1", "--max-new-tokens", "8"]) == 0
+  assert evaluate_cli.main(["--workdir", str(copied), "--corpus", str(folder), "--infill_holes",
+                            "1", "--generate_samples", "1", "--max_new_tokens", "8"]) == 0
   report = json.loads(capsys.readouterr().out)
   assert 0 <= report["gen_schema_valid_rate"] <= 1 and report["step"] == 2
-  assert evaluate.main(["--workdir", str(copied), "--corpus", str(folder), "--schema",
-                        str(tmp_path / "no.json")]) == 1
+  assert evaluate_cli.main(["--workdir", str(copied), "--corpus", str(folder), "--schema",
+                            str(tmp_path / "no.json")]) == 1
   assert "fix --schema" in _one_line_error(capsys)
 
 
@@ -155,7 +156,7 @@ def test_another_tokenizer_is_refused_naming_both(trained_workdir, copied, tmp_p
   _copy(trained_workdir, run / "checkpoints")
   cache_lib.build_cache(["synthetic:4"], run / "cache", tokenizer="bpe", bpe_vocab_size=300,
                         progress=False, log=lambda m: None)
-  assert evaluate.main(["--workdir", str(run), "--generate-samples", "0"]) == 1
+  assert evaluate_cli.main(["--workdir", str(run), "--generate_samples", "0"]) == 1
   assert "tokenizer mismatch" in _one_line_error(capsys)
   # ... and so does loading an old checkpoint (no tokenizer of its own) from it.
   shutil.rmtree(run / "checkpoints" / "2" / checkpoint.INFERENCE)

@@ -436,7 +436,7 @@ def test_cli_errors_are_one_line(tmp_path):
   r = _cli("info", str(tmp_path))
   assert r.returncode == 2 and "no fimjax token cache" in r.stderr and r.stderr.count("\n") == 1
   r = _cli("build", "--input", str(tmp_path), "--out", str(tmp_path / "c"), "--val-fraction", "1.5")
-  assert r.returncode == 2 and "--val-fraction" in r.stderr
+  assert r.returncode == 2 and "--val_fraction" in r.stderr
 
 
 # ------------------------------------------ a damaged cache is named on load, never trained on

@@ -9,11 +9,11 @@ import sys
 import pytest
 
 from fimjax import config_base
-from fimjax import evaluate
-from fimjax import generate
-from fimjax import infill
 from fimjax import metrics
-from fimjax import plot
+from fimjax.cli import evaluate
+from fimjax.cli import generate
+from fimjax.cli import infill
+from fimjax.cli import plot
 from fimjax.data import paths
 from tests.conftest import REPO
 
@@ -95,7 +95,7 @@ def _snapshot(root):
 
 
 def _in_process(capsys, main, *argv) -> tuple[int, str]:
-  """(exit status, the one error line) of a tool's main(argv); argparse exits count too."""
+  """(exit status, the one error line) of a tool's main(argv); SystemExit counts too."""
   try:
     rc = main([str(a) for a in argv])
   except SystemExit as e:
@@ -119,10 +119,9 @@ def test_infill_refuses_bad_input_and_output_in_one_line(files, capsys):
                     ("binary.yml", "byte 0x00 at offset 6: a binary file")]:
     rc, line = _in_process(capsys, infill.main, "--workdir", run, files / name)
     assert rc == 2 and f"{files / name} is not UTF-8 text ({why}" in line
-  for bad in ("0", "-1"):
-    rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml",
-                           "--max-tokens", bad)
-    assert rc == 2 and f"argument --max-tokens: must be >= 1, not {bad}" in line
+  for flag, bad in (("--max_tokens", "0"), ("--max-tokens", "-1")):  # the old spelling too
+    rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml", flag, bad)
+    assert rc == 2 and f"flag --max_tokens={bad}: must be >= 1, not {bad}" in line
   rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml", "--out", files)
   assert rc == 2 and f"--out {files} is a folder: give a file path" in line
   rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml",
@@ -131,19 +130,20 @@ def test_infill_refuses_bad_input_and_output_in_one_line(files, capsys):
 
 
 @pytest.mark.parametrize("flag, value, rule", [
-    ("--num", "0", ">= 1"), ("--num", "-3", ">= 1"), ("--batch-size", "0", ">= 1"),
-    ("--temperature", "-0.5", ">= 0"), ("--top-k", "-1", ">= 0"), ("--top-p", "0", "> 0"),
+    ("--num", "0", ">= 1"), ("--num", "-3", ">= 1"), ("--batch_size", "0", ">= 1"),
+    ("--temperature", "-0.5", ">= 0"), ("--top_k", "-1", ">= 0"), ("--top-p", "0", "> 0"),
     ("--max-tokens", "x", None)])
-def test_generate_refuses_bad_numbers_like_argparse(tmp_path, capsys, flag, value, rule):
+def test_generate_refuses_bad_numbers_in_one_line(tmp_path, capsys, flag, value, rule):
   rc, line = _in_process(capsys, generate.main, "--workdir", tmp_path, flag, value)
-  assert rc == 2 and f"argument {flag}: " in line and "--help" in line
+  assert rc == 2 and f"flag {flag.replace('-', '_').replace('__', '--')}={value}: " in line
+  assert "(see python -m fimjax.generate --help)" in line
   assert (f"must be {rule}, not {value}" if rule else f"{value!r} is not an integer") in line
 
 
 def test_generate_refuses_a_samples_dir_that_is_a_file_before_loading_the_model(files, capsys):
   rc, line = _in_process(capsys, generate.main, "--workdir", files / "no_run",
                          "--samples-dir", files / "a_file")
-  assert rc == 2 and f"--samples-dir {files / 'a_file'} is a file: give a folder path" in line
+  assert rc == 2 and f"--samples_dir {files / 'a_file'} is a file: give a folder path" in line
 
 
 @pytest.mark.parametrize("tool", ["infill", "generate", "evaluate"])
@@ -164,10 +164,10 @@ def test_plot_on_a_read_only_workdir_names_the_fix(tmp_path, capsys, monkeypatch
   workdir = _metrics(tmp_path / "run", GOOD)
   # root ignores permission bits: answer as a read-only folder does
   monkeypatch.setattr(os, "access", lambda path, mode: path != str(workdir))
-  rc, line = _in_process(capsys, lambda argv: plot.main(["plot", *argv]), workdir)
+  rc, line = _in_process(capsys, plot.main, workdir)
   assert rc == 1 and f"{workdir / 'loss.png'}: {workdir} is not writable" in line
   assert "pass --out PATH" in line and _snapshot(workdir) == ["metrics.jsonl"]
-  assert plot.main(["plot", str(workdir), "--out", str(tmp_path / "elsewhere.png")]) == 0
+  assert plot.main([str(workdir), "--out", str(tmp_path / "elsewhere.png")]) == 0
   assert (tmp_path / "elsewhere.png").stat().st_size > 1000
 
 

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from fimjax import evaluate
-from fimjax import generate
+from fimjax import inference
 from fimjax import infill_eval
+from fimjax.cli import evaluate as evaluate_cli
+from fimjax.cli import generate as generate_cli
 from fimjax.data import cache as cache_lib
 from fimjax.data import corpus
 from fimjax.data import structure
@@ -78,7 +80,7 @@ def test_scores_on_a_hand_made_case(shared_schema):
              (list(b" runs-on: [oops"), True)]  # breaks the file
   rows = infill_eval.score(holes, outputs, docs, tokenizer=_Bytes(),
                            newline=np.array([b == 10 for b in range(256)]),
-                           validator=generate.make_validator(str(shared_schema)))
+                           validator=inference.make_validator(str(shared_schema)))
   assert [r["exact"] for r in rows] == [True, False, False, False]
   assert [r["written"] for r in rows] == [True, True, True, False]
   assert [r.get("line_stop") for r in rows] == [None, None, True, False]
@@ -101,22 +103,22 @@ class _TextTokenizer:
 
 
 def test_check_decodes_parses_and_validates(shared_schema):
-  validator = generate.make_validator(str(shared_schema))
+  validator = inference.make_validator(str(shared_schema))
   good = "name: CI\non:\n  push:\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n" \
          "      - run: make\n"
-  s = generate.check(generate.Sample([1], True), _TextTokenizer(good), validator)
+  s = inference.check(inference.Sample([1], True), _TextTokenizer(good), validator)
   assert (s.decoded, s.parsed, s.schema_valid) == (True, True, True), s.error  # `on` mapped back
-  s = generate.check(generate.Sample([1], True), _TextTokenizer("name: CI\njobs: 3\n"), validator)
+  s = inference.check(inference.Sample([1], True), _TextTokenizer("name: CI\njobs: 3\n"), validator)
   assert (s.decoded, s.parsed, s.schema_valid) == (True, True, False)
-  s = generate.check(generate.Sample([1], True), _TextTokenizer("a: [b\n"), validator)
+  s = inference.check(inference.Sample([1], True), _TextTokenizer("a: [b\n"), validator)
   assert (s.decoded, s.parsed) == (True, False) and s.error.startswith("parse")
-  s = generate.check(generate.Sample([1], False), _TextTokenizer(good), validator)
+  s = inference.check(inference.Sample([1], False), _TextTokenizer(good), validator)
   assert not s.decoded and "EOS" in s.error
 
 
 def test_generate_json_counts_are_consistent(trained_workdir, capsys, shared_schema):
-  rc = generate.main(["--workdir", str(trained_workdir), "--num", "3", "--json", "--seed", "1",
-                      "--max-tokens", "40", "--schema", str(shared_schema)])
+  rc = generate_cli.main(["--workdir", str(trained_workdir), "--num", "3", "--json", "--seed", "1",
+                          "--max_tokens", "40", "--schema", str(shared_schema)])
   assert rc == 0
   report = json.loads(capsys.readouterr().out)
   assert {"num", "decoded", "parsed", "schema_valid"} <= report.keys()
@@ -126,8 +128,9 @@ def test_generate_json_counts_are_consistent(trained_workdir, capsys, shared_sch
 
 def test_evaluate_cli_writes_a_report(trained_workdir, tmp_path, capsys):
   out = tmp_path / "report.json"
-  rc = evaluate.main(["--workdir", str(trained_workdir), "--out", str(out), "--infill-holes", "4",
-                      "--generate-samples", "2", "--max-new-tokens", "8"])
+  rc = evaluate_cli.main(["--workdir", str(trained_workdir), "--out", str(out),
+                          "--infill_holes", "4", "--generate_samples", "2",
+                          "--max_new_tokens", "8"])
   assert rc == 0, capsys.readouterr().err
   report = json.loads(out.read_text())
   for key in ("eval_loss", "eval_fim_loss", "eval_fim_first_acc", "eval_fim_eom_acc",
@@ -140,7 +143,7 @@ def test_evaluate_cli_writes_a_report(trained_workdir, tmp_path, capsys):
   assert report["infill_n"] == sum(report.get(f"infill_n_{k}", 0) for k in infill_eval.KINDS)
   assert 0.0 <= report["infill_exact"] <= report["infill_written"] <= 1.0
   assert np.isfinite(report["eval_loss"]) and 0 <= report["eval_fim_eom_acc"] <= 1
-  assert evaluate.main(["--workdir", str(tmp_path / "none")]) == 1
+  assert evaluate_cli.main(["--workdir", str(tmp_path / "none")]) == 1
   assert "no checkpoint" in capsys.readouterr().err
 
 
@@ -164,9 +167,9 @@ def test_evaluate_on_a_held_out_folder(trained_workdir, tmp_path, capsys):
   folder.mkdir()
   (folder / "ci.yml").write_text(WORKFLOW)
   (folder / "broken.yml").write_text("on: [")
-  rc = evaluate.main(["--workdir", str(trained_workdir), "--corpus", str(folder),
-                      "--infill-holes", "2", "--generate-samples", "0", "--max-new-tokens", "8",
-                      "--span-policy", "line"])
+  rc = evaluate_cli.main(["--workdir", str(trained_workdir), "--corpus", str(folder),
+                          "--infill_holes", "2", "--generate_samples", "0", "--max_new_tokens", "8",
+                          "--span_policy", "line"])
   assert rc == 0, capsys.readouterr().err
   report = json.loads(capsys.readouterr().out)
   assert report["corpus_summary"] == "kept 1 of 2; skipped: yaml_error 1"

@@ -11,6 +11,7 @@ import pytest
 
 from fimjax import export
 from fimjax import reference
+from fimjax.cli import export as export_cli
 from fimjax import sample as sample_lib
 from fimjax.data import fim as fim_lib
 
@@ -33,7 +34,7 @@ def run(trained_workdir):
 @pytest.fixture(scope="module")
 def exported(run, tmp_path_factory):
   out = tmp_path_factory.mktemp("export") / "fp32"
-  assert export.main(["--workdir", run[0], "--out", str(out)]) == 0
+  assert export_cli.main(["--workdir", run[0], "--out", str(out)]) == 0
   return str(out)
 
 
@@ -81,7 +82,7 @@ def test_reference_segments_and_bf16_weights(run, tmp_path):
   """A packed row (AR then FIM, segment ids) and bf16 weights: same logits as JAX on the
   weights the file holds."""
   workdir, config, cache, cfg, _ = run
-  assert export.main(["--workdir", workdir, "--out", str(tmp_path), "--dtype", "bfloat16"]) == 0
+  assert export_cli.main(["--workdir", workdir, "--out", str(tmp_path), "--dtype", "bfloat16"]) == 0
   _, params16, _ = export.load_export(str(tmp_path))
   ps = list(_prompts(cache, config.fim.positions).values())
   row = {k: np.concatenate([getattr(p, k) for p in ps]) for k in ("tokens", "pos", "gap")}
@@ -93,7 +94,7 @@ def test_reference_segments_and_bf16_weights(run, tmp_path):
 
 
 def test_bf16_export_is_half_the_size(run, exported, tmp_path):
-  assert export.main(["--workdir", run[0], "--out", str(tmp_path), "--dtype", "bfloat16"]) == 0
+  assert export_cli.main(["--workdir", run[0], "--out", str(tmp_path), "--dtype", "bfloat16"]) == 0
   size = lambda d: os.path.getsize(os.path.join(d, "model.safetensors"))  # noqa: E731
   assert 0.45 < size(tmp_path) / size(exported) < 0.55
   assert json.load(open(tmp_path / "config.json"))["weights_dtype"] == "bfloat16"
@@ -174,7 +175,7 @@ def test_a_copied_checkpoints_folder_exports_the_same_weights(run, exported, tmp
   copy = tmp_path / "moved"
   shutil.copytree(os.path.join(run[0], "checkpoints"), copy)
   out = tmp_path / "from_copy"
-  assert export.main(["--model", str(copy), "--out", str(out)]) == 0
+  assert export_cli.main(["--model", str(copy), "--out", str(out)]) == 0
   assert (out / "tokenizer.json").read_text() == open(os.path.join(exported, "tokenizer.json")).read()
   a, b = reference.load(str(out)).weights, reference.load(exported).weights
   assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
@@ -209,8 +210,8 @@ def test_bad_workdir_and_out_are_one_line_errors(tmp_path, capsys):
 
 def _exit_code(argv) -> int:
   try:
-    return export.main(argv)
-  except SystemExit as e:  # argparse's usage errors
+    return export_cli.main(argv)
+  except SystemExit as e:  # a usage error
     return e.code
 
 

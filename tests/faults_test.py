@@ -264,16 +264,15 @@ def test_data_workers_end_without_tracebacks(tmp_path, shared_cache):
 
 
 _INTERRUPT_IN_BUILD = """
-import os, signal
-from absl import app
-from fimjax import cli, main
+import os, signal, sys
+from fimjax.cli import train
 from fimjax.data import cache
 write = cache._write
 def interrupted(path, fn):  # Ctrl-C half way through writing the cache's files
   write(path, fn)
   os.kill(os.getpid(), signal.SIGINT)
 cache._write = interrupted
-app.run(main.main, flags_parser=cli.parse_flags)
+sys.exit(train.main())
 """
 
 

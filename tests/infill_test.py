@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from fimjax import infill
+from fimjax import inference as infill
 from fimjax import sample as sample_lib
+from fimjax.cli import infill as infill_cli
 
 SP = {"pad": 255, "bos": 256, "eos": 257, "mask": 258, "mid": 259, "eom": 260}
 
@@ -105,8 +106,8 @@ def _write(tmp_path, text):
 def test_cli_replaces_holes_and_keeps_the_rest(trained_workdir, tmp_path, capsys):
   path = _write(tmp_path, TEXT)
   out_path = tmp_path / "out.yml"
-  rc = infill.main(["--workdir", str(trained_workdir), str(path), "--out", str(out_path),
-                    "--max-tokens", "6", "--temperature", "0.8", "--seed", "3"])
+  rc = infill_cli.main(["--workdir", str(trained_workdir), str(path), "--out", str(out_path),
+                        "--max_tokens", "6", "--temperature", "0.8", "--seed", "3"])
   assert rc == 0, capsys.readouterr().err
   out = out_path.read_text()
   holes = infill.find_holes(TEXT)
@@ -116,25 +117,25 @@ def test_cli_replaces_holes_and_keeps_the_rest(trained_workdir, tmp_path, capsys
   between = TEXT[holes[0].end:holes[1].start]
   assert between in out[holes[0].start:]
   # Printing (no --out) gives the same text for the same seed.
-  assert infill.main(["--workdir", str(trained_workdir), str(path), "--max-tokens", "6",
-                      "--temperature", "0.8", "--seed", "3"]) == 0
+  assert infill_cli.main(["--workdir", str(trained_workdir), str(path), "--max_tokens", "6",
+                          "--temperature", "0.8", "--seed", "3"]) == 0
   assert capsys.readouterr().out == out
 
 
 def test_cli_errors_are_one_line(trained_workdir, tmp_path, capsys):
   no_hole = _write(tmp_path, "name: CI\non: push\n")
-  assert infill.main(["--workdir", str(trained_workdir), str(no_hole)]) == 2
+  assert infill_cli.main(["--workdir", str(trained_workdir), str(no_hole)]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "no hole" in err
   path = _write(tmp_path, TEXT)
-  assert infill.main(["--workdir", str(tmp_path / "nothing"), str(path)]) == 1
+  assert infill_cli.main(["--workdir", str(tmp_path / "nothing"), str(path)]) == 1
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "no checkpoint" in err
-  assert infill.main(["--workdir", str(trained_workdir), str(path), "--hole",
-                      "jobs.build.steps[1]"]) == 2
+  assert infill_cli.main(["--workdir", str(trained_workdir), str(path), "--hole",
+                          "jobs.build.steps[1]"]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and "not supported" in err
-  assert infill.main(["--workdir", str(trained_workdir), str(tmp_path / "missing.yml")]) == 2
+  assert infill_cli.main(["--workdir", str(trained_workdir), str(tmp_path / "missing.yml")]) == 2
   assert "cannot read" in capsys.readouterr().err
 
 

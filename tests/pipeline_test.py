@@ -207,7 +207,7 @@ def test_memmapped_documents_pickle_as_their_file(tmp_path):
   mm = np.load(tmp_path / "tokens.npy", mmap_mode="r")
   for arr in (mm, mm[1000:]):
     docs = Documents(arr, np.array([0, 10]), np.array([10, 5]), flags=arr, span=arr[5:])
-    blob = pickle.dumps(pipeline._Docs(docs))  # pylint: disable=protected-access
+    blob = pickle.dumps(docs)
     assert len(blob) < 10_000
     back = pickle.loads(blob)
     np.testing.assert_array_equal(np.asarray(back.tokens), np.asarray(arr))

@@ -15,10 +15,11 @@ import pytest
 
 import fimjax
 from fimjax import serve
+from fimjax.cli import serve as serve_cli
 from tests.train_test import REPO
 
 MAX_BATCH = 5  # 10 concurrent requests: two calls of 5 rows (one batch shape to compile)
-LIMIT = 20_000  # --max-request-bytes: a body over it fits in the socket buffers
+LIMIT = 20_000  # --max_request_bytes: a body over it fits in the socket buffers
 TEXT = "name: CI\non: push\njobs:\n  build:\n    runs-on: <FILL>\n    steps:\n<FILL>\n"
 OPTS = {"max_tokens": 8}  # one sampler compilation for the whole module
 
@@ -191,7 +192,7 @@ def test_a_batch_of_texts_with_uneven_holes_fills_each_as_alone(model, stop):
     ("POST", "/infill", {"text": TEXT, "stop": "eof"}, 400, "'stop': 'eof' must be one of"),
     ("POST", "/generate", {"n": 0}, 400, "'n': 0 must be in [1, 64]"),
     ("POST", "/score", {"text": TEXT, "seed": 1}, 400, "unknown field 'seed'"),
-    ("POST", "/infill", {"text": "x" * LIMIT + "<FILL>"}, 413, "--max-request-bytes"),
+    ("POST", "/infill", {"text": "x" * LIMIT + "<FILL>"}, 413, "--max_request_bytes"),
     ("POST", "/v1/complete", {"prompt": "x"}, 404, "no endpoint /v1/complete"),
     ("POST", "/v1/completions", {"suffix": "x"}, 400, "missing field 'prompt'"),
     ("POST", "/v1/completions", {"prompt": "a", "stream": True}, 400, "streaming is not"),
@@ -238,12 +239,12 @@ def test_the_cli_serves_until_interrupted(trained_workdir):
 
 
 def test_the_cli_names_what_is_wrong_in_one_line(trained_workdir, tmp_path, capsys):
-  assert serve.main(["--model", str(tmp_path / "nothing")]) == 1
+  assert serve_cli.main(["--model", str(tmp_path / "nothing")]) == 1
   assert capsys.readouterr().err.count("\n") == 1
   with socket.socket() as busy:
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     port = busy.getsockname()[1]
-    assert serve.main(["--model", str(trained_workdir), "--port", str(port)]) == 2
+    assert serve_cli.main(["--model", str(trained_workdir), "--port", str(port)]) == 2
   err = capsys.readouterr().err
   assert err.count("\n") == 1 and f"--port {port}" in err and "pick another --port" in err

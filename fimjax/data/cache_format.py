@@ -75,22 +75,39 @@ class Documents:
     return int(self.lengths.sum())
 
   def __reduce__(self):
-    # A memmap pickles its whole content: send the file's path and reopen it in the other process.
-    if (self.path is not None and isinstance(self.tokens, np.memmap)
-        and os.fspath(self.tokens.filename or "") == os.path.abspath(self.path)
-        and self.tokens.shape == self._shape()):
-      return (_open_documents, (self.path, self.starts, self.lengths))
-    return (Documents, (self.tokens, self.starts, self.lengths, None, self.flags, self.span))
-
-  def _shape(self) -> tuple:
-    return np.load(self.path, mmap_mode="r").shape  # reads the header only
+    # A memmap would pickle its whole content: it travels as its file and place instead.
+    return (_unpickle, (_by_file(self.tokens), self.starts, self.lengths, self.path,
+                        _by_file(self.flags), _by_file(self.span)))
 
 
-def _open_documents(path, starts, lengths) -> Documents:
-  folder = pathlib.Path(path).parent
-  load = lambda name: np.load(folder / name, mmap_mode="r")
-  return Documents(load("tokens.npy"), starts, lengths, path, load(STRUCT_FLAGS),
-                   load(STRUCT_SPAN))
+@dataclasses.dataclass(frozen=True)
+class FileArray:
+  """What a memmap pickles as: its file, dtype, byte offset and shape; `open()` maps it again."""
+  file: str
+  dtype: str
+  offset: int
+  shape: tuple
+
+  def open(self) -> np.memmap:
+    return np.memmap(self.file, dtype=np.dtype(self.dtype), mode="r", offset=self.offset,
+                     shape=self.shape)
+
+
+def _by_file(a):
+  """A C-contiguous view of a memmap as a `FileArray`; anything else as it is. The memmap that
+  `np.memmap` / `np.load` opened (the root of `.base`) starts at its `offset` in the file."""
+  if not (isinstance(a, np.memmap) and a.filename and a.flags.c_contiguous):
+    return a
+  root = a
+  while isinstance(root.base, np.memmap):
+    root = root.base
+  address = lambda x: x.__array_interface__["data"][0]  # noqa: E731
+  return FileArray(a.filename, a.dtype.str, root.offset + address(a) - address(root), a.shape)
+
+
+def _unpickle(tokens, starts, lengths, path, flags, span) -> Documents:
+  opened = lambda a: a.open() if isinstance(a, FileArray) else a  # noqa: E731
+  return Documents(opened(tokens), starts, lengths, path, opened(flags), opened(span))
 
 
 class TokenCache:

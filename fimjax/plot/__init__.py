@@ -1,17 +1,13 @@
-"""Plot the train and validation loss curves of a run: `python -m fimjax.plot WORKDIR [--out PNG]`.
-
-Writes `<workdir>/loss.png` (or `--out`) and prints its path.
-"""
+"""The train and validation loss curves of a run as a PNG (`python -m fimjax.plot WORKDIR`;
+the command: fimjax/cli/plot.py). The training loop draws it at the end of a run."""
 
 import os
-import sys
 
 import matplotlib
 
 matplotlib.use("Agg")  # no screen needed
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from fimjax import cli  # pylint: disable=wrong-import-position
 from fimjax import metrics as metrics_lib  # pylint: disable=wrong-import-position
 from fimjax.data import paths  # pylint: disable=wrong-import-position
 
@@ -52,20 +48,3 @@ def plot_losses(workdir: str, out: str | None = None) -> str:
   fig.savefig(out, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return out
-
-
-def main(argv: list[str]) -> int:
-  p = cli.ArgumentParser(prog="python -m fimjax.plot", description=__doc__.split("\n")[0])
-  p.add_argument("workdir")
-  p.add_argument("--out", help="write the PNG here (default: <workdir>/loss.png)")
-  args = p.parse_args(argv[1:])
-  try:
-    print(plot_losses(args.workdir, args.out))
-  except (OSError, ValueError) as e:  # no metrics, a damaged line (named), an unwritable PNG
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main(sys.argv))

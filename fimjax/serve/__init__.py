@@ -1,7 +1,9 @@
 """An HTTP server for editors and scripts: fill holes, generate workflows, score text.
 
   python -m fimjax.serve --model PATH [--port 8000] [--host 127.0.0.1] [--step N]
-                         [--max-batch 8] [--max-request-bytes 1000000]
+                         [--max_batch 8] [--max_request_bytes 1000000]
+
+(the command: fimjax/cli/serve.py; `Server` here runs in any process, bench/serve_bench.py).
 
 PATH: a run's workdir, its checkpoints/ folder (a copy will do) or one step folder
 (`fimjax.api.load`). Endpoints, JSON in and out (docs/serve.md):
@@ -19,7 +21,7 @@ PATH: a run's workdir, its checkpoints/ folder (a copy will do) or one step fold
   GET  /health    -> model path, step, tokenizer id;   GET /stats -> requests and batch sizes
 
 Batching (`fimjax.serve_worker`): concurrent infills with the same sampling settings share
-sampler calls, up to --max-batch; /generate and /score run alone. One worker thread makes every
+sampler calls, up to --max_batch; /generate and /score run alone. One worker thread makes every
 JAX call.
 
 Why the standard library (`http.server.ThreadingHTTPServer`): the model serialises the work in
@@ -30,11 +32,9 @@ adds no dependency. It is not hardened for the open internet: bind it to 127.0.0
 import http.server
 import json
 import math
-import sys
 import threading
 
 from fimjax import api
-from fimjax import cli
 from fimjax import inference
 from fimjax.serve_worker import Job, RequestError, Worker
 
@@ -57,7 +57,6 @@ FIELDS = {
                         "top_p": (FLOAT, 1.0), "stop": (STOPLIST, []), "n": (INT, 1),
                         "seed": (INT, -1), "model": (STR, ""), "stream": (BOOL, False)},
 }
-
 
 
 def parse_request(path: str, body: bytes, vocab: int = 1 << 30) -> dict:
@@ -157,7 +156,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
       while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
         left -= len(chunk)
       raise RequestError(413, f"request of {length} bytes is over the limit of "
-                         f"{app.max_request_bytes} (--max-request-bytes)")
+                         f"{app.max_request_bytes} (--max_request_bytes)")
     vocab = app.worker.model.model_config.vocab_size
     job = Job(self.path, parse_request(self.path, self.rfile.read(int(length)), vocab))
     app.worker.submit(job)
@@ -231,42 +230,3 @@ class Server:
 
   def __exit__(self, *exc):
     self.close()
-
-
-def main(argv=None) -> int:
-  p = cli.ArgumentParser(prog="python -m fimjax.serve", description=__doc__.split("\n")[0])
-  p.add_argument("--model", "--workdir", dest="model", required=True,
-                 help="a run's workdir, its checkpoints/ folder (or a copy) or one step folder")
-  p.add_argument("--port", type=cli.number(low=0, high=65535), default=8000)
-  p.add_argument("--host", default="127.0.0.1")
-  p.add_argument("--step", type=int, help="checkpoint step (default: best, else latest)")
-  p.add_argument("--max-batch", type=cli.number(low=1, high=256), default=8,
-                 help="infill requests filled by one sampler call at most")
-  p.add_argument("--max-request-bytes", type=cli.number(low=1), default=1_000_000)
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  try:
-    model = api.load(args.model, step=args.step)
-  except (FileNotFoundError, ValueError) as e:
-    print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
-    return 1
-  try:
-    server = Server(model, host=args.host, port=args.port, max_batch=args.max_batch,
-                    max_request_bytes=args.max_request_bytes)
-  except OSError as e:
-    print(f"error: --host {args.host} --port {args.port}: {e.strerror}; pick another --port "
-          "(0: any free one)", file=sys.stderr)
-    return 2
-  print(f"serving {model.path} (step {model.step}) on {server.url}", file=sys.stderr, flush=True)
-  server.worker.thread.start()
-  try:
-    server.httpd.serve_forever()
-  except KeyboardInterrupt:
-    pass
-  finally:
-    server.httpd.server_close()
-    server.worker.stop()
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -2,8 +2,8 @@
 
   python -m fimjax.export --workdir DIR --out DIR [--step N] [--dtype float32|bfloat16]
 
-Writes `model.safetensors` (flat names `blocks.0.attn.wq`..., shapes as in JAX), `config.json`
-(every architecture field, the forward pass step by step, the special ids by name, how `pos` and
+(the command: fimjax/cli/export.py). Writes `model.safetensors` (flat names
+`blocks.0.attn.wq`..., shapes as in JAX), `config.json` (every architecture field, the forward pass step by step, the special ids by name, how `pos` and
 `gap` are built for AR, PSM and SPM prompts with worked examples, the training step and its eval
 metrics), `tokenizer.json` (BPE: the run's, with the specials added by name at the model's ids;
 a TCT run has none: its ids are fixed by the module named in config.json) and a `README.md`
@@ -11,19 +11,22 @@ model card. `fimjax/reference.py` is the NumPy forward pass that reads them. flo
 keeps the trained fp32 parameters exactly; bfloat16 halves the file (bench/export_bench.py).
 """
 
-import argparse
 import json
 import os
 import pathlib
 import re
-import sys
 import time
 
+import jax
+import ml_dtypes
 import numpy as np
+from tokenizers import AddedToken, Tokenizer
 
-from fimjax import cli
+from fimjax import api
+from fimjax import checkpoint
+from fimjax import metrics
 from fimjax.api import BLOCK_NAMES, load_export, model_config, unflatten_params  # noqa: F401
-from fimjax import reference
+from fimjax.data import fim
 
 WEIGHTS, CONFIG, TOKENIZER, CARD = "model.safetensors", "config.json", "tokenizer.json", "README.md"
 FORMAT, FORMAT_VERSION = "fimjax-export", 1
@@ -59,7 +62,6 @@ FORWARD = [  # the spec fimjax/reference.py follows, step by step
 
 def flatten_params(params: dict, dtype: str = "float32") -> dict[str, np.ndarray]:
   """The model's nested params (embed, gap_embed, block_i/{wq...}, head) -> flat named arrays."""
-  import ml_dtypes  # pylint: disable=g-import-not-at-top  # numpy's bfloat16, a jax dependency
   np_dtype = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
   cast = lambda a: np.ascontiguousarray(np.asarray(a, np.float32).astype(np_dtype))  # noqa: E731
   out = {"embed": cast(params["embed"]), "gap_embed": cast(params["gap_embed"])}
@@ -76,7 +78,6 @@ def flatten_params(params: dict, dtype: str = "float32") -> dict[str, np.ndarray
 def _layout_examples(positions: str) -> dict:
   """Worked training examples (inputs and targets) of a 4-token document, made by the training
   code itself (`fim.fim_example` on token names), so they cannot drift from it."""
-  from fimjax.data import fim  # pylint: disable=g-import-not-at-top
   sp = {k: TOKEN_NAMES[k] for k in fim.SPECIAL_NAMES}
   window = [sp["bos"], "p1", "m1", "m2", "s1", sp["eos"]]
   out = {}
@@ -143,7 +144,6 @@ def tokenizer_with_specials(bpe_json: str, special_ids: dict) -> str:
   Ids the model has between the BPE's last token and PAD (a BPE that learned fewer merges than
   asked) are filled with `<|reserved_k|>` so that every name lands on its id.
   """
-  from tokenizers import AddedToken, Tokenizer  # pylint: disable=g-import-not-at-top
   tok = Tokenizer.from_str(bpe_json)
   for name, want in sorted(special_ids.items(), key=lambda kv: kv[1]):
     if want < tok.get_vocab_size():
@@ -290,8 +290,6 @@ METRIC_PREFIXES = ("eval_", "infill_", "gen_")
 def step_metrics(workdir: str, step: int) -> dict:
   """The evaluation figures logged at `step` in metrics.jsonl, and the train loss there ({}
   for a copied checkpoint without its log)."""
-  from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
-  from fimjax import metrics  # pylint: disable=g-import-not-at-top
   try:
     records = metrics.read_metrics(checkpoint.local_dir(workdir))
   except (OSError, ValueError):
@@ -306,8 +304,6 @@ def export_run(path: str, out: str, *, step: int | None = None,
   """Exports a checkpoint (`fimjax.load`'s `path`: a workdir, its checkpoints/ folder or a copy,
   or one step folder; best by validation loss unless `step`); write_export's result with the
   step. Needs no token cache: the checkpoint carries its tokenizer."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from fimjax import api  # pylint: disable=g-import-not-at-top
   m = api.load(path, step=step)
   config, meta, tok_obj = m.config, m.meta or {}, m.tokenizer
   if tok_obj.name == "bpe":
@@ -333,41 +329,3 @@ def export_run(path: str, out: str, *, step: int | None = None,
                      positions=str(config.fim.positions), step=m.step, training=training,
                      dtype=dtype)
   return {**res, "step": m.step}
-
-
-def _args(argv):
-  p = cli.ArgumentParser(prog="python -m fimjax.export", description=__doc__.split("\n")[0])
-  p.add_argument("--workdir", "--model", dest="workdir", required=True,
-                 help="a run's workdir, its checkpoints/ folder (or a copy) or one step folder")
-  p.add_argument("--out", required=True, help="folder to write the export to (created)")
-  p.add_argument("--step", type=cli.number(int, low=0),
-                 help="checkpoint step (default: best, else latest)")
-  p.add_argument("--dtype", choices=DTYPES, default="float32",
-                 help="weights in the file: float32 (lossless, default) or bfloat16 (half size)")
-  return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-  args = _args(sys.argv[1:] if argv is None else argv)
-  err = lambda msg: print(f"error: {msg}", file=sys.stderr)  # noqa: E731
-  if problem := cli.output_error(args.out, folder=True):
-    err(f"--out {problem}")
-    return 2
-  try:
-    res = export_run(args.workdir, args.out, step=args.step, dtype=args.dtype)
-  except FileNotFoundError as e:
-    err(str(e).splitlines()[0])  # names the folder and the fix
-    return 2
-  except (ValueError, OSError) as e:
-    err(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    return 1
-  print(f"Exported step {res['step']} of {args.workdir} to {args.out} ({args.dtype}, "
-        f"{sum(res['bytes'].values()) / 2**20:.1f} MiB, {res['seconds']:.1f} s): "
-        + ", ".join(sorted(res["bytes"]))
-        + ("" if TOKENIZER in res["bytes"] else " (no tokenizer.json: a TCT model's ids come from "
-           "its module, named with its version in config.json)"))
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

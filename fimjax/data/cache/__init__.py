@@ -1,7 +1,8 @@
-"""Token cache: build once (atomically), reuse or rebuild when stale. CLI (cache_cli.py):
+"""Token cache: build once (atomically), reuse or rebuild when stale. The command
+(fimjax/cli/cache.py):
 
     python -m fimjax.data.cache build --input PATH [PATH...] --out DIR [--tokenizer auto|tct|bpe]
-                                      [--val-fraction F]
+                                      [--val_fraction F]
     python -m fimjax.data.cache info DIR [--json]
 
 The files, loading and verification live in cache_format.py (re-exported here).
@@ -12,7 +13,6 @@ import os
 import pathlib
 import shutil
 import socket
-import sys
 import time
 import uuid
 from typing import Callable, Sequence
@@ -79,8 +79,9 @@ def _check_writable(out: pathlib.Path) -> None:
                      "data.cache_dir")
 
 
-def requested_settings(inputs: Sequence[str], *, tokenizer="auto", tct_module="tct_github_workflow",
-                       val_fraction=0.05, bpe_vocab_size=8192, schema_check=False, schema_path="",
+def requested_settings(inputs: Sequence[str], *, tokenizer="auto",
+                       tct_module=corpus_lib.WORKFLOW_TCT, val_fraction=0.05,
+                       bpe_vocab_size=8192, schema_check=False, schema_path="",
                        max_file_bytes=1_000_000, documents="auto", jsonc=False,
                        text_field="content", fingerprint: str | None = None) -> dict:
   """Everything a cache's content depends on; equal settings = the cache can be reused."""
@@ -160,7 +161,7 @@ def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
 
 
 def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer="auto",
-                tct_module="tct_github_workflow", val_fraction=0.05, bpe_vocab_size=8192,
+                tct_module=corpus_lib.WORKFLOW_TCT, val_fraction=0.05, bpe_vocab_size=8192,
                 schema_check=False, schema_path="", max_file_bytes=1_000_000, documents="auto",
                 jsonc=False, text_field="content", num_proc: int | None = None, progress=True,
                 log: Callable[[str], None] = print,
@@ -176,7 +177,7 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   inputs = [inputs] if isinstance(inputs, str) else list(inputs)
   out = pathlib.Path(out_dir).resolve()
   if not 0.0 <= val_fraction < 1.0:
-    raise CacheError(f"--val-fraction / data.val_fraction must be in [0, 1), got {val_fraction}")
+    raise CacheError(f"--val_fraction / data.val_fraction must be in [0, 1), got {val_fraction}")
   for inp in inputs:
     local = not (corpus_lib.is_embedded(inp) or corpus_lib.is_url(inp))
     if local and pathlib.Path(inp).resolve().is_relative_to(out):
@@ -382,7 +383,3 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
   build_cache(inputs, out, progress=progress, log=log, verify=verify, bpe=bpe, **kwargs)
   return load_cache(out)
 
-
-if __name__ == "__main__":  # the CLI lives in cache_cli.py; `python -m fimjax.data.cache` runs it
-  from fimjax.data import cache_cli
-  sys.exit(cache_cli.main())

@@ -8,20 +8,20 @@ the chunk's windows, AR/FIM examples (randomness: hash of (fim.seed, epoch, wind
 examples) -> optional `mp_prefetch` -> (packed) `RowBatches`, which cuts the rows into batches and
 saves (state of the chunk stream before the current chunk, rows used) so a restore is exact.
 
-CLI: `python -m fimjax.data.pipeline show --config CONFIG [--split ...] [--num N] [--json]
-[--packed]` prints examples (see `show`).
+`show_examples` is what `python -m fimjax.data.pipeline show --config CONFIG [--split ...]
+[--num N] [--json] [--packed]` prints (the command: fimjax/cli/pipeline.py).
 """
 
 import copy
-import json
-import mmap
 import sys
 import threading
 from collections.abc import Iterator
 
+from absl import flags
 import grain
 import numpy as np
 
+from fimjax.data import cache_format
 from fimjax.data import fim as fim_lib
 
 PACK_CHUNK = 1024  # examples packed together (first-fit decreasing)
@@ -37,36 +37,11 @@ def _process(process_index, process_count) -> tuple[int, int]:
   return int(process_index), int(process_count)
 
 
-def _memmap_state(a):
-  """A memmap as (file, dtype, byte offset, shape) so it pickles as its file, not its content."""
-  if isinstance(a, np.memmap) and a.filename and a.flags.c_contiguous and a._mmap is not None:
-    base = np.frombuffer(a._mmap, np.uint8).__array_interface__["data"][0]
-    start = a.offset - a.offset % mmap.ALLOCATIONGRANULARITY
-    where = a.__array_interface__["data"][0] - base + start
-    return ("memmap", a.filename, a.dtype.str, where, a.shape)
-  return a
-
-
-def _from_state(a):
-  if isinstance(a, tuple) and a and a[0] == "memmap":
-    return np.memmap(a[1], dtype=np.dtype(a[2]), mode="r", offset=a[3], shape=a[4])
-  return a
-
-
-class _Docs:
-  """Documents (tokens, starts, lengths, structure marks) that pickle memmaps as their files."""
-  _ARRAYS = ("tokens", "flags", "span")
-
-  def __init__(self, docs):
-    self.tokens, self.flags, self.span = docs.tokens, docs.flags, docs.span
-    self.starts = np.asarray(docs.starts, np.int64)
-    self.lengths = np.asarray(docs.lengths, np.int64)
-
-  def __getstate__(self):
-    return {**self.__dict__, **{k: _memmap_state(getattr(self, k)) for k in self._ARRAYS}}
-
-  def __setstate__(self, state):
-    self.__dict__.update({k: _from_state(v) for k, v in state.items()})
+def _documents(docs) -> cache_format.Documents:
+  """`docs` with int64 starts and lengths (what the example builder indexes with)."""
+  return cache_format.Documents(docs.tokens, np.asarray(docs.starts, np.int64),
+                                np.asarray(docs.lengths, np.int64), getattr(docs, "path", None),
+                                docs.flags, docs.span)
 
 
 class ShuffledStream(grain.MapDataset):
@@ -172,7 +147,6 @@ class _RowBatchIterator(grain.DatasetIterator):
 
 
 def _mark_flags_parsed():
-  from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -194,7 +168,7 @@ def make_train_dataset(config, docs, special_ids, *, process_index=None, process
   n = table.num_windows
   if n == 0:
     raise ValueError("no training documents: the training split is empty")
-  build = _BuildRows(_Docs(docs), table, fim_lib.FimConfig.from_config(config.fim), special_ids,
+  build = _BuildRows(_documents(docs), table, fim_lib.FimConfig.from_config(config.fim), special_ids,
                      config.train.seed, pack)
   ds = ShuffledStream(n, config.train.seed)[pi::pc]
   ds = ds.batch(PACK_CHUNK if pack else batch).map(build)
@@ -235,7 +209,7 @@ def make_eval_batches(config, docs, special_ids, *, fim: bool, batch_size: int,
   cfg = fim_lib.FimConfig.from_config(config.fim, rate=1.0 if fim else 0.0, spm_rate=0.0,
                                       seed=EVAL_SEED, eom_weight=1.0,
                                       **({"span_policy": span_policy} if span_policy else {}))
-  d = _Docs(docs)
+  d = _documents(docs)
   n = table.num_windows
   c = int(min(EVAL_CHUNK, max(1, -(-n // pc))))
   chunks = [np.arange(i, min(n, i + c)) for i in range(0, n, c)]
@@ -283,7 +257,7 @@ def show_examples(config, docs, special_ids, *, split: str = "train", num: int =
     out = {k: np.concatenate([r[k] for r in rows])[:num] for k in rows[0]} if rows else {}
     return [{**{k: v[i].tolist() for k, v in out.items()}, "special_ids": dict(special_ids)}
             for i in range(len(out.get("tokens", [])))]
-  d = _Docs(docs)
+  d = _documents(docs)
   if split == "train":
     table = fim_lib.WindowTable(d.lengths, config.model.context)
     n = table.num_windows
@@ -313,91 +287,3 @@ def show_examples(config, docs, special_ids, *, split: str = "train", num: int =
         "hole": fim_lib.holes_lib.KINDS[int(meta["hole"][i])] if kind else None,
         "epoch": int(meta["epoch"][i]), "special_ids": dict(sp)})
   return result
-
-
-def _render(tokenizer, ids, special_ids) -> str:
-  """Decoded text with special ids shown as <NAME>."""
-  names = {v: k.upper() for k, v in special_ids.items()}
-  out, run = [], []
-
-  def flush():
-    if run:
-      try:
-        out.append(tokenizer.decode(run))
-      except Exception:  # pylint: disable=broad-except
-        out.append(str(run))
-      run.clear()
-
-  for t in ids:
-    if t in names:
-      flush()
-      out.append(f"<{names[t]}>")
-    else:
-      run.append(int(t))
-  flush()
-  return "".join(out)
-
-
-def _print_readable(tokenizer, examples: list[dict], packed: bool) -> None:
-  for i, ex in enumerate(examples):
-    sp = ex["special_ids"]
-    if packed:
-      seg = np.asarray(ex["segment_ids"])
-      print(f"== row {i}: {int((seg > 0).sum())} tokens in {int(seg.max())} segments")
-      for s in range(1, int(seg.max()) + 1):
-        at = seg == s
-        gap = np.asarray(ex["gap"])[at]
-        print(f"-- segment {s} ({int(at.sum())} tokens, pos {min(ex['pos'][j] for j in np.flatnonzero(at))}.., "
-              f"{'FIM' if (gap > 0).any() else 'AR'})")
-        print(_render(tokenizer, np.asarray(ex["tokens"])[at].tolist(), sp))
-      continue
-    w, s = ex["window"], ex["window_start"]
-    head = f"== example {i}: doc {ex['doc_index']}, window [{s}, {s + len(w)})"
-    if not ex["is_fim"]:
-      print(f"{head}, AR\n{_render(tokenizer, w, sp)}")
-      continue
-    g, e = ex["middle"]
-    print(f"{head}, FIM ({ex['kind']}, {ex['hole']} hole), middle [{g}, {e}) of the window")
-    for name, part in (("PREFIX", w[:g]), ("SUFFIX", w[e:]), ("MIDDLE", w[g:e])):
-      print(f"---- {name} ({len(part)} tokens)\n{_render(tokenizer, part, sp)}")
-
-
-def _main(argv):
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
-  from fimjax.data import cache as cache_lib  # pylint: disable=g-import-not-at-top
-  if len(argv) != 2 or argv[1] != "show":
-    raise app.UsageError("usage: python -m fimjax.data.pipeline show --config CONFIG "
-                         "[--split train|validation] [--num N] [--json] [--packed]")
-  f = flags.FLAGS
-  config = f.config
-  cache_dir = checkpoint.cache_dir(config, f.workdir or f"runs/{config.name}")
-  cache = cache_lib.ensure_cache(config.data, cache_dir, progress=not f.json,
-                                 log=lambda s: print(s, file=sys.stderr))
-  examples = show_examples(config, cache.documents(f.split), cache.special_ids, split=f.split,
-                           num=f.num, packed=f.packed)
-  if f.json:
-    for ex in examples:
-      print(json.dumps(ex))
-  else:
-    _print_readable(cache.tokenizer(), examples, f.packed)
-
-
-def _cli():
-  from absl import app, flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from fimjax import cli  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", lock_config=True)
-  flags.DEFINE_enum("split", "train", ["train", "validation"], "which split")
-  flags.DEFINE_integer("num", 4, "how many examples (or packed rows)")
-  flags.DEFINE_bool("json", False, "one JSON object per line")
-  flags.DEFINE_bool("packed", False, "show packed rows with their segment_ids")
-  flags.DEFINE_string("workdir", "", "run folder; the cache is <workdir>/cache "
-                      "(default runs/<config.name>) unless data.cache_dir is set")
-  flags.mark_flags_as_required(["config"])
-  app.run(_main, flags_parser=cli.parse_flags)
-
-
-if __name__ == "__main__":
-  from fimjax.data import pipeline as _pipeline  # the importable module, not __main__
-  _pipeline._cli()  # pylint: disable=protected-access

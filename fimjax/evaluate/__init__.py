@@ -1,8 +1,7 @@
 """Evaluation of a model: validation losses, infill exact match by hole kind, generation validity.
 
-  python -m fimjax.evaluate --workdir DIR [--out report.json] [--step S] [--infill-holes N]
-                            [--generate-samples N] [--max-new-tokens N] [--schema PATH]
-                            [--corpus PATH] [--span-policy POLICY]
+The training loop calls `evaluate`; `evaluate_workdir` is the report of
+`python -m fimjax.evaluate` (the command: fimjax/cli/evaluate.py).
 
 `validation_losses` runs the whole validation split (or the documents of `--corpus`, a held-out
 folder encoded with the run's tokenizer) exactly once per variant with fixed seeds:
@@ -11,7 +10,7 @@ folder encoded with the run's tokenizer) exactly once per variant with fixed see
   eval_fim_context_loss  loss on prefix/suffix tokens of those FIM windows,
   eval_fim_{first,inside,eom}_{acc,loss}  argmax accuracy and loss at the middle's first token,
                  the rest of it, and its end (EOM): where infilling succeeds or fails.
-FIM windows use the config's span policy (or `--span-policy`) and positions.
+FIM windows use the config's span policy (or `--span_policy`) and positions.
 
 `infill_metrics` (`fimjax.infill_eval`): greedy infilling of fixed held-out holes by kind (value,
 line, step, block, random spans of 1 / 2-8 / 9-32 / 33+ tokens), `eval.infill_holes` per kind:
@@ -26,39 +25,41 @@ checkpoints/<step> folder. The losses need documents: the run's token cache when
 (and holds the model's tokenizer), else `--corpus`.
 """
 
-import json
 import logging
 import math
 import pathlib
-import sys
 
-import absl.flags
 import jax
 import ml_collections
 
 from fimjax import api
 from fimjax import checkpoint
-from fimjax import cli
+from fimjax import config_base
 from fimjax import inference
 from fimjax import infill_eval
 from fimjax import model as model_lib
 from fimjax import step as step_lib
 from fimjax.data import cache as cache_lib
 from fimjax.data import corpus as corpus_lib
-from fimjax.data import fim
 from fimjax.data import pipeline
 
 log = logging.getLogger(__name__)
 GEN_SEED = 7
 PARTS = ("first", "inside", "eom")
 GEN_MAX_TOKENS = 1024  # a generated workflow longer than this counts as not decoded
-EVAL_DEFAULTS = {"infill_holes": 16, "generate_samples": 8, "max_new_tokens": 64, "in_loop": True}
 
 
 def eval_settings(config) -> dict:
-  """The `eval` section with defaults (runs saved before it existed have none)."""
-  section = config.get("eval") if hasattr(config, "get") else None
-  return {k: (section.get(k, v) if section is not None else v) for k, v in EVAL_DEFAULTS.items()}
+  """The config's `eval` section; a run saved before the section existed (or one of its
+  fields) gets config_base's defaults, the one place they are written."""
+  section = (config.get("eval") if hasattr(config, "get") else None) or {}
+  defaults = config_base.base_config("tiny").eval  # the same for every model size
+  return {k: section.get(k, v) for k, v in defaults.items()}
+
+
+def _data_field(config, name: str):
+  """`config.data.<name>`; a run saved before the field existed reads it as its default."""
+  return config.data.get(name, config_base.ADDED_LATER.get(f"data.{name}"))
 
 
 def _split_sums(config, docs, special_ids, state, eval_step, mesh, *, fim: bool,
@@ -132,7 +133,7 @@ def evaluate(config, cache, state, mesh, eval_step=None, *, sampling: bool = Tru
   validator = None
   if sampling:  # before the losses: a wrong path stops at once
     validator = inference.make_validator(
-        schema_path or config.data.get("schema_path", ""), fix=schema_fix or
+        schema_path or config.data.schema_path, fix=schema_fix or
         "fix --config.data.schema_path, or set it to '' for the workflow schema shipped with "
         "fimjax")
   if eval_step is None:
@@ -163,49 +164,6 @@ def evaluate(config, cache, state, mesh, eval_step=None, *, sampling: bool = Tru
 def _json_safe(report: dict) -> dict:
   return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
           for k, v in report.items()}
-
-
-def main(argv=None) -> int:
-  p = cli.ArgumentParser(prog="python -m fimjax.evaluate", description=__doc__.split("\n")[0])
-  p.add_argument("--workdir", "--model", dest="workdir", required=True,
-                 help="a run's workdir, its checkpoints/ folder (or a copy) or one step folder")
-  p.add_argument("--out", help="write the JSON report here (default: print it)")
-  p.add_argument("--step", type=int)
-  p.add_argument("--infill-holes", type=cli.number(low=0),
-                 help="default: config eval.infill_holes")
-  p.add_argument("--generate-samples", type=cli.number(low=0),
-                 help="default: config eval.generate_samples")
-  p.add_argument("--max-new-tokens", type=cli.number(low=1),
-                 help="default: config eval.max_new_tokens")
-  p.add_argument("--schema", default="", help="JSON schema for validity (default: the run's "
-                 "data.schema_path, else the workflow schema shipped with fimjax)")
-  p.add_argument("--corpus", default="", help="evaluate on these files/folders (comma-separated; "
-                 "a held-out repository) instead of the validation split (needed when the "
-                 "run's token cache is not there)")
-  p.add_argument("--span-policy", default="", choices=("",) + fim_policies(),
-                 help="holes of the FIM losses (default: the run's fim.span_policy)")
-  args = p.parse_args(sys.argv[1:] if argv is None else argv)
-  if args.out and (problem := cli.output_error(args.out)):
-    print(f"error: --out {problem}", file=sys.stderr)  # before the evaluation
-    return 2
-  report = evaluate_workdir(args.workdir, step=args.step, infill_holes=args.infill_holes,
-                            generate_samples=args.generate_samples,
-                            max_new_tokens=args.max_new_tokens, schema_path=args.schema,
-                            corpus=args.corpus, span_policy=args.span_policy)
-  if isinstance(report, str):
-    print(f"error: {report}", file=sys.stderr)
-    return 1
-  text = json.dumps(report, indent=2)
-  if args.out:
-    with open(args.out, "w", encoding="utf-8") as f:
-      f.write(text + "\n")
-    print(f"wrote {args.out}")
-  print(text)
-  return 0
-
-
-def fim_policies() -> tuple:
-  return fim.SPAN_POLICIES
 
 
 class _Vocab:
@@ -239,19 +197,16 @@ def evaluate_workdir(workdir: str, *, step=None, schema_path: str = "", corpus: 
                      span_policy: str = "", **overrides):
   """The JSON report of a checkpoint (`workdir`: anything `api.load` takes) on `corpus` files
   when given, else the run's validation split; or an error message (str)."""
-  if not absl.flags.FLAGS.is_parsed():
-    absl.flags.FLAGS.mark_as_parsed()  # grain reads absl flags
   try:
     model, state, mesh = api.open_checkpoint(workdir, step=step)
     config, docs, held_out = model.config, None, {}
     if corpus:
       docs, summary = cache_lib.encode_documents(
           [c.strip() for c in corpus.split(",") if c.strip()], model.tokenizer,
-          max_file_bytes=config.data.max_file_bytes, jsonc=config.data.get("jsonc", False),
-          text_field=config.data.get("text_field", "content"),
-          documents=corpus_lib.document_kind(
-              config.data.get("documents", "auto"), model.tokenizer.name,
-              config.data.get("tct_module", corpus_lib.WORKFLOW_TCT)))
+          max_file_bytes=config.data.max_file_bytes, jsonc=_data_field(config, "jsonc"),
+          text_field=_data_field(config, "text_field"),
+          documents=corpus_lib.document_kind(_data_field(config, "documents"),
+                                             model.tokenizer.name, config.data.tct_module))
       held_out, vocab = {"corpus": corpus, "corpus_summary": summary}, _Vocab(model)
     else:
       vocab = _run_cache(model, workdir)
@@ -266,7 +221,3 @@ def evaluate_workdir(workdir: str, *, step=None, schema_path: str = "", corpus: 
                      "span_policy": span_policy or config.fim.span_policy,
                      "tokenizer": model.tokenizer.name, "tokenizer_id": model.tokenizer_id,
                      **held_out, **settings, **metrics})
-
-
-if __name__ == "__main__":
-  sys.exit(main())
