@@ -12,7 +12,7 @@ from typing import Iterable, Protocol, Sequence
 
 from fimjax.data import corpus
 
-TCT_WHEEL_HINT = "pip install /path/to/tct_github_workflow-*.whl"
+TCT_WHEEL_HINT = f"pip install /path/to/{corpus.WORKFLOW_TCT}-*.whl"
 
 
 class TokenizerError(ValueError):
@@ -33,7 +33,7 @@ class Tokenizer(Protocol):
 # ---------------------------------------------------------------------------------------- TCT
 
 
-def import_tct(module_name: str = "tct_github_workflow"):
+def import_tct(module_name: str = corpus.WORKFLOW_TCT):
   """The TCT module, or a one-line TokenizerError saying how to install it or switch to BPE."""
   try:
     return importlib.import_module(module_name)
@@ -69,7 +69,7 @@ class TctTokenizer:
   """Adapter for a `tct_github_workflow`-like module: encode(json) / decode(ids) / vocab_size()."""
   name = "tct"
 
-  def __init__(self, module_name: str = "tct_github_workflow"):
+  def __init__(self, module_name: str = corpus.WORKFLOW_TCT):
     self.module_name = module_name
     self._mod = import_tct(module_name)
     self.version = f"{module_name}-{_module_version(self._mod)}"
@@ -221,7 +221,7 @@ class BpeTokenizer:
 # ------------------------------------------------------------------------------------ factory
 
 
-def resolve(name: str, tct_module: str = "tct_github_workflow") -> str:
+def resolve(name: str, tct_module: str = corpus.WORKFLOW_TCT) -> str:
   """"auto" -> "tct" when the TCT module imports, else "bpe"; checks the name."""
   if name == "auto":
     try:
@@ -234,7 +234,7 @@ def resolve(name: str, tct_module: str = "tct_github_workflow") -> str:
   return name
 
 
-def make_tokenizer(name: str = "auto", *, tct_module: str = "tct_github_workflow",
+def make_tokenizer(name: str = "auto", *, tct_module: str = corpus.WORKFLOW_TCT,
                    bpe_vocab_size: int = 8192, bpe_file: str | pathlib.Path | None = None,
                    train_texts: Iterable[str] | None = None) -> Tokenizer:
   """A tokenizer by name. BPE loads `bpe_file` when it exists, else trains on `train_texts`."""
