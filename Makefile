@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: train test bench clean
+.PHONY: train test bench format clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$$(scripts/find_python.sh) && echo "using $$PYTHON" && \
@@ -20,6 +20,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+format: $(STAMP)
+	$(PY) -m ruff format fimjax tests bench configs scripts
 
 clean:
 	rm -rf $(VENV) runs
