@@ -267,8 +267,8 @@ class Block(nnx.Module):
       cache = (_write(cache[0], k, cache_start), _write(cache[1], v, cache_start))
       o_BxLxHxK = cached_attention(q, *cache, cache_start)
     b, l = o_BxLxHxK.shape[:2]
-    x_BxLxD = x_BxLxD + dense(o_BxLxHxK.reshape(b, l, -1), self.wo[...].reshape(-1, cfg.d_model),
-                              dt)
+    wo_HKxD = self.wo[...].reshape(-1, cfg.d_model)
+    x_BxLxD = x_BxLxD + dense(o_BxLxHxK.reshape(b, l, -1), wo_HKxD, dt)
     x_BxLxD = shd.constrain(x_BxLxD, ("batch", None, None))
     h_BxLxF = dense(rms_norm(x_BxLxD), self.w_up[...], dt)
     h_BxLxF = shd.constrain(jnp.square(jax.nn.relu(h_BxLxF)), ("batch", None, "mlp"))
