@@ -91,7 +91,8 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
       devices = jax.devices()[:n] if n else jax.devices()
     r = aot.analyse(fv.config, fv.model_vocab_size, devices)
   except ValueError as e:  # a topology, mesh or batch the devices cannot take (named in it)
-    raise SystemExit(f"error: {str(e).splitlines()[0]}") from None
+    common.error(common.first_line(e))
+    return 1
   if fv.topology:
     r["topology"] = fv.topology
   if fv.json:
