@@ -20,9 +20,17 @@ the microbatch loop's body once; it is scaled by the loop's count. Compile-only 
 cost analysis at all: no step time there.
 """
 
+import importlib.util
+import math
 import time
 
+import jax
+from jax.experimental import topologies
+
 from fimjax import flops
+from fimjax import model as model_lib
+from fimjax import sharding as shd
+from fimjax import step as step_lib
 
 # HBM per chip (GiB) by `device_kind` substring, lower case; first match wins.
 HBM_GIB = (("tpu v6 lite", 32), ("tpu v6e", 32), ("tpu v5 lite", 16), ("tpu v5e", 16),
@@ -54,8 +62,6 @@ device_description_str: "NVIDIA H100 80GB HBM3"
 
 def target_devices(topology: str) -> list:
   """Compile-only devices of `topology`; ValueError (one line naming the flag) otherwise."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
   name = topology.strip()
   if name.lower().startswith("h100"):
     n = name.partition(":")[2] or "1"
@@ -93,8 +99,6 @@ def hbm_bytes(device_kind: str) -> int | None:
 
 def _shard_bytes(tree) -> int:
   """Bytes of one device's shard of a tree of ShapeDtypeStructs with shardings."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import math  # pylint: disable=g-import-not-at-top
   return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
              for x in jax.tree.leaves(tree))
 
@@ -135,10 +139,6 @@ def estimate_bytes(config, cfg, mesh_shape: dict, state_bytes: int, params_bytes
 
 def analyse(config, model_vocab_size: int, devices) -> dict:
   """Compile the train step on a mesh over `devices`; sizes, memory and cost per device."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from fimjax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from fimjax import sharding as shd  # pylint: disable=g-import-not-at-top
-  from fimjax import step as step_lib  # pylint: disable=g-import-not-at-top
 
   platform = devices[0].platform
   config = config.copy_and_resolve_references()

@@ -27,9 +27,12 @@ import grain
 import jax
 from jax import lax
 import jax.numpy as jnp
+import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from fimjax import sharding
+from fimjax import step as step_lib
 from fimjax.data import cache_format
 
 log = logging.getLogger(__name__)
@@ -335,8 +338,6 @@ def pick_step(ckpts: Checkpoints, step: int | None, fix: str) -> int:
 def restore_state(ckpts: Checkpoints, step: int, config, model_vocab_size: int, mesh):
   """(train state of `step`, checked against its checksums; `mesh`). `mesh` None: every local
   device, data parallel (`config.mesh` set to match)."""
-  from fimjax import sharding  # pylint: disable=g-import-not-at-top
-  from fimjax import step as step_lib  # pylint: disable=g-import-not-at-top
   if mesh is None:
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
     mesh = sharding.make_mesh(config.mesh)
@@ -365,7 +366,6 @@ def load_run(workdir: str, *, step: int | None = None, mesh=None):
   checkpoint by validation loss when `step` is None and one exists, else the latest. Refuses a
   cache whose tokenizer is not the one the checkpoint was trained with.
   """
-  import ml_collections  # pylint: disable=g-import-not-at-top
 
   require_run(workdir)
   ckpts = Checkpoints(workdir)

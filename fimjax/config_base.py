@@ -6,6 +6,8 @@ overridden on the command line (`--config.train.steps=50`). `MODEL_SIZES` is the
 
 import ml_collections
 
+from fimjax.data import corpus
+
 # name: (d_model, num_layers, num_heads, context)
 MODEL_SIZES = {
     "tiny": (128, 4, 4, 256),
@@ -30,7 +32,7 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.data.corpus = "default"
   c.data.cache_dir = ""  # "" = <workdir>/cache
   c.data.tokenizer = "auto"  # auto | tct | bpe
-  c.data.tct_module = "tct_github_workflow"
+  c.data.tct_module = corpus.WORKFLOW_TCT
   # What a document must be: "workflow" (a mapping with `jobs`), "any" (any YAML/JSON mapping), or
   # "auto" (workflow, unless a TCT module other than the workflow one is the tokenizer).
   c.data.documents = "auto"

@@ -10,6 +10,8 @@ import json
 import pathlib
 from typing import Iterable, Protocol, Sequence
 
+import numpy as np
+
 from fimjax.data import corpus
 
 TCT_WHEEL_HINT = f"pip install /path/to/{corpus.WORKFLOW_TCT}-*.whl"
@@ -204,10 +206,9 @@ class BpeTokenizer:
     fn = getattr(self._tok, "encode_batch_fast", self._tok.encode_batch)
     return [e.ids for e in fn(list(texts), add_special_tokens=False)]
 
-  def token_bytes(self) -> "np.ndarray":
+  def token_bytes(self) -> np.ndarray:
     """[vocab_size] int: each id's length in bytes (0 for PAD): byte-level tokens are strings of
     one character per byte, so a document's tokens locate its text exactly."""
-    import numpy as np
     n = self._tok.get_vocab_size()
     return np.array([len(self._tok.id_to_token(i)) for i in range(n)]
                     + [0] * (self.vocab_size - n), np.int64)
