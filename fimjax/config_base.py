@@ -81,6 +81,9 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   # without segments; packed rows fall back to xla) | splash (Pallas TPU kernel)
   c.model.attention = "auto"
   c.model.attn_block = 128  # query block of the xla attention (skips the masked triangle)
+  # Residual dropout on each block's attention and MLP outputs (training only): a regulariser for
+  # small corpora, where a model sees its data many times (docs/infill.md, "The quality bar").
+  c.model.dropout = 0.0
 
   c.optim = ml_collections.ConfigDict()
   c.optim.lr = 3e-4
@@ -188,7 +191,7 @@ _RANGES = {
     "fim.eom_weight": "> 0", "fim.spm_rate": "[0, 1]", "fim.seed": ">= 0",
     "model.d_model": ">= 1", "model.num_layers": ">= 1", "model.num_heads": ">= 1",
     "model.context": ">= 8", "model.mlp_ratio": ">= 1", "model.logit_softcap": ">= 0",
-    "model.rope_base": "> 0", "model.attn_block": ">= 1",
+    "model.rope_base": "> 0", "model.attn_block": ">= 1", "model.dropout": "[0, 1)",
     "optim.lr": "> 0", "optim.warmup_steps": ">= 0", "optim.min_lr_ratio": "[0, 1]",
     "optim.weight_decay": ">= 0", "optim.b1": "[0, 1)", "optim.b2": "[0, 1)",
     "optim.grad_clip": ">= 0",

@@ -51,6 +51,9 @@ class ModelConfig:
   # for rows without segments; "splash": the Pallas TPU kernel. Never "auto" (resolved).
   attention: str = "xla"
   attn_block: int = 128
+  # Residual dropout on each block's attention and MLP outputs, in training only (a step's
+  # dropout key comes from the seed and the step: exact resume holds). Not part of inference.
+  dropout: float = 0.0
 
   @classmethod
   def from_config(cls, config, model_vocab_size: int) -> "ModelConfig":
@@ -62,7 +65,7 @@ class ModelConfig:
         rope_base=float(m.rope_base), dtype=m.dtype, param_dtype=m.param_dtype,
         remat=bool(m.remat),
         attention=resolve_attention(m.get("attention", "auto"), jax.default_backend(), m.context),
-        attn_block=int(m.get("attn_block", 128)))
+        attn_block=int(m.get("attn_block", 128)), dropout=float(m.get("dropout", 0.0)))
 
   @property
   def head_dim(self) -> int:
@@ -251,10 +254,12 @@ class Block(nnx.Module):
     self.w_down = _param(rngs, nnx.initializers.normal(out_scale / math.sqrt(f)), (f, d),
                          ("mlp", "embed"), pd)
 
-  def __call__(self, x_BxLxD, pos_BxL, seg_BxL=None, cache=None, cache_start=None):
+  def __call__(self, x_BxLxD, pos_BxL, seg_BxL=None, cache=None, cache_start=None,
+               dropout_key=None):
     """(x_BxLxD, new cache). Without `cache` the L tokens attend within the row (`attention`);
     with one ((k, v) of `init_cache`) they are written at slots cache_start [B] + [0, L) and
-    attend to the slots up to their own (`cached_attention`); the new cache is None without."""
+    attend to the slots up to their own (`cached_attention`); the new cache is None without.
+    `dropout_key` (training): drop `cfg.dropout` of each branch's outputs."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     h_BxLxD = rms_norm(x_BxLxD)
     q, k, v = (dense(h_BxLxD, w[...], dt) for w in (self.wq, self.wk, self.wv))
@@ -268,16 +273,29 @@ class Block(nnx.Module):
       o_BxLxHxK = cached_attention(q, *cache, cache_start)
     b, l = o_BxLxHxK.shape[:2]
     wo_HKxD = self.wo[...].reshape(-1, cfg.d_model)
-    x_BxLxD = x_BxLxD + dense(o_BxLxHxK.reshape(b, l, -1), wo_HKxD, dt)
+    drop = _dropout(cfg.dropout, dropout_key)
+    x_BxLxD = x_BxLxD + drop(dense(o_BxLxHxK.reshape(b, l, -1), wo_HKxD, dt), 0)
     x_BxLxD = shd.constrain(x_BxLxD, ("batch", None, None))
     h_BxLxF = dense(rms_norm(x_BxLxD), self.w_up[...], dt)
     h_BxLxF = shd.constrain(jnp.square(jax.nn.relu(h_BxLxF)), ("batch", None, "mlp"))
-    x_BxLxD = x_BxLxD + dense(h_BxLxF, self.w_down[...], dt)
+    x_BxLxD = x_BxLxD + drop(dense(h_BxLxF, self.w_down[...], dt), 1)
     return shd.constrain(x_BxLxD, ("batch", None, None)), cache
 
 
-def _block_out(block, x, pos, seg):
-  return block(x, pos, seg)[0]
+def _dropout(rate: float, key):
+  """branch, i -> the branch with `rate` of its entries zeroed (the rest scaled by 1 / keep),
+  drawn with fold_in(key, i); the identity without a key or at rate 0 (no op in the graph)."""
+  if key is None or rate <= 0:
+    return lambda x, i: x
+
+  def drop(x, i):
+    keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+  return drop
+
+
+def _block_out(block, x, pos, seg, key):
+  return block(x, pos, seg, dropout_key=key)[0]
 
 
 class Transformer(nnx.Module):
@@ -296,10 +314,11 @@ class Transformer(nnx.Module):
     self.head = _param(rngs, nnx.initializers.normal(0.02), (d, v), ("embed", "vocab"), pd)
 
   def __call__(self, tokens_BxL, pos_BxL, gap_BxL, segment_ids_BxL=None, *, cache=None,
-               cache_start=None):
+               cache_start=None, dropout_key=None):
     """Logits; with `cache` (`init_cache`) and cache_start [B] (the slot of each row's first
     token: see `Block`), (logits, new cache). Training and evaluation pass no cache (rows are
-    whole, packed by segment ids); the sampler passes one (segment ids are not used)."""
+    whole, packed by segment ids); the sampler passes one (segment ids are not used).
+    `dropout_key`: training's residual dropout (`cfg.dropout`), a key per block."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     gap_BxL = jnp.clip(gap_BxL, 0, cfg.context)
     x_BxLxD = (jnp.take(self.embed[...], tokens_BxL, axis=0)
@@ -310,7 +329,8 @@ class Transformer(nnx.Module):
     for i in range(cfg.num_layers):
       block = getattr(self, f"block_{i}")
       if cache is None:
-        x_BxLxD = run(block, x_BxLxD, pos_BxL, segment_ids_BxL)
+        key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+        x_BxLxD = run(block, x_BxLxD, pos_BxL, segment_ids_BxL, key)
       else:  # sampling: no gradients, so no remat
         x_BxLxD, layer_cache = block(x_BxLxD, pos_BxL, segment_ids_BxL, cache[i], cache_start)
         new_cache.append(layer_cache)
@@ -353,7 +373,7 @@ def param_logical_axes(cfg: ModelConfig) -> dict:
 
 
 def apply(cfg: ModelConfig, params: dict, tokens, pos, gap, segment_ids=None, *, cache=None,
-          cache_start=None):
+          cache_start=None, dropout_key=None):
   """`Transformer.__call__` on a pure params dict (training, evaluation, sampling, export)."""
   return from_params(cfg, params)(tokens, pos, gap, segment_ids, cache=cache,
-                                  cache_start=cache_start)
+                                  cache_start=cache_start, dropout_key=dropout_key)

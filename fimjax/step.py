@@ -115,7 +115,7 @@ def model_from_state(config, model_vocab_size: int, state) -> model_lib.Transfor
   return model_lib.from_params(cfg, state["params"] if "params" in state else state)
 
 
-def token_losses(cfg, params, batch):
+def token_losses(cfg, params, batch, dropout_key=None):
   """Per-token cross-entropy [B, L] (fp32) of `batch` under `params`.
 
   log-softmax without materialising it: logsumexp - target logit, the target picked by a
@@ -124,7 +124,7 @@ def token_losses(cfg, params, batch):
   float32's limit).
   """
   logits_BxLxV = model_lib.apply(cfg, params, batch["tokens"], batch["pos"], batch["gap"],
-                                 batch.get("segment_ids"))
+                                 batch.get("segment_ids"), dropout_key=dropout_key)
   return cross_entropy(cfg, logits_BxLxV, batch["targets"])
 
 
@@ -139,7 +139,7 @@ def cross_entropy(cfg, logits_BxLxV, targets_BxL):
   return logz_BxL - tgt_BxL
 
 
-def _loss_sums(cfg, params, batch, eom_id=None):
+def _loss_sums(cfg, params, batch, eom_id=None, dropout_key=None):
   """Sums over the batch: loss, count, and the AR (gap == 0) / FIM (gap > 0) parts.
 
   With `eom_id` (evaluation), also loss and argmax-correct sums by where the target sits:
@@ -148,7 +148,7 @@ def _loss_sums(cfg, params, batch, eom_id=None):
   suffix). Each has <part>_loss_sum, <part>_correct and <part>_count.
   """
   if eom_id is None:
-    ce_BxL = token_losses(cfg, params, batch)
+    ce_BxL = token_losses(cfg, params, batch, dropout_key)
   else:
     logits_BxLxV = model_lib.apply(cfg, params, batch["tokens"], batch["pos"], batch["gap"],
                                    batch.get("segment_ids"))
@@ -207,18 +207,22 @@ def make_train_step(config, model_vocab_size: int, mesh, *, spec: StateSpec | No
   spec = spec or state_spec(config, model_vocab_size, mesh)
   cfg, tx, schedule = spec.cfg, spec.tx, lr_schedule(config)
   micro = int(config.train.microbatches)
+  seed = int(config.train.seed)
 
-  def grad_fn(params, batch, total):
+  def grad_fn(params, batch, total, key):
     def f(p):
-      sums = _loss_sums(cfg, p, batch)
+      sums = _loss_sums(cfg, p, batch, dropout_key=key)
       return sums["loss_sum"] / total, sums
     return jax.grad(f, has_aux=True)(params)
 
   def step_fn(state, batch):
     params = state["params"]
     total = jnp.maximum(jnp.sum(batch["loss_mask"].astype(jnp.float32)), 1.0)
+    # The step's dropout key is a function of (seed, step): a resumed run draws the same masks.
+    key = (jax.random.fold_in(jax.random.key(seed), state["step"]) if cfg.dropout > 0
+           else None)
     if micro == 1:
-      grads, sums = grad_fn(params, batch, total)
+      grads, sums = grad_fn(params, batch, total, key)
     else:
       # Microbatch i = rows i, i+M, ...: each device keeps its own rows (no resharding).
       def split(x):
@@ -226,13 +230,13 @@ def make_train_step(config, model_vocab_size: int, mesh, *, spec: StateSpec | No
         return shd.constrain(x, (None, "batch") + (None,) * (x.ndim - 2))
       mbs = jax.tree.map(split, batch)
 
-      def body(carry, mb):
-        g, s = grad_fn(params, mb, total)
+      def body(carry, i_mb):
+        i, mb = i_mb
+        g, s = grad_fn(params, mb, total, None if key is None else jax.random.fold_in(key, i))
         return jax.tree.map(jnp.add, carry, (g, s)), None
-      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(grad_fn, params,
-                                                          jax.tree.map(lambda x: x[0], mbs),
-                                                          total))
-      (grads, sums), _ = jax.lax.scan(body, zeros, mbs)
+      zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+          lambda p, b: grad_fn(p, b, total, key), params, jax.tree.map(lambda x: x[0], mbs)))
+      (grads, sums), _ = jax.lax.scan(body, zeros, (jnp.arange(micro), mbs))
     loss = sums["loss_sum"] / total
     grad_norm = optax.tree.norm(grads)
     updates, new_opt = tx.update(grads, state["opt_state"], params)

@@ -95,6 +95,33 @@ def test_microbatches_same_update():
                s2["params"], s1["params"])
 
 
+def test_dropout_trains_on_dropped_branches_and_evaluates_without():
+  """With model.dropout the train step's loss differs from the same step without (masks drawn),
+  is the same when the step is repeated from the same state (the key is a function of seed and
+  step: exact resume), and the eval step ignores it."""
+  batch = synthetic_batch(4, 32, seed=4)
+  plain, dropped = micro_config(), micro_config()
+  dropped.model.dropout = 0.3
+  mesh = shd.make_mesh(plain.mesh, jax.devices()[:1])
+  state = step_lib.create_train_state(plain, VOCAB, mesh)
+  b = step_lib.shard_batch(batch, mesh)
+  copy = lambda s: jax.tree.map(jnp.copy, s)  # the train step donates its state
+  _, m0 = step_lib.make_train_step(plain, VOCAB, mesh)(copy(state), b)
+  drop_step = step_lib.make_train_step(dropped, VOCAB, mesh)
+  s1, m1 = drop_step(copy(state), b)
+  s2, m2 = drop_step(copy(state), b)
+  assert abs(float(m1["loss"]) - float(m0["loss"])) > 1e-3
+  assert float(m1["loss"]) == float(m2["loss"])
+  jax.tree.map(np.testing.assert_array_equal, s1["params"], s2["params"])
+  e0 = step_lib.make_eval_step(plain, VOCAB, mesh)(state, b)
+  e1 = step_lib.make_eval_step(dropped, VOCAB, mesh)(state, b)
+  assert float(e0["loss_sum"]) == float(e1["loss_sum"])
+  micro = micro_config(microbatches=2)
+  micro.model.dropout = 0.3
+  _, m4 = step_lib.make_train_step(micro, VOCAB, mesh)(copy(state), b)
+  assert np.isfinite(float(m4["loss"])) and float(m4["loss"]) != float(m0["loss"])
+
+
 def test_eval_sums_match_train_loss():
   c = micro_config()
   mesh = shd.make_mesh(c.mesh, jax.devices()[:1])
