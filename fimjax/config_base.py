@@ -4,6 +4,9 @@ Config files in `configs/` call `base_config()` and change what differs; anythin
 overridden on the command line (`--config.train.steps=50`). `MODEL_SIZES` is the design's table.
 """
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
 from fimjax.data import corpus
@@ -272,8 +275,6 @@ def profile_window(spec: str) -> tuple[int, int] | None:
 
 def load_config_file(path) -> ml_collections.ConfigDict:
   """`get_config()` of a config file such as `configs/small.py` (for notebooks, tests, benches)."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(path)
   spec = importlib.util.spec_from_file_location(f"fimjax_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
