@@ -27,8 +27,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402  pylint: disable=g-import-not-at-top
 
-ORDER = ("cache_bench", "pipeline_bench", "packing_bench", "train_step_bench", "checkpoint_bench",
-         "sample_bench")
+ORDER = (
+  "cache_bench",
+  "pipeline_bench",
+  "packing_bench",
+  "train_step_bench",
+  "checkpoint_bench",
+  "sample_bench",
+)
 README = common.REPO / "README.md"
 
 
@@ -42,29 +48,45 @@ def child(name: str, kw: dict, quick: bool, result: str):
   """In the bench's own process: run it, add its wall time and peak RSS, write the result."""
   t0 = time.perf_counter()
   res = importlib.import_module(f"bench.{name}").run(quick=quick, **kw)
-  res.update(wall_s=time.perf_counter() - t0,
-             peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+  res.update(
+    wall_s=time.perf_counter() - t0,
+    peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+  )
   pathlib.Path(result).write_text(json.dumps(res, default=str))
 
 
 def run_isolated(name: str, kw: dict, quick: bool) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     out = pathlib.Path(tmp) / "result.json"
-    cmd = [sys.executable, "-m", "bench", "--child", name, "--kw", json.dumps(kw),
-           "--result", str(out)] + ([] if quick else ["--full"])
+    cmd = [
+      sys.executable,
+      "-m",
+      "bench",
+      "--child",
+      name,
+      "--kw",
+      json.dumps(kw),
+      "--result",
+      str(out),
+    ] + ([] if quick else ["--full"])
     t0 = time.perf_counter()
     rc = subprocess.run(cmd, cwd=common.REPO, check=False).returncode
     if rc or not out.exists():
-      return {"bench": name, "rows": [], "error": f"exit status {rc}",
-              "wall_s": time.perf_counter() - t0}
+      return {
+        "bench": name,
+        "rows": [],
+        "error": f"exit status {rc}",
+        "wall_s": time.perf_counter() - t0,
+      }
     return json.loads(out.read_text())
 
 
 def links(name: str, results: dict) -> dict:
   """Settings one bench takes from an earlier one's results."""
   if name == "checkpoint_bench":
-    small = [r for r in results.get("train_step_bench", {}).get("rows", [])
-             if r.get("config") == "small"]
+    small = [
+      r for r in results.get("train_step_bench", {}).get("rows", []) if r.get("config") == "small"
+    ]
     if small:  # compare the save with the step just measured instead of timing steps again
       return {"step_s": small[0]["step_s"]["median"]}
   return {}
@@ -78,12 +100,19 @@ def real_token_rows(results: dict) -> list[dict]:
   for t in results.get("train_step_bench", {}).get("rows", []):
     for p in (p for p in packing if p["context"] == t["context"]):
       f = p["median"]
-      out.append({
-          "bench": "derived", "unit": "real tokens/s",
+      out.append(
+        {
+          "bench": "derived",
+          "unit": "real tokens/s",
           "what": f"training real tokens/s, {t['config']} ({t['batch']}x{t['context']}), "
-                  f"{'packed' if p['pack'] else 'unpacked'} batches",
-          **{k: t[k] * f for k in ("median", "min", "max")}, "n": t["n"],
-          "spread": t["spread"], "real_fraction": f, "train_tokens_per_s": t["median"]})
+          f"{'packed' if p['pack'] else 'unpacked'} batches",
+          **{k: t[k] * f for k in ("median", "min", "max")},
+          "n": t["n"],
+          "spread": t["spread"],
+          "real_fraction": f,
+          "train_tokens_per_s": t["median"],
+        }
+      )
   return out
 
 
@@ -110,10 +139,13 @@ def markdown(report: dict) -> str:
   m = report["machine"]
   v = m["versions"]
   rows = [{**r, "±": f"{r['spread']:.1%}", "notes": note(r)} for r in report["rows"]]
-  per_bench = ", ".join(f"{n.removesuffix('_bench')} {b['wall_s']:.0f} s"
-                        + (f" / {b['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in b else "")
-                        for n, b in report["benches"].items())
-  lines = [textwrap.fill(
+  per_bench = ", ".join(
+    f"{n.removesuffix('_bench')} {b['wall_s']:.0f} s"
+    + (f" / {b['peak_rss_mib']:.0f} MiB" if "peak_rss_mib" in b else "")
+    for n, b in report["benches"].items()
+  )
+  lines = [
+    textwrap.fill(
       f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), accelerator {m['accelerator']} "
       f"x{m['num_devices']}; jax {v['jax']}, flax {v['flax']}, grain {v['grain']}, "
       f"orbax {v['orbax-checkpoint']}, Python {m['python']}. Load average (1/5/15 min) "
@@ -121,11 +153,17 @@ def markdown(report: dict) -> str:
       f"{'/'.join(map(str, report['load_avg_end']))} at the end (other jobs may share the "
       f"machine); `python -m bench` took {report['total_s'] / 60:.1f} min (per bench: wall "
       f"time / peak RSS of its process: {per_bench}). Each figure: the median of n runs after "
-      "a warm-up; ± is the half-range over the median.", 100), "",
-      common.table(rows, ["what", "median", "±", "unit", "n", "notes"]), ""]
+      "a warm-up; ± is the half-range over the median.",
+      100,
+    ),
+    "",
+    common.table(rows, ["what", "median", "±", "unit", "n", "notes"]),
+    "",
+  ]
   lines += [f"- target {k}: {'met' if ok else 'NOT met'}" for k, ok in report["targets"].items()]
-  lines += [f"- {name} failed: {res['error']}" for name, res in report["benches"].items()
-            if "error" in res]
+  lines += [
+    f"- {name} failed: {res['error']}" for name, res in report["benches"].items() if "error" in res
+  ]
   return "\n".join(lines) + "\n"
 
 
@@ -140,13 +178,15 @@ def update_readme(md: str, md_path: pathlib.Path):
   start = text.index("## Performance\n")
   end = text.find("\n## ", start + 1)
   intro = textwrap.fill(
-      f"Latest results (`{md_path.relative_to(common.REPO)}`). Reproduce with `make bench` (or "
-      "`.venv/bin/python -m bench`; `--list` names the benches, `--only NAME,...` runs some; "
-      "each `bench/*_bench.py` also runs alone with its own flags); it writes "
-      "`bench/results/<machine>-<date>.json` and `.md`, and `--readme` puts the table here. On "
-      "a GPU/TPU (jax's default backend) the same command measures the train step of `small` "
-      "and `medium_512` in bf16 against the device's dense bf16 peak (target: MFU >= 40% for "
-      "`medium_512` on an H100); no accelerator run is recorded yet.", 100)
+    f"Latest results (`{md_path.relative_to(common.REPO)}`). Reproduce with `make bench` (or "
+    "`.venv/bin/python -m bench`; `--list` names the benches, `--only NAME,...` runs some; "
+    "each `bench/*_bench.py` also runs alone with its own flags); it writes "
+    "`bench/results/<machine>-<date>.json` and `.md`, and `--readme` puts the table here. On "
+    "a GPU/TPU (jax's default backend) the same command measures the train step of `small` "
+    "and `medium_512` in bf16 against the device's dense bf16 peak (target: MFU >= 40% for "
+    "`medium_512` on an H100); no accelerator run is recorded yet.",
+    100,
+  )
   body = f"## Performance\n\n{intro}\n\n{md}"
   README.write_text(text[:start] + body + (text[end:] if end >= 0 else ""))
 
@@ -158,13 +198,19 @@ def measure(names: list[str], quick: bool) -> dict:
     print(f"\n=== {name} ===", flush=True)
     results[name] = run_isolated(name, links(name, results), quick)
     print(f"=== {name}: {results[name]['wall_s']:.0f} s", flush=True)
-  return {"machine": common.machine(), "quick": quick, "load_avg_start": load_start,
-          "load_avg_end": common.load_avg(), "total_s": time.perf_counter() - t0,
-          "rows": [{"bench": n, **r} for n, res in results.items() for r in res["rows"]]
-                  + real_token_rows(results),
-          "targets": {f"{n}: {k}": ok for n, res in results.items()
-                      for k, ok in res.get("targets", {}).items()},
-          "benches": results}
+  return {
+    "machine": common.machine(),
+    "quick": quick,
+    "load_avg_start": load_start,
+    "load_avg_end": common.load_avg(),
+    "total_s": time.perf_counter() - t0,
+    "rows": [{"bench": n, **r} for n, res in results.items() for r in res["rows"]]
+    + real_token_rows(results),
+    "targets": {
+      f"{n}: {k}": ok for n, res in results.items() for k, ok in res.get("targets", {}).items()
+    },
+    "benches": results,
+  }
 
 
 def main(argv=None) -> int:

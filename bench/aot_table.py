@@ -23,23 +23,38 @@ OUT = REPO / "bench" / "results" / "aot_table.json"
 # (config, slice, overrides): small and medium_512 on single-host v5e / v6e slices, large on
 # v5p / v4 with parameters and optimizer state sharded over the 4 chips (fsdp).
 ROWS = (
-    ("small", "v5e:2x2", ()), ("small", "v6e:2x2", ()),
-    ("medium_512", "v5e:2x2", ()), ("medium_512", "v6e:2x2", ()),
-    ("large", "v5p:2x2x1", ("--config.mesh.fsdp=4",)),
-    ("large", "v4:2x2x1", ("--config.mesh.fsdp=4",)),
+  ("small", "v5e:2x2", ()),
+  ("small", "v6e:2x2", ()),
+  ("medium_512", "v5e:2x2", ()),
+  ("medium_512", "v6e:2x2", ()),
+  ("large", "v5p:2x2x1", ("--config.mesh.fsdp=4",)),
+  ("large", "v4:2x2x1", ("--config.mesh.fsdp=4",)),
 )
 H100_ROWS = (("small", "h100", ()), ("medium_512", "h100", ()))
 
 
 def run_row(python: str, config: str, topology: str, overrides) -> dict:
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  cmd = [python, "-m", "fimjax.fit", "--config", f"configs/{config}.py", "--topology", topology,
-         "--json", *overrides]
+  cmd = [
+    python,
+    "-m",
+    "fimjax.fit",
+    "--config",
+    f"configs/{config}.py",
+    "--topology",
+    topology,
+    "--json",
+    *overrides,
+  ]
   t0 = time.time()
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
   if proc.returncode:
-    return {"config": config, "topology": topology, "overrides": list(overrides),
-            "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
+    return {
+      "config": config,
+      "topology": topology,
+      "overrides": list(overrides),
+      "error": (proc.stderr.strip().splitlines() or ["?"])[-1],
+    }
   r = json.loads(proc.stdout.strip().splitlines()[-1])
   r.update(overrides=list(overrides), wall_s=round(time.time() - t0, 1))
   return r
@@ -51,14 +66,17 @@ def _bound(r) -> str:
     return "XLA"
   sys.path.insert(0, str(REPO))
   from fimjax import aot  # pylint: disable=g-import-not-at-top
+
   memory = r["xla_bytes"] / aot.hbm_bandwidth(r["device_kind"])
   return "HBM" if abs(memory - r["est_step_s"]) < 1e-9 else "compute"
 
 
 def table(rows) -> str:
-  head = ("| config | slice | mesh (data, fsdp, tensor) | attention | fits | GiB per device "
-          "(HBM) | params + optimizer / batch + temporaries, GiB | est. step (bound) | MFU "
-          "(est.) | compile |\n|---|---|---|---|---|---|---|---|---|---|")
+  head = (
+    "| config | slice | mesh (data, fsdp, tensor) | attention | fits | GiB per device "
+    "(HBM) | params + optimizer / batch + temporaries, GiB | est. step (bound) | MFU "
+    "(est.) | compile |\n|---|---|---|---|---|---|---|---|---|---|"
+  )
   lines = [head]
   for r in rows:
     if "error" in r:
@@ -69,10 +87,11 @@ def table(rows) -> str:
     step = f"{r['est_step_s'] * 1e3:.0f} ms ({_bound(r)})" if r.get("est_step_s") else "n/a"
     mfu = f"{r['mfu']:.0%}" if r.get("mfu") else "n/a"
     lines.append(
-        f"| {r['config']} | {r['topology']} | {m['data']}, {m['fsdp']}, {m['tensor']} | "
-        f"{r['attention']} | {'yes' if r['fits'] else 'NO'} | {g(r['per_device_bytes'])} "
-        f"({g(r['device_bytes_limit'])}) | {g(s['params'] + s['optimizer'])} / "
-        f"{g(s['batch'] + s['temporaries'])} | {step} | {mfu} | {r['compile_s']:.0f} s |")
+      f"| {r['config']} | {r['topology']} | {m['data']}, {m['fsdp']}, {m['tensor']} | "
+      f"{r['attention']} | {'yes' if r['fits'] else 'NO'} | {g(r['per_device_bytes'])} "
+      f"({g(r['device_bytes_limit'])}) | {g(s['params'] + s['optimizer'])} / "
+      f"{g(s['batch'] + s['temporaries'])} | {step} | {mfu} | {r['compile_s']:.0f} s |"
+    )
   return "\n".join(lines)
 
 
@@ -96,11 +115,13 @@ def main():
     print(f"{config} @ {topology}: done", file=sys.stderr, flush=True)
   out.parent.mkdir(parents=True, exist_ok=True)
   old = json.loads(out.read_text()) if out.exists() and args.only else {"rows": []}
-  keep = [r for r in old["rows"] if (r["config"], r["topology"]) not in
-          {(x["config"], x["topology"]) for x in results}]
+  keep = [
+    r
+    for r in old["rows"]
+    if (r["config"], r["topology"]) not in {(x["config"], x["topology"]) for x in results}
+  ]
   all_rows = keep + results
-  out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": all_rows}, indent=1)
-                 + "\n")
+  out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "rows": all_rows}, indent=1) + "\n")
   print(table(all_rows))
 
 

@@ -26,8 +26,12 @@ def parser():
   ap.add_argument("--input", nargs="+", default=[str(common.SHARED)])
   ap.add_argument("--tokenizer", default="auto", choices=["auto", "tct", "bpe"])
   ap.add_argument("--repeat", type=int, default=3, help="runs per figure (median and spread)")
-  ap.add_argument("--default_corpus", action=argparse.BooleanOptionalAction, default=True,
-                  help="also bench the synthetic corpus (synthetic:3000, a larger set)")
+  ap.add_argument(
+    "--default_corpus",
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="also bench the synthetic corpus (synthetic:3000, a larger set)",
+  )
   ap.add_argument("--out", default=str(common.RESULTS / "cache_bench.json"))
   return ap
 
@@ -45,10 +49,18 @@ def bench(inputs, tokenizer: str, repeat: int) -> dict:
   r["files"], docs = corp.num_inputs, corp.documents
   with tempfile.TemporaryDirectory() as tmp:
     out = pathlib.Path(tmp) / "cache"
-    r["build_s"], meta = common.timed(lambda: cache.build_cache(
-        inputs, out, tokenizer=tokenizer, progress=False, log=lambda s: None), repeat)
-    r.update(summary=meta["summary"], num_documents=meta["num_documents"],
-             num_tokens=meta["num_tokens"], tokens_per_document=meta["tokens_per_document"])
+    r["build_s"], meta = common.timed(
+      lambda: cache.build_cache(
+        inputs, out, tokenizer=tokenizer, progress=False, log=lambda s: None
+      ),
+      repeat,
+    )
+    r.update(
+      summary=meta["summary"],
+      num_documents=meta["num_documents"],
+      num_tokens=meta["num_tokens"],
+      tokens_per_document=meta["tokens_per_document"],
+    )
     r["load_s"], tc = common.timed(lambda: cache.load_cache(out), repeat)
     r["load_train_documents_s"], _ = common.timed(lambda: tc.documents("train"), repeat)
   if r["tokenizer"] == "bpe":
@@ -59,8 +71,7 @@ def bench(inputs, tokenizer: str, repeat: int) -> dict:
   # Tokenization of already-parsed files, the way the build does it (first call, then warm).
   r["tokenize_first_s"], ids = common.timed(lambda: _tokenize(tok, docs), 1)
   r["tokenize_cpu_s"] = []
-  r["tokenize_s"], ids = common.timed(lambda: _tokenize(tok, docs), repeat,
-                                      cpu=r["tokenize_cpu_s"])
+  r["tokenize_s"], ids = common.timed(lambda: _tokenize(tok, docs), repeat, cpu=r["tokenize_cpu_s"])
   r["num_docs"], r["num_doc_tokens"] = len(docs), sum(map(len, ids))
   if r["tokenizer"] == "bpe":
     texts = [d.text for d in docs]
@@ -70,20 +81,33 @@ def bench(inputs, tokenizer: str, repeat: int) -> dict:
 
 def rows_of(r: dict) -> list[dict]:
   """The figures of one run of `bench`: (what, samples key, count for a rate, unit)."""
-  name = "shared corpus" if r["inputs"] == [str(common.SHARED)] else ", ".join(
-      pathlib.Path(p).name for p in r["inputs"])
-  spec = [("build (read+train+tokenize+write)", "build_s", None, "s"),
-          ("build", "build_s", r["files"], "files/s"), ("load (memmap)", "load_s", None, "s"),
-          ("read + parse", "read_parse_s", r["files"], "files/s"),
-          ("BPE training", "bpe_train_s", None, "s"),
-          ("tokenize, first call", "tokenize_first_s", r["num_docs"], "files/s"),
-          ("tokenize, warm", "tokenize_s", r["num_docs"], "files/s"),
-          ("tokenize, warm", "tokenize_s", r["num_doc_tokens"], "tokens/s"),
-          ("tokenize, warm, per CPU-second", "tokenize_cpu_s", r["num_docs"], "files/CPU-s"),
-          ("tokenize, one by one", "tokenize_serial_s", r["num_docs"], "files/s")]
-  return [common.row(f"cache {what} [{name}, {r['tokenizer']}]",
-                     r[key] if count is None else common.rates(count, r[key]), unit, phase=what)
-          for what, key, count, unit in spec if key in r]
+  name = (
+    "shared corpus"
+    if r["inputs"] == [str(common.SHARED)]
+    else ", ".join(pathlib.Path(p).name for p in r["inputs"])
+  )
+  spec = [
+    ("build (read+train+tokenize+write)", "build_s", None, "s"),
+    ("build", "build_s", r["files"], "files/s"),
+    ("load (memmap)", "load_s", None, "s"),
+    ("read + parse", "read_parse_s", r["files"], "files/s"),
+    ("BPE training", "bpe_train_s", None, "s"),
+    ("tokenize, first call", "tokenize_first_s", r["num_docs"], "files/s"),
+    ("tokenize, warm", "tokenize_s", r["num_docs"], "files/s"),
+    ("tokenize, warm", "tokenize_s", r["num_doc_tokens"], "tokens/s"),
+    ("tokenize, warm, per CPU-second", "tokenize_cpu_s", r["num_docs"], "files/CPU-s"),
+    ("tokenize, one by one", "tokenize_serial_s", r["num_docs"], "files/s"),
+  ]
+  return [
+    common.row(
+      f"cache {what} [{name}, {r['tokenizer']}]",
+      r[key] if count is None else common.rates(count, r[key]),
+      unit,
+      phase=what,
+    )
+    for what, key, count, unit in spec
+    if key in r
+  ]
 
 
 def run(quick: bool = False, **kw) -> dict:
@@ -99,23 +123,33 @@ def run(quick: bool = False, **kw) -> dict:
   runs = [bench(inputs, o["tokenizer"], o["repeat"])]
   if o["default_corpus"] and SYNTHETIC not in inputs:
     runs.append(bench([SYNTHETIC], o["tokenizer"], 1))
-  print(f"cache bench on {common.cores()} CPUs (load average at start {load[0]:.1f}), "
-        f"median of {o['repeat']}")
+  print(
+    f"cache bench on {common.cores()} CPUs (load average at start {load[0]:.1f}), "
+    f"median of {o['repeat']}"
+  )
   rows = []
   for r in runs:
     print(f"\n{', '.join(r['inputs'])} [{r['tokenizer']}]: {r['summary']}")
     rows += rows_of(r)
     for x in rows_of(r):
       fmt = "12.3f" if x["unit"] == "s" else "12,.0f"
-      print(f"  {x['phase']:<36} {x['median']:{fmt}} {x['unit']:<11} "
-            f"±{x['spread']:.0%}")
-  build, tokenize = (next(x for x in rows if x["phase"] == p and x["unit"] == u) for p, u in
-                     (("build (read+train+tokenize+write)", "s"), ("tokenize, warm", "files/s")))
-  targets = {"build_under_30s": build["median"] < 30.0,
-             "tokenize_at_least_2000_files_per_s": tokenize["median"] >= 2000}
+      print(f"  {x['phase']:<36} {x['median']:{fmt}} {x['unit']:<11} ±{x['spread']:.0%}")
+  build, tokenize = (
+    next(x for x in rows if x["phase"] == p and x["unit"] == u)
+    for p, u in (("build (read+train+tokenize+write)", "s"), ("tokenize, warm", "files/s"))
+  )
+  targets = {
+    "build_under_30s": build["median"] < 30.0,
+    "tokenize_at_least_2000_files_per_s": tokenize["median"] >= 2000,
+  }
   print(f"\ntargets: {targets}")
-  return {"bench": "cache_bench", "rows": rows, "targets": targets, "load_avg_at_start": load,
-          "runs": runs}
+  return {
+    "bench": "cache_bench",
+    "rows": rows,
+    "targets": targets,
+    "load_avg_at_start": load,
+    "runs": runs,
+  }
 
 
 def main(argv=None) -> int:

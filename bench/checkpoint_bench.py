@@ -38,8 +38,12 @@ def parser():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--repeat", type=int, default=5)
   p.add_argument("--batch", type=int, default=8, help="rows per step for the step-time reference")
-  p.add_argument("--step_s", type=float, default=0.0,
-                 help="a measured small step's seconds to compare with (0 = time steps here)")
+  p.add_argument(
+    "--step_s",
+    type=float,
+    default=0.0,
+    help="a measured small step's seconds to compare with (0 = time steps here)",
+  )
   p.add_argument("--out", default=None)
   return p
 
@@ -52,6 +56,7 @@ def step_times(config, mesh, state, data_iter, repeat):
     nonlocal state
     state, metrics = train_step(state, step_lib.shard_batch(next(data_iter), mesh))
     jax.block_until_ready(metrics)
+
   times, _ = common.timed(one, repeat, warmup=1)
   return times, state
 
@@ -61,9 +66,12 @@ def randomized(state):
   optimizer moments are zeros, which a checkpoint stores in far fewer bytes)."""
   leaves, tree = jax.tree.flatten(state)
   keys = jax.random.split(jax.random.key(0), len(leaves))
-  return tree.unflatten([x + jax.random.normal(k, x.shape, x.dtype)
-                         if jnp.issubdtype(x.dtype, jnp.floating) else x
-                         for x, k in zip(leaves, keys)])
+  return tree.unflatten(
+    [
+      x + jax.random.normal(k, x.shape, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
+      for x, k in zip(leaves, keys)
+    ]
+  )
 
 
 def run(quick: bool = False, **kw) -> dict:
@@ -75,7 +83,8 @@ def run(quick: bool = False, **kw) -> dict:
   state = step_lib.create_train_state(config, VOCAB, mesh)
   rng = np.random.default_rng(0)
   docs = cache_lib.Documents.from_lists(
-      [list(rng.integers(0, 8191, int(n))) for n in rng.integers(50, 2000, 64)])
+    [list(rng.integers(0, 8191, int(n))) for n in rng.integers(50, 2000, 64)]
+  )
   special = {"pad": 8191, "bos": 8192, "eos": 8193, "mask": 8194, "mid": 8195, "eom": 8196}
   data_iter = iter(pipeline.make_train_dataset(config, docs, special))
   if o["step_s"]:
@@ -97,24 +106,34 @@ def run(quick: bool = False, **kw) -> dict:
       total.append(time.perf_counter() - t)
     abstract = step_lib.abstract_train_state(config, VOCAB, mesh)
     restores, _ = common.timed(
-        lambda: jax.block_until_ready(ckpts.restore_latest(abstract, data_iter)[1]), o["repeat"])
+      lambda: jax.block_until_ready(ckpts.restore_latest(abstract, data_iter)[1]), o["repeat"]
+    )
     ckpts.close()
     latest = pathlib.Path(str(ckpts.directory)) / str(o["repeat"])
     size = sum(f.stat().st_size for f in latest.rglob("*") if f.is_file())
   finally:
     shutil.rmtree(workdir, ignore_errors=True)
 
-  rows = [common.row(step_what, steps, "s"),
-          common.row("checkpoint save (small): blocks the loop", blocking, "s"),
-          common.row("checkpoint save (small): until on disk", total, "s"),
-          common.row("checkpoint restore (small)", restores, "s")]
+  rows = [
+    common.row(step_what, steps, "s"),
+    common.row("checkpoint save (small): blocks the loop", blocking, "s"),
+    common.row("checkpoint save (small): until on disk", total, "s"),
+    common.row("checkpoint restore (small)", restores, "s"),
+  ]
   ratio = rows[1]["of_step"] = rows[1]["median"] / rows[0]["median"]
   print(common.table(rows, ["what", "median", "min", "max", "spread"]) + " (seconds)")
-  print(f"checkpoint size {size / 2**20:.1f} MiB; save blocks for {ratio:.3f} of a step "
-        f"(target < 1: {'met' if ratio < 1 else 'NOT met'})")
-  return {"bench": "checkpoint_bench", "rows": rows if not o["step_s"] else rows[1:],
-          "step_s": rows[0], "checkpoint_mib": size / 2**20, "save_blocking_over_step": ratio,
-          "targets": {"save_blocks_less_than_a_step": ratio < 1}}
+  print(
+    f"checkpoint size {size / 2**20:.1f} MiB; save blocks for {ratio:.3f} of a step "
+    f"(target < 1: {'met' if ratio < 1 else 'NOT met'})"
+  )
+  return {
+    "bench": "checkpoint_bench",
+    "rows": rows if not o["step_s"] else rows[1:],
+    "step_s": rows[0],
+    "checkpoint_mib": size / 2**20,
+    "save_blocking_over_step": ratio,
+    "targets": {"save_blocks_less_than_a_step": ratio < 1},
+  }
 
 
 def main(argv=None):

@@ -44,6 +44,7 @@ def machine() -> dict:
   import importlib.metadata as md  # pylint: disable=g-import-not-at-top
   import fimjax  # noqa: F401  # pylint: disable=g-import-not-at-top,unused-import  # quiet libtpu
   import jax  # pylint: disable=g-import-not-at-top
+
   versions = {}
   for pkg in ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "tokenizers"):
     try:
@@ -52,23 +53,28 @@ def machine() -> dict:
       versions[pkg] = None
   dev = jax.devices()[0]
   return {
-      "cpu": cpu_model(),
-      "cores": cores(),
-      "platform": dev.platform,
-      "accelerator": getattr(dev, "device_kind", dev.platform),
-      "num_devices": jax.device_count(),
-      "python": platform.python_version(),
-      "versions": versions,
-      "load_avg": load_avg(),
-      "date": datetime.date.today().isoformat(),
+    "cpu": cpu_model(),
+    "cores": cores(),
+    "platform": dev.platform,
+    "accelerator": getattr(dev, "device_kind", dev.platform),
+    "num_devices": jax.device_count(),
+    "python": platform.python_version(),
+    "versions": versions,
+    "load_avg": load_avg(),
+    "date": datetime.date.today().isoformat(),
   }
 
 
 def stats(samples: list[float]) -> dict:
   """Median and spread (min, max, relative half-range) of repeated measurements."""
   med = statistics.median(samples)
-  return {"median": med, "min": min(samples), "max": max(samples), "n": len(samples),
-          "spread": (max(samples) - min(samples)) / 2 / med if med else 0.0}
+  return {
+    "median": med,
+    "min": min(samples),
+    "max": max(samples),
+    "n": len(samples),
+    "spread": (max(samples) - min(samples)) / 2 / med if med else 0.0,
+  }
 
 
 def row(what: str, samples: list[float], unit: str, **extra) -> dict:
@@ -109,8 +115,10 @@ def options(parser, quick_overrides: dict, quick: bool, kw: dict) -> dict:
 
 def table(rows: list[dict], columns: list[str]) -> str:
   """A Markdown table of `rows` (floats to 4 significant digits)."""
+
   def cell(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
   lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
   lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
   return "\n".join(lines)

@@ -50,9 +50,10 @@ def prompts(special: dict, length: int) -> dict:
   rng = np.random.default_rng(0)
   doc = rng.integers(0, special["bos"], length).tolist()
   cut = length // 2
-  return {"AR": sample_lib.generate_prompt(special, doc[:length - 1]),
-          "FIM": sample_lib.infill_prompt(doc[:cut], doc[cut + 8:], special,
-                                          positions="continued")}
+  return {
+    "AR": sample_lib.generate_prompt(special, doc[: length - 1]),
+    "FIM": sample_lib.infill_prompt(doc[:cut], doc[cut + 8 :], special, positions="continued"),
+  }
 
 
 def run(quick: bool = False, **kw) -> dict:
@@ -71,33 +72,52 @@ def run(quick: bool = False, **kw) -> dict:
     for dtype in export.DTYPES:
       path = os.path.join(out_dir, dtype)
       write = lambda: export.write_export(  # noqa: E731
-          path, cfg, params, model_vocab_size=VOCAB, special_ids=special, tokenizer=tok,
-          dtype=dtype)
+        path, cfg, params, model_vocab_size=VOCAB, special_ids=special, tokenizer=tok, dtype=dtype
+      )
       secs, res = common.timed(write, o["repeat"])
       load, m = common.timed(lambda: reference.load(path), o["repeat"])  # noqa: B023
       mib = res["bytes"][export.WEIGHTS] / 2**20
-      rows.append(common.row(f"export small ({dtype})", secs, "s", mib=mib,
-                             total_mib=sum(res["bytes"].values()) / 2**20))
+      rows.append(
+        common.row(
+          f"export small ({dtype})",
+          secs,
+          "s",
+          mib=mib,
+          total_mib=sum(res["bytes"].values()) / 2**20,
+        )
+      )
       rows.append(common.row(f"reference load ({dtype})", load, "s"))
       for name, p in prompts(special, o["length"]).items():
-        want = np.asarray(model_lib.apply(cfg, params, p.tokens[None], p.pos[None],
-                                          p.gap[None]))[0]
+        want = np.asarray(model_lib.apply(cfg, params, p.tokens[None], p.pos[None], p.gap[None]))[0]
         got = reference.forward(m, p.tokens, p.pos, p.gap)
-        diffs.append({"what": f"{name} prompt, {dtype} weights", "tokens": len(p.tokens),
-                      "max_abs_diff": float(np.abs(got - want).max()),
-                      "max_abs_logit": float(np.abs(want).max())})
+        diffs.append(
+          {
+            "what": f"{name} prompt, {dtype} weights",
+            "tokens": len(p.tokens),
+            "max_abs_diff": float(np.abs(got - want).max()),
+            "max_abs_logit": float(np.abs(want).max()),
+          }
+        )
   finally:
     shutil.rmtree(out_dir, ignore_errors=True)
-  print(common.table(rows, ["what", "median", "min", "max", "mib", "total_mib"])
-        + " (seconds, MiB)")
+  print(
+    common.table(rows, ["what", "median", "min", "max", "mib", "total_mib"]) + " (seconds, MiB)"
+  )
   print(common.table(diffs, ["what", "tokens", "max_abs_diff", "max_abs_logit"]))
   fp32 = [d["max_abs_diff"] for d in diffs if "float32" in d["what"]]
-  print(f"reference vs JAX (fp32): max |logit diff| {max(fp32):.2e} (target < 1e-4: "
-        f"{'met' if max(fp32) < 1e-4 else 'NOT met'}); small has {model_lib.num_params(cfg):,} "
-        "parameters")
-  return {"bench": "export_bench", "config": "small", "params": model_lib.num_params(cfg),
-          "rows": rows, "logit_diff": diffs,
-          "targets": {"reference_matches_jax_fp32": max(fp32) < 1e-4}}
+  print(
+    f"reference vs JAX (fp32): max |logit diff| {max(fp32):.2e} (target < 1e-4: "
+    f"{'met' if max(fp32) < 1e-4 else 'NOT met'}); small has {model_lib.num_params(cfg):,} "
+    "parameters"
+  )
+  return {
+    "bench": "export_bench",
+    "config": "small",
+    "params": model_lib.num_params(cfg),
+    "rows": rows,
+    "logit_diff": diffs,
+    "targets": {"reference_matches_jax_fp32": max(fp32) < 1e-4},
+  }
 
 
 def main(argv=None):

@@ -48,8 +48,10 @@ def top_ops(trace_path: pathlib.Path, n: int) -> tuple[list[dict], float]:
       total[op] += e["dur"] / 1e3
       count[op] += 1
   all_ms = sum(total.values())
-  return [{"op": k, "ms": round(v, 2), "share": round(v / all_ms, 4), "count": count[k]}
-          for k, v in total.most_common(n)], all_ms
+  return [
+    {"op": k, "ms": round(v, 2), "share": round(v / all_ms, 4), "count": count[k]}
+    for k, v in total.most_common(n)
+  ], all_ms
 
 
 def main():
@@ -82,17 +84,28 @@ def main():
       by_source[sources.get(r["op"], r["op"]).split("/")[-1]] += r["ms"]
   for r in ops:
     r["source"] = sources.get(r["op"], "")
-  result = {"config": o.config, "batch": o.batch, "context": int(c.model.context),
-            "dtype": o.dtype, "steps": o.steps, "traced_op_ms": round(all_ms, 1), "top": ops,
-            "by_operation_ms": {k: round(v, 1) for k, v in by_source.most_common(o.top)},
-            "machine": common.machine()}
-  print(f"{o.config}, batch {o.batch} x {c.model.context}, {o.dtype}, {o.steps} steps traced "
-        f"({all_ms:.0f} ms of ops) on {result['machine']['cpu']}")
+  result = {
+    "config": o.config,
+    "batch": o.batch,
+    "context": int(c.model.context),
+    "dtype": o.dtype,
+    "steps": o.steps,
+    "traced_op_ms": round(all_ms, 1),
+    "top": ops,
+    "by_operation_ms": {k: round(v, 1) for k, v in by_source.most_common(o.top)},
+    "machine": common.machine(),
+  }
+  print(
+    f"{o.config}, batch {o.batch} x {c.model.context}, {o.dtype}, {o.steps} steps traced "
+    f"({all_ms:.0f} ms of ops) on {result['machine']['cpu']}"
+  )
   print("| op | from | ms | share | calls |\n|---|---|---|---|---|")
   for r in ops:
     print(f"| {r['op']} | {r['source'][-70:]} | {r['ms']:.1f} | {r['share']:.1%} | {r['count']} |")
-  print("by jax operation: " + ", ".join(
-      f"{k} {v / all_ms:.0%}" for k, v in by_source.most_common(o.top)))
+  print(
+    "by jax operation: "
+    + ", ".join(f"{k} {v / all_ms:.0%}" for k, v in by_source.most_common(o.top))
+  )
   out = common.RESULTS / f"profile-{o.config}.json"
   out.write_text(json.dumps(result, indent=1) + "\n")
   print(f"wrote {out}")

@@ -28,8 +28,14 @@ from fimjax import model as model_lib  # noqa: E402
 from fimjax import sample as sample_lib  # noqa: E402
 
 VOCAB = 8192
-SP = {"pad": VOCAB - 1, "bos": VOCAB, "eos": VOCAB + 1, "mask": VOCAB + 2, "mid": VOCAB + 3,
-      "eom": VOCAB + 4}
+SP = {
+  "pad": VOCAB - 1,
+  "bos": VOCAB,
+  "eos": VOCAB + 1,
+  "mask": VOCAB + 2,
+  "mid": VOCAB + 3,
+  "eom": VOCAB + 4,
+}
 QUICK = {"batches": "1,8", "new": 64, "reps": 3, "kv_cache": "yes"}
 
 
@@ -57,15 +63,31 @@ def bench_one(cfg, params, batch, prompt, new, use_cache, reps):
   sc = sample_lib.SampleConfig(temperature=0.0, max_new=new)
 
   def call():
-    out = sample_lib._sample(params, tokens, pos, gap, length, allowed, np.int32(SP["eos"]),
-                             np.zeros(cfg.vocab_size, bool), jax.random.key(0), cfg=cfg, sc=sc,
-                             mode=sample_lib.GENERATE, use_cache=use_cache)
+    out = sample_lib._sample(
+      params,
+      tokens,
+      pos,
+      gap,
+      length,
+      allowed,
+      np.int32(SP["eos"]),
+      np.zeros(cfg.vocab_size, bool),
+      jax.random.key(0),
+      cfg=cfg,
+      sc=sc,
+      mode=sample_lib.GENERATE,
+      use_cache=use_cache,
+    )
     return jax.block_until_ready(out)
+
   (compile_s,), _ = common.timed(call, 1)
   seconds, out = common.timed(call, reps)
   assert int(np.asarray(out[1]).min()) == new
-  return {"seconds": common.stats(seconds), "compile_s": compile_s,
-          "samples": common.rates(batch * new, seconds)}
+  return {
+    "seconds": common.stats(seconds),
+    "compile_s": compile_s,
+    "samples": common.rates(batch * new, seconds),
+  }
 
 
 def run(quick: bool = False, **kw) -> dict:
@@ -73,10 +95,13 @@ def run(quick: bool = False, **kw) -> dict:
   configs, batches = o["configs"].split(","), [int(b) for b in o["batches"].split(",")]
   caches = {"both": (True, False), "yes": (True,), "no": (False,)}[o["kv_cache"]]
   rows = []
-  print(f"device: {jax.devices()[0].device_kind}; prompt {o['prompt']}, {o['new']} new tokens, "
-        f"greedy; load {os.getloadavg()[0]:.1f}")
-  print(f"{'config':<8}{'batch':>6}{'cache':>7}{'tok/s':>10}{'spread':>7}{'s/call':>9}"
-        f"{'compile s':>11}")
+  print(
+    f"device: {jax.devices()[0].device_kind}; prompt {o['prompt']}, {o['new']} new tokens, "
+    f"greedy; load {os.getloadavg()[0]:.1f}"
+  )
+  print(
+    f"{'config':<8}{'batch':>6}{'cache':>7}{'tok/s':>10}{'spread':>7}{'s/call':>9}{'compile s':>11}"
+  )
   for name in configs:
     c = load_config(name)
     if o["dtype"] != "config":
@@ -86,24 +111,46 @@ def run(quick: bool = False, **kw) -> dict:
     for batch in batches:
       for use_cache in caches:
         r = bench_one(cfg, params, batch, o["prompt"], o["new"], use_cache, o["reps"])
-        rows.append(common.row(
+        rows.append(
+          common.row(
             f"sampler {name}, batch {batch}, {'with' if use_cache else 'without'} KV cache",
-            r.pop("samples"), "tokens/s", config=name, batch=batch, kv_cache=use_cache,
-            prompt=o["prompt"], new_tokens=o["new"], dtype=cfg.dtype, **r))
+            r.pop("samples"),
+            "tokens/s",
+            config=name,
+            batch=batch,
+            kv_cache=use_cache,
+            prompt=o["prompt"],
+            new_tokens=o["new"],
+            dtype=cfg.dtype,
+            **r,
+          )
+        )
         x = rows[-1]
-        print(f"{name:<8}{batch:>6}{'yes' if use_cache else 'no':>7}{x['median']:>10.0f}"
-              f"{x['spread']:>7.0%}{x['seconds']['median']:>9.2f}{x['compile_s']:>11.1f}",
-              flush=True)
+        print(
+          f"{name:<8}{batch:>6}{'yes' if use_cache else 'no':>7}{x['median']:>10.0f}"
+          f"{x['spread']:>7.0%}{x['seconds']['median']:>9.2f}{x['compile_s']:>11.1f}",
+          flush=True,
+        )
   speedups = {}
   for name in configs:
     for batch in batches:
-      on, off = ([r["median"] for r in rows if r["config"] == name and r["batch"] == batch
-                  and r["kv_cache"] == k] for k in (True, False))
+      on, off = (
+        [
+          r["median"]
+          for r in rows
+          if r["config"] == name and r["batch"] == batch and r["kv_cache"] == k
+        ]
+        for k in (True, False)
+      )
       if on and off:
         speedups[f"{name}/{batch}"] = on[0] / off[0]
         print(f"{name} batch {batch}: KV cache speed-up x{on[0] / off[0]:.1f}")
-  return {"bench": "sample_bench", "rows": rows, "kv_cache_speedup": speedups,
-          "load_avg_1m": os.getloadavg()[0]}
+  return {
+    "bench": "sample_bench",
+    "rows": rows,
+    "kv_cache_speedup": speedups,
+    "load_avg_1m": os.getloadavg()[0],
+  }
 
 
 def main(argv=None):

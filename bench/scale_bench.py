@@ -46,6 +46,7 @@ print(json.dumps({"load_s": t_load, "first_batch_s": time.perf_counter() - t0,
 
 def write_corpus(folder: pathlib.Path, n: int) -> None:
   from fimjax.synthetic import generator  # pylint: disable=g-import-not-at-top
+
   base = [generator.generate(i) for i in range(min(n, DISTINCT))]
   for s in range(0, n, SHARD_ROWS):
     with open(folder / f"shard-{s // SHARD_ROWS:04d}.jsonl", "w") as f:
@@ -73,22 +74,39 @@ def bench_size(n: int, tmp: pathlib.Path, num_proc: int) -> dict:
   t = time.perf_counter()
   write_corpus(src, n)
   gen_s = time.perf_counter() - t
-  cmd = [sys.executable, "-m", "fimjax.data.cache", "build", "--input", str(src), "--out",
-         str(out), "--tokenizer", "bpe", "--no-progress"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "fimjax.data.cache",
+    "build",
+    "--input",
+    str(src),
+    "--out",
+    str(out),
+    "--tokenizer",
+    "bpe",
+    "--no-progress",
+  ]
   if num_proc:
     cmd += ["--num-proc", str(num_proc)]
   build_s, build_rss, _ = child(cmd)
   meta = json.loads((out / "meta.json").read_text())
   disk = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
   pipe = json.loads(child([sys.executable, "-c", _PIPELINE, str(out)])[2].strip().splitlines()[-1])
-  return {"documents": n, "kept": sum(meta["num_documents"].values()),
-          "tokens": sum(meta["num_tokens"].values()), "generate_s": round(gen_s, 1),
-          "build_s": round(build_s, 1), "files_per_s": round(n / build_s),
-          "build_peak_rss_mb": round(build_rss), "disk_mb": round(disk / 2**20, 1),
-          "input_mb": round(sum(f.stat().st_size for f in src.iterdir()) / 2**20, 1),
-          "pipeline_load_s": round(pipe["load_s"], 2),
-          "pipeline_first_batch_s": round(pipe["first_batch_s"], 2),
-          "pipeline_rss_mb": round(pipe["rss_mb"])}
+  return {
+    "documents": n,
+    "kept": sum(meta["num_documents"].values()),
+    "tokens": sum(meta["num_tokens"].values()),
+    "generate_s": round(gen_s, 1),
+    "build_s": round(build_s, 1),
+    "files_per_s": round(n / build_s),
+    "build_peak_rss_mb": round(build_rss),
+    "disk_mb": round(disk / 2**20, 1),
+    "input_mb": round(sum(f.stat().st_size for f in src.iterdir()) / 2**20, 1),
+    "pipeline_load_s": round(pipe["load_s"], 2),
+    "pipeline_first_batch_s": round(pipe["first_batch_s"], 2),
+    "pipeline_rss_mb": round(pipe["rss_mb"]),
+  }
 
 
 def main():
@@ -98,19 +116,25 @@ def main():
   p.add_argument("--out", default=str(common.RESULTS / "scale_bench.json"))
   o = p.parse_args()
   rows = []
-  print("| documents | build s | files/s | build peak RSS MB | cache MB | input MB | "
-        "pipeline start s | pipeline RSS MB |\n|---|---|---|---|---|---|---|---|")
+  print(
+    "| documents | build s | files/s | build peak RSS MB | cache MB | input MB | "
+    "pipeline start s | pipeline RSS MB |\n|---|---|---|---|---|---|---|---|"
+  )
   with tempfile.TemporaryDirectory() as tmp:
     for n in map(int, o.sizes.split(",")):
       r = bench_size(n, pathlib.Path(tmp), o.num_proc)
       rows.append(r)
-      print(f"| {n:,} | {r['build_s']} | {r['files_per_s']:,} | {r['build_peak_rss_mb']:,} | "
-            f"{r['disk_mb']} | {r['input_mb']} | {r['pipeline_first_batch_s']} | "
-            f"{r['pipeline_rss_mb']:,} |", flush=True)
+      print(
+        f"| {n:,} | {r['build_s']} | {r['files_per_s']:,} | {r['build_peak_rss_mb']:,} | "
+        f"{r['disk_mb']} | {r['input_mb']} | {r['pipeline_first_batch_s']} | "
+        f"{r['pipeline_rss_mb']:,} |",
+        flush=True,
+      )
       for f in pathlib.Path(tmp).iterdir():  # free the disk before the next size
         subprocess.run(["rm", "-rf", str(f)], check=True)
-  pathlib.Path(o.out).write_text(json.dumps({"rows": rows, "machine": common.machine()},
-                                            indent=1) + "\n")
+  pathlib.Path(o.out).write_text(
+    json.dumps({"rows": rows, "machine": common.machine()}, indent=1) + "\n"
+  )
   print(f"wrote {o.out}")
 
 

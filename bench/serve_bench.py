@@ -37,9 +37,11 @@ from fimjax import serve  # noqa: E402
 
 DEFAULT_MODEL = common.REPO / "runs" / "mix1600"
 QUICK = {"requests": 20, "per_client": 4}
-TEXT = ("name: CI {i}\non:\n  push:\n    branches: [main]\njobs:\n  test{i}:\n"
-        "    runs-on: <FILL>\n    steps:\n      - uses: actions/checkout@v4\n"
-        "      - run: make test\n")
+TEXT = (
+  "name: CI {i}\non:\n  push:\n    branches: [main]\njobs:\n  test{i}:\n"
+  "    runs-on: <FILL>\n    steps:\n      - uses: actions/checkout@v4\n"
+  "      - run: make test\n"
+)
 
 
 def parser():
@@ -61,16 +63,29 @@ def model_path(given: str, tmp: str) -> tuple[str, str]:
   if any(p.name.isdigit() for p in (DEFAULT_MODEL / "checkpoints").glob("*")):
     return str(DEFAULT_MODEL), "runs/mix1600 (configs/tiny.py, 1600 steps)"
   workdir = f"{tmp}/servebench"
-  subprocess.run([sys.executable, "-m", "fimjax.main", "--config", "configs/tiny.py",
-                  "--workdir", workdir, "--config.train.steps=20", "--nodemo"],
-                 cwd=common.REPO, check=True)
+  subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "fimjax.main",
+      "--config",
+      "configs/tiny.py",
+      "--workdir",
+      workdir,
+      "--config.train.steps=20",
+      "--nodemo",
+    ],
+    cwd=common.REPO,
+    check=True,
+  )
   return workdir, "configs/tiny.py, 20 steps (trained by the bench)"
 
 
 def post(url: str, body: dict) -> tuple[float, dict]:
   """(client seconds, answer) of one /infill request."""
-  req = urllib.request.Request(url + "/infill", json.dumps(body).encode(),
-                               {"Content-Type": "application/json"})
+  req = urllib.request.Request(
+    url + "/infill", json.dumps(body).encode(), {"Content-Type": "application/json"}
+  )
   t = time.perf_counter()
   with urllib.request.urlopen(req, timeout=600) as r:
     out = json.loads(r.read())
@@ -82,8 +97,7 @@ def warm_batches(server, sizes, body):
   for n in sizes:
     server.worker.gate.clear()
     texts = [TEXT.format(i=7000 + k) for k in range(n)]  # as many digits as the timed ones
-    threads = [threading.Thread(target=post, args=(server.url, {**body, "text": t}))
-               for t in texts]
+    threads = [threading.Thread(target=post, args=(server.url, {**body, "text": t})) for t in texts]
     for t in threads:
       t.start()
     server.worker.wait_queued(n, timeout=60)
@@ -114,10 +128,14 @@ def concurrent(server, clients: int, per_client: int, body: dict) -> dict:
   by_size = {}
   for size, ms in batches:
     by_size.setdefault(size, []).append(ms)
-  return {"requests": clients * per_client, "wall_s": wall,
-          "requests_per_s": clients * per_client / wall, "latency_s": lat,
-          "mean_batch": statistics.mean(b for b, _ in batches),
-          "call_ms_by_batch": {b: statistics.median(v) for b, v in sorted(by_size.items())}}
+  return {
+    "requests": clients * per_client,
+    "wall_s": wall,
+    "requests_per_s": clients * per_client / wall,
+    "latency_s": lat,
+    "mean_batch": statistics.mean(b for b, _ in batches),
+    "call_ms_by_batch": {b: statistics.median(v) for b, v in sorted(by_size.items())},
+  }
 
 
 def pct(xs, q) -> float:
@@ -137,31 +155,63 @@ def run(quick: bool = False, **kw) -> dict:
     seq = [post(server.url, {**body, "text": TEXT.format(i=0)}) for _ in range(o["requests"])]
     lat = [s for s, _ in seq]
     compute = [a["compute_ms"] / 1e3 for _, a in seq]
-    rows.append(common.row(f"infill latency, {o['requests']} sequential requests", lat, "s",
-                           p50=pct(lat, 50), p95=pct(lat, 95)))
-    rows.append(common.row("  of which the sampler (server compute_ms)", compute, "s",
-                           p50=pct(compute, 50), p95=pct(compute, 95)))
+    rows.append(
+      common.row(
+        f"infill latency, {o['requests']} sequential requests",
+        lat,
+        "s",
+        p50=pct(lat, 50),
+        p95=pct(lat, 95),
+      )
+    )
+    rows.append(
+      common.row(
+        "  of which the sampler (server compute_ms)",
+        compute,
+        "s",
+        p50=pct(compute, 50),
+        p95=pct(compute, 95),
+      )
+    )
     warm_batches(server, sizes + [o["max_batch"]], body)
     rounds = {}
     for max_batch in (o["max_batch"], 1):
       server.worker.max_batch = max_batch
       r = concurrent(server, o["clients"], o["per_client"], body)
       rounds[max_batch] = r
-      rows.append(common.row(
+      rows.append(
+        common.row(
           f"{o['clients']} concurrent clients, max batch {max_batch}: throughput",
-          [r["requests_per_s"]], "requests/s", p50=pct(r["latency_s"], 50),
-          p95=pct(r["latency_s"], 95), mean_batch=r["mean_batch"],
-          call_ms_by_batch=r["call_ms_by_batch"]))
+          [r["requests_per_s"]],
+          "requests/s",
+          p50=pct(r["latency_s"], 50),
+          p95=pct(r["latency_s"], 95),
+          mean_batch=r["mean_batch"],
+          call_ms_by_batch=r["call_ms_by_batch"],
+        )
+      )
     stats = server.worker.snapshot()
   print(f"model: {what} ({path}), step {model.step}; filled: {out['text'].splitlines()[6]!r}")
-  print(common.table(rows, ["what", "median", "unit", "p50", "p95", "mean_batch", "n"])
-        + "\n(latency p50/p95 in seconds, as the client sees it)")
+  print(
+    common.table(rows, ["what", "median", "unit", "p50", "p95", "mean_batch", "n"])
+    + "\n(latency p50/p95 in seconds, as the client sees it)"
+  )
   speedup = rounds[o["max_batch"]]["requests_per_s"] / rounds[1]["requests_per_s"]
-  print(f"batching: {speedup:.2f}x the requests/s of one request per sampler call; median "
-        f"ms per call by batch size: {rounds[o['max_batch']]['call_ms_by_batch']}")
-  return {"bench": "serve_bench", "model": what, "model_path": path, "step": model.step,
-          "settings": o, "rows": rows, "batching_speedup": speedup, "server_stats": stats,
-          "targets": {}}
+  print(
+    f"batching: {speedup:.2f}x the requests/s of one request per sampler call; median "
+    f"ms per call by batch size: {rounds[o['max_batch']]['call_ms_by_batch']}"
+  )
+  return {
+    "bench": "serve_bench",
+    "model": what,
+    "model_path": path,
+    "step": model.step,
+    "settings": o,
+    "rows": rows,
+    "batching_speedup": speedup,
+    "server_stats": stats,
+    "targets": {},
+  }
 
 
 def main(argv=None):

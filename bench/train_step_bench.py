@@ -33,15 +33,21 @@ from fimjax import step as step_lib  # noqa: E402
 VOCAB = 8197
 ON_CPU = jax.default_backend() == "cpu"
 # Quick sizes: under two minutes on 2 CPU cores; on an accelerator the configs' own batches.
-QUICK = ({"configs": "tiny,small,small@512", "batch": 4, "steps": 3, "warmup": 1} if ON_CPU
-         else {"configs": "small,medium_512", "steps": 10, "warmup": 3})
+QUICK = (
+  {"configs": "tiny,small,small@512", "batch": 4, "steps": 3, "warmup": 1}
+  if ON_CPU
+  else {"configs": "small,medium_512", "steps": 10, "warmup": 3}
+)
 MFU_TARGET = ("medium_512", "h100", 0.40)  # config, device kind, MFU
 
 
 def parser():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--configs", default="tiny,small" if ON_CPU else "small,medium_512",
-                 help="comma-separated config names, `name@context` to set the context")
+  p.add_argument(
+    "--configs",
+    default="tiny,small" if ON_CPU else "small,medium_512",
+    help="comma-separated config names, `name@context` to set the context",
+  )
   p.add_argument("--batch", type=int, default=0, help="rows per step (0 = config's)")
   p.add_argument("--microbatches", type=int, default=0)
   p.add_argument("--dtype", default="auto", help="auto | config | float32 | bfloat16")
@@ -67,12 +73,16 @@ def synthetic_batch(b, l, seed=0):
   pos = np.concatenate([np.arange(half), np.arange(l - half)])
   seg = np.concatenate([np.ones(half), np.full(l - half, 2)])
   gap = np.zeros(l)
-  gap[-l // 8:] = np.arange(1, l // 8 + 1)
+  gap[-l // 8 :] = np.arange(1, l // 8 + 1)
   rows = lambda a, dt: np.tile(a.astype(dt), (b, 1))
-  return {"tokens": rng.integers(0, 8192, (b, l)).astype(np.int32),
-          "targets": rng.integers(0, 8192, (b, l)).astype(np.int32),
-          "pos": rows(pos, np.int32), "gap": rows(gap, np.int32),
-          "segment_ids": rows(seg, np.int32), "loss_mask": np.ones((b, l), np.float32)}
+  return {
+    "tokens": rng.integers(0, 8192, (b, l)).astype(np.int32),
+    "targets": rng.integers(0, 8192, (b, l)).astype(np.int32),
+    "pos": rows(pos, np.int32),
+    "gap": rows(gap, np.int32),
+    "segment_ids": rows(seg, np.int32),
+    "loss_mask": np.ones((b, l), np.float32),
+  }
 
 
 def memory_mib(compiled) -> dict:
@@ -94,8 +104,7 @@ def bench_one(name, o):
   if o["microbatches"]:
     c.train.microbatches = o["microbatches"]
   if o["dtype"] != "config":
-    c.model.dtype = o["dtype"] if o["dtype"] != "auto" else (
-        "float32" if ON_CPU else c.model.dtype)
+    c.model.dtype = o["dtype"] if o["dtype"] != "auto" else ("float32" if ON_CPU else c.model.dtype)
   if o["attn_block"] is not None:
     c.model.attn_block = o["attn_block"]
   mesh = shd.make_mesh(c.mesh)
@@ -114,6 +123,7 @@ def bench_one(name, o):
     nonlocal state, m
     state, m = compiled(state, batch)
     jax.block_until_ready((state, m))
+
   times, _ = common.timed(one_step, o["steps"], o["warmup"], cpu_times)
   if ON_CPU and not c.train.peak_tflops:
     # Best matmul before and after the steps: other load on a shared machine only lowers it.
@@ -121,15 +131,29 @@ def bench_one(name, o):
   fpt = flops.model_flops_per_token(cfg)
   tps = common.stats(common.rates(b * l, times))["median"]
   return common.row(
-      f"train step {name} ({b}x{l}, {cfg.dtype})", common.rates(b * l, times), "tokens/s",
-      config=name, batch=b, context=l, dtype=cfg.dtype, attn_block=cfg.attn_block,
-      params=model_lib.num_params(cfg), compile_s=round(compile_s, 2),
-      step_s=common.stats(times), tokens_per_s=round(tps, 1), flops_per_token=fpt,
-      model_tflops=round(tps * fpt / 1e12, 4), peak_tflops=round(peak / 1e12, 4),
-      mfu=round(flops.mfu(tps, fpt, jax.device_count(), peak), 4),
-      cpu_s_median=round(common.stats(cpu_times)["median"], 3), load_avg_1m=common.load_avg()[0],
-      loss=float(m["loss"]), devices=jax.device_count(),
-      device_kind=jax.devices()[0].device_kind, **memory_mib(compiled))
+    f"train step {name} ({b}x{l}, {cfg.dtype})",
+    common.rates(b * l, times),
+    "tokens/s",
+    config=name,
+    batch=b,
+    context=l,
+    dtype=cfg.dtype,
+    attn_block=cfg.attn_block,
+    params=model_lib.num_params(cfg),
+    compile_s=round(compile_s, 2),
+    step_s=common.stats(times),
+    tokens_per_s=round(tps, 1),
+    flops_per_token=fpt,
+    model_tflops=round(tps * fpt / 1e12, 4),
+    peak_tflops=round(peak / 1e12, 4),
+    mfu=round(flops.mfu(tps, fpt, jax.device_count(), peak), 4),
+    cpu_s_median=round(common.stats(cpu_times)["median"], 3),
+    load_avg_1m=common.load_avg()[0],
+    loss=float(m["loss"]),
+    devices=jax.device_count(),
+    device_kind=jax.devices()[0].device_kind,
+    **memory_mib(compiled),
+  )
 
 
 def run(quick: bool = False, **kw) -> dict:
@@ -137,22 +161,39 @@ def run(quick: bool = False, **kw) -> dict:
   rows = []
   for name in o["configs"].split(","):
     rows.append(bench_one(name, o))
-    print(f"{name}: {rows[-1]['tokens_per_s']:.1f} tokens/s, compiled in {rows[-1]['compile_s']} s",
-          flush=True)
+    print(
+      f"{name}: {rows[-1]['tokens_per_s']:.1f} tokens/s, compiled in {rows[-1]['compile_s']} s",
+      flush=True,
+    )
   if ON_CPU:
     # One peak for all rows: the best matmul measured in this process.
     best = max(r["peak_tflops"] for r in rows)
     for r in rows:
       r["peak_tflops"] = best
       r["mfu"] = round(r["model_tflops"] / (best * r["devices"]), 4)
-  hdr = ("config", "batch", "context", "dtype", "compile_s", "tokens_per_s", "spread",
-         "model_tflops", "peak_tflops", "mfu", "memory_mib", "load_avg_1m")
+  hdr = (
+    "config",
+    "batch",
+    "context",
+    "dtype",
+    "compile_s",
+    "tokens_per_s",
+    "spread",
+    "model_tflops",
+    "peak_tflops",
+    "mfu",
+    "memory_mib",
+    "load_avg_1m",
+  )
   print(" ".join(f"{h:>13}" for h in hdr))
   for r in rows:
     print(" ".join(f"{round(r[h], 3) if isinstance(r[h], float) else r[h]!s:>13}" for h in hdr))
   config, kind, target = MFU_TARGET
-  targets = {f"{config}_mfu_at_least_{target}_on_{kind}": r["mfu"] >= target for r in rows
-             if r["config"] == config and kind in r["device_kind"].lower()}
+  targets = {
+    f"{config}_mfu_at_least_{target}_on_{kind}": r["mfu"] >= target
+    for r in rows
+    if r["config"] == config and kind in r["device_kind"].lower()
+  }
   if targets:
     print(f"targets: {targets}")
   return {"bench": "train_step_bench", "rows": rows, "targets": targets}

@@ -14,6 +14,7 @@ def _skip_tpu_backend_without_a_tpu() -> None:
   try:
     from jax._src import hardware_utils  # pylint: disable=g-import-not-at-top
     from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+
     factories = xla_bridge._backend_factories  # pylint: disable=protected-access
     if "tpu" in factories and hardware_utils.num_available_tpu_chips_and_device_id()[0] == 0:
       # Kept registered (lowering rules for TPU targets need the platform known); it just
@@ -35,5 +36,6 @@ def __getattr__(name: str):
   # a model (the cache CLI) start faster.
   if name == "load":
     from fimjax import api  # pylint: disable=g-import-not-at-top
+
     return api.load
   raise AttributeError(f"module 'fimjax' has no attribute {name!r}")

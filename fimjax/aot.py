@@ -33,10 +33,26 @@ from fimjax import sharding as shd
 from fimjax import step as step_lib
 
 # HBM per chip (GiB) by `device_kind` substring, lower case; first match wins.
-HBM_GIB = (("tpu v6 lite", 32), ("tpu v6e", 32), ("tpu v5 lite", 16), ("tpu v5e", 16),
-           ("tpu v5", 95), ("tpu v4", 32), ("h100", 79), ("h200", 141))
-HBM_GBS = (("tpu v6 lite", 1640), ("tpu v6e", 1640), ("tpu v5 lite", 819), ("tpu v5e", 819),
-           ("tpu v5", 2765), ("tpu v4", 1228), ("h100", 3350), ("h200", 4800))
+HBM_GIB = (
+  ("tpu v6 lite", 32),
+  ("tpu v6e", 32),
+  ("tpu v5 lite", 16),
+  ("tpu v5e", 16),
+  ("tpu v5", 95),
+  ("tpu v4", 32),
+  ("h100", 79),
+  ("h200", 141),
+)
+HBM_GBS = (
+  ("tpu v6 lite", 1640),
+  ("tpu v6e", 1640),
+  ("tpu v5 lite", 819),
+  ("tpu v5e", 819),
+  ("tpu v5", 2765),
+  ("tpu v4", 1228),
+  ("h100", 3350),
+  ("h200", 4800),
+)
 TPU_EXAMPLES = "v5e:2x2, v4:2x2x1, v5p:2x2x1, v6e:2x2"
 
 # GpuTargetConfigProto of an H100 SXM (the fields XLA's compiler reads; values as in OpenXLA's
@@ -68,22 +84,29 @@ def target_devices(topology: str) -> list:
     if not n.isdigit() or int(n) < 1:
       raise ValueError(f"--topology={topology}: GPU targets are h100 or h100:N (N GPUs)")
     try:
-      return topologies.get_topology_desc(platform="cuda", target_config=H100_TARGET,
-                                          topology=f"1x1x{n}").devices
+      return topologies.get_topology_desc(
+        platform="cuda", target_config=H100_TARGET, topology=f"1x1x{n}"
+      ).devices
     except Exception as e:  # no CUDA plugin: jax raises RuntimeError or NotImplementedError
-      raise ValueError(f"--topology={topology} needs the CUDA plugin (no GPU needed): pip install "
-                       f"jax-cuda12-plugin jax-cuda12-pjrt ({str(e).splitlines()[0]})") from None
+      raise ValueError(
+        f"--topology={topology} needs the CUDA plugin (no GPU needed): pip install "
+        f"jax-cuda12-plugin jax-cuda12-pjrt ({str(e).splitlines()[0]})"
+      ) from None
   if importlib.util.find_spec("libtpu") is None:
-    raise ValueError(f"--topology={topology} needs libtpu to compile for TPU: pip install libtpu "
-                     "(or pip install -e '.[dev]')")
+    raise ValueError(
+      f"--topology={topology} needs libtpu to compile for TPU: pip install libtpu "
+      "(or pip install -e '.[dev]')"
+    )
   # v4 runs one device per chip (megacore); its default chip config has one per TensorCore.
   kw = {"chip_config_name": "megacore"} if name.startswith("v4") else {}
   try:
     return topologies.get_topology_desc(topology_name=name, platform="tpu", **kw).devices
   except Exception as e:  # jax's JaxRuntimeError INVALID_ARGUMENT, with libtpu's reason
     reason = str(e).splitlines()[0].split(": ", 1)[-1][:160]
-    raise ValueError(f"--topology={topology}: not a slice libtpu knows ({reason}); use "
-                     f"GENERATION:SHAPE, e.g. {TPU_EXAMPLES}") from None
+    raise ValueError(
+      f"--topology={topology}: not a slice libtpu knows ({reason}); use "
+      f"GENERATION:SHAPE, e.g. {TPU_EXAMPLES}"
+    ) from None
 
 
 def hbm_bandwidth(device_kind: str) -> float | None:
@@ -99,8 +122,9 @@ def hbm_bytes(device_kind: str) -> int | None:
 
 def _shard_bytes(tree) -> int:
   """Bytes of one device's shard of a tree of ShapeDtypeStructs with shardings."""
-  return sum(math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
-             for x in jax.tree.leaves(tree))
+  return sum(
+    math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree)
+  )
 
 
 def estimate_bytes(config, cfg, mesh_shape: dict, state_bytes: int, params_bytes: int) -> dict:
@@ -131,8 +155,9 @@ def estimate_bytes(config, cfg, mesh_shape: dict, state_bytes: int, params_bytes
   if not cfg.remat and cfg.attention != "splash":
     per_layer += 3 * cfg.num_heads * l // 2
   kept = 2 * tokens * cfg.num_layers * per_layer
-  phase = max(6 * tokens * v // mesh_shape["tensor"],
-              2 * tokens * (14 * d + 3 * f) if cfg.remat else 0)
+  phase = max(
+    6 * tokens * v // mesh_shape["tensor"], 2 * tokens * (14 * d + 3 * f) if cfg.remat else 0
+  )
   total = state_bytes + grads + kept + phase
   return {"state": state_bytes, "grads": grads, "activations": kept + phase, "total": total}
 
@@ -143,23 +168,26 @@ def analyse(config, model_vocab_size: int, devices) -> dict:
   platform = devices[0].platform
   config = config.copy_and_resolve_references()
   config.model.attention = model_lib.resolve_attention(
-      config.model.get("attention", "auto"), platform, config.model.context)
+    config.model.get("attention", "auto"), platform, config.model.context
+  )
   mesh = shd.make_mesh(config.mesh, devices)
   spec = step_lib.state_spec(config, model_vocab_size, mesh)
   cfg, state = spec.cfg, spec.abstract
   b, l = int(config.train.batch_size), cfg.context
   bsh = shd.batch_sharding(mesh)
-  batch = {k: jax.ShapeDtypeStruct((b, l), "float32" if k == "loss_mask" else "int32",
-                                   sharding=bsh)
-           for k in ("tokens", "pos", "gap", "targets", "loss_mask", "segment_ids")}
+  batch = {
+    k: jax.ShapeDtypeStruct((b, l), "float32" if k == "loss_mask" else "int32", sharding=bsh)
+    for k in ("tokens", "pos", "gap", "targets", "loss_mask", "segment_ids")
+  }
   t0 = time.perf_counter()
-  lowered = step_lib.make_train_step(config, model_vocab_size, mesh, spec=spec).lower(state,
-                                                                                      batch)
+  lowered = step_lib.make_train_step(config, model_vocab_size, mesh, spec=spec).lower(state, batch)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t0
   mem = compiled.memory_analysis()
-  parts = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-           for k in ("argument", "output", "temp", "alias", "generated_code")}
+  parts = {
+    k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+    for k in ("argument", "output", "temp", "alias", "generated_code")
+  }
   per_device = parts["argument"] + parts["output"] + parts["temp"] - parts["alias"]
   params_b, state_b = _shard_bytes(state["params"]), _shard_bytes(state)
   limit = None
@@ -169,19 +197,33 @@ def analyse(config, model_vocab_size: int, devices) -> dict:
     pass
   limit = limit or hbm_bytes(devices[0].device_kind)
   r = {
-      "config": config.name, "devices": len(devices), "platform": platform,
-      "device_kind": devices[0].device_kind, "mesh": dict(mesh.shape),
-      "batch_size": b, "microbatches": int(config.train.microbatches), "context": l,
-      "dtype": cfg.dtype, "remat": cfg.remat, "attention": cfg.attention,
-      "params": model_lib.num_params(cfg), "flops_per_token": flops.model_flops_per_token(cfg),
-      "per_device_bytes": per_device, "memory": parts,
-      # per_device = params + optimizer + batch + temporaries (activations, grads, scratch).
-      "split": {"params": params_b, "optimizer": state_b - params_b,
-                "batch": parts["argument"] - state_b,
-                "temporaries": parts["temp"] + parts["output"] - parts["alias"]},
-      "estimate_bytes": estimate_bytes(config, cfg, dict(mesh.shape), state_b, params_b)["total"],
-      "device_bytes_limit": limit, "fits": None if limit is None else per_device <= limit,
-      "compile_s": round(compile_s, 2)}
+    "config": config.name,
+    "devices": len(devices),
+    "platform": platform,
+    "device_kind": devices[0].device_kind,
+    "mesh": dict(mesh.shape),
+    "batch_size": b,
+    "microbatches": int(config.train.microbatches),
+    "context": l,
+    "dtype": cfg.dtype,
+    "remat": cfg.remat,
+    "attention": cfg.attention,
+    "params": model_lib.num_params(cfg),
+    "flops_per_token": flops.model_flops_per_token(cfg),
+    "per_device_bytes": per_device,
+    "memory": parts,
+    # per_device = params + optimizer + batch + temporaries (activations, grads, scratch).
+    "split": {
+      "params": params_b,
+      "optimizer": state_b - params_b,
+      "batch": parts["argument"] - state_b,
+      "temporaries": parts["temp"] + parts["output"] - parts["alias"],
+    },
+    "estimate_bytes": estimate_bytes(config, cfg, dict(mesh.shape), state_b, params_b)["total"],
+    "device_bytes_limit": limit,
+    "fits": None if limit is None else per_device <= limit,
+    "compile_s": round(compile_s, 2),
+  }
   if platform != "cpu":
     r.update(_step_time(compiled, lowered, cfg, r, devices[0].device_kind))
   return r
@@ -201,28 +243,40 @@ def _step_time(compiled, lowered, cfg, r: dict, device_kind: str) -> dict:
       cost = c
       break
   if not cost:
-    return {"est_step_s": None, "mfu": None,
-            "est_method": "none: XLA gives no cost analysis for compile-only GPUs"}
+    return {
+      "est_step_s": None,
+      "mfu": None,
+      "est_method": "none: XLA gives no cost analysis for compile-only GPUs",
+    }
   # The microbatch loop's body is costed once: scale by its trip count (this also scales the
   # optimizer update, which is small next to forward + backward).
   micro = r["microbatches"]
   xla_flops = float(cost.get("flops", 0.0)) * micro
   xla_bytes = float(cost.get("bytes accessed", 0.0)) * micro
   optimal = float(cost.get("optimal_seconds", -1.0))
-  out = {"xla_flops": xla_flops, "xla_bytes": xla_bytes, "xla_optimal_s": optimal,
-         "est_step_s": None, "mfu": None}
+  out = {
+    "xla_flops": xla_flops,
+    "xla_bytes": xla_bytes,
+    "xla_optimal_s": optimal,
+    "est_step_s": None,
+    "mfu": None,
+  }
   uncosted = 0.0
   if cfg.attention == "splash":  # the kernel's useful (causal half) flops on one device
     uncosted = 6 * cfg.num_layers * cfg.d_model * r["context"] ** 2 * r["batch_size"]
     uncosted /= r["devices"]
   if optimal > 0:  # the custom kernel is costed at 0 there: add it at peak
-    out.update(est_step_s=optimal * micro + (uncosted / peak if peak else 0.0),
-               est_method="xla optimal_seconds")
+    out.update(
+      est_step_s=optimal * micro + (uncosted / peak if peak else 0.0),
+      est_method="xla optimal_seconds",
+    )
   elif peak:
     compute = (xla_flops + uncosted) / peak
     memory = xla_bytes / bw if bw else 0.0
-    out.update(est_step_s=max(compute, memory), est_method="roofline: max(flops / peak, "
-               "bytes / HBM bandwidth)")
+    out.update(
+      est_step_s=max(compute, memory),
+      est_method="roofline: max(flops / peak, bytes / HBM bandwidth)",
+    )
   if peak and out["est_step_s"]:
     model_step = r["flops_per_token"] * r["batch_size"] * r["context"]
     out.update(peak_flops=peak, mfu=model_step / (out["est_step_s"] * r["devices"] * peak))

@@ -87,16 +87,22 @@ def _digest(x: jax.Array) -> jax.Array:
   for d in reversed(range(u.ndim)):
     idx += lax.broadcasted_iota(jnp.uint32, u.shape, d) * jnp.uint32(stride % 2**32)
     stride *= u.shape[d]
-  return jnp.stack([jnp.sum(u * (2 * idx + 1), dtype=jnp.uint32),
-                    jnp.sum(_fmix32(u + idx * jnp.uint32(0x9E3779B9)), dtype=jnp.uint32)])
+  return jnp.stack(
+    [
+      jnp.sum(u * (2 * idx + 1), dtype=jnp.uint32),
+      jnp.sum(_fmix32(u + idx * jnp.uint32(0x9E3779B9)), dtype=jnp.uint32),
+    ]
+  )
 
 
 def state_checksums(state: Any) -> dict[str, str]:
   """{array path ("params/head"): 16 hex digits} of a state's arrays; see `_digest`."""
   flat = jax.tree_util.tree_flatten_with_path(state)[0]
   sums = jax.device_get([_digest(leaf) for _, leaf in flat])  # one sync for all
-  return {jax.tree_util.keystr(path, simple=True, separator="/"): f"{int(a):08x}{int(b):08x}"
-          for (path, _), (a, b) in zip(flat, sums)}
+  return {
+    jax.tree_util.keystr(path, simple=True, separator="/"): f"{int(a):08x}{int(b):08x}"
+    for (path, _), (a, b) in zip(flat, sums)
+  }
 
 
 def verify_checksums(state: Any, saved: dict[str, str] | None, where: str) -> None:
@@ -107,8 +113,10 @@ def verify_checksums(state: Any, saved: dict[str, str] | None, where: str) -> No
   now = state_checksums(state)
   for path in sorted(saved.keys() | now.keys()):
     if saved.get(path) != now.get(path):
-      raise ChecksumError(f"{where}: array {path} differs from the checksum saved with it "
-                          f"(saved {saved.get(path)}, read {now.get(path)}): damaged on disk")
+      raise ChecksumError(
+        f"{where}: array {path} differs from the checksum saved with it "
+        f"(saved {saved.get(path)}, read {now.get(path)}): damaged on disk"
+      )
 
 
 def local_dir(workdir: str) -> str:
@@ -138,16 +146,19 @@ def check_cache_dir(path: str, workdir: str) -> None:
   elif any(cache.is_relative_to(run / d) for d in ("checkpoints", "checkpoints_unreadable")):
     what = "lies inside the workdir's checkpoints"
   if what:
-    raise ValueError(f"data.cache_dir={path} {what}, and a cache rebuild replaces its whole "
-                     f"folder: set --config.data.cache_dir to a folder of its own, or to '' "
-                     f"for {run / 'cache'}")
+    raise ValueError(
+      f"data.cache_dir={path} {what}, and a cache rebuild replaces its whole "
+      f"folder: set --config.data.cache_dir to a folder of its own, or to '' "
+      f"for {run / 'cache'}"
+    )
 
 
 class Checkpoints:
   """Saves and restores checkpoints of one run directory."""
 
-  def __init__(self, workdir: str, *, keep: int = 3, asynchronous: bool = True,
-               steps_dir: str | None = None):
+  def __init__(
+    self, workdir: str, *, keep: int = 3, asynchronous: bool = True, steps_dir: str | None = None
+  ):
     """`steps_dir`: the folder of step folders when it is not `<workdir>/checkpoints` (a copy)."""
     root = workdir if "://" in workdir else os.path.abspath(workdir)  # orbax wants absolute
     if steps_dir:
@@ -155,22 +166,27 @@ class Checkpoints:
     else:
       self.directory = epath.Path(root) / "checkpoints"
     self._unreadable = epath.Path(root) / "checkpoints_unreadable"
-    policy = checkpoint_managers.AnyPreservationPolicy([
+    policy = checkpoint_managers.AnyPreservationPolicy(
+      [
         checkpoint_managers.LatestN(n=keep),
         # reverse=True sorts descending, so the kept last entry is the lowest loss.
         checkpoint_managers.BestN(
-            get_metric_fn=lambda m: m[EVAL_METRIC], reverse=True, n=1,
-            keep_checkpoints_without_metrics=False),
-    ])
+          get_metric_fn=lambda m: m[EVAL_METRIC],
+          reverse=True,
+          n=1,
+          keep_checkpoints_without_metrics=False,
+        ),
+      ]
+    )
     options = ocp.CheckpointManagerOptions(
-        enable_async_checkpointing=asynchronous,
-        preservation_policy=policy,
-        create=True,
-        cleanup_tmp_directories=True,
+      enable_async_checkpointing=asynchronous,
+      preservation_policy=policy,
+      create=True,
+      cleanup_tmp_directories=True,
     )
     self.manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_names=("state", "data", "config", "meta", INFERENCE))
+      self.directory, options=options, item_names=("state", "data", "config", "meta", INFERENCE)
+    )
 
   def all_steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
@@ -182,9 +198,17 @@ class Checkpoints:
   def best_step(self) -> int | None:
     return self.manager.best_step()
 
-  def save(self, step: int, state: Any, data_iter: grain.DatasetIterator, *,
-           config: dict, meta: dict, eval_loss: float | None = None,
-           inference: dict | None = None) -> None:
+  def save(
+    self,
+    step: int,
+    state: Any,
+    data_iter: grain.DatasetIterator,
+    *,
+    config: dict,
+    meta: dict,
+    eval_loss: float | None = None,
+    inference: dict | None = None,
+  ) -> None:
     """Starts an asynchronous save; returns once the arrays are on host.
 
     `meta` is saved with the state's checksums added (`CHECKSUMS`), which a restore compares;
@@ -194,11 +218,11 @@ class Checkpoints:
     # Now, before returning: the next train step donates (overwrites) the state's buffers.
     meta = {**meta, CHECKSUMS: state_checksums(state)}
     args = ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iter),
-        config=ocp.args.JsonSave(config),
-        meta=ocp.args.JsonSave(meta),
-        **({INFERENCE: ocp.args.JsonSave(inference)} if inference is not None else {}),
+      state=ocp.args.StandardSave(state),
+      data=grain.checkpoint.CheckpointSave(data_iter),
+      config=ocp.args.JsonSave(config),
+      meta=ocp.args.JsonSave(meta),
+      **({INFERENCE: ocp.args.JsonSave(inference)} if inference is not None else {}),
     )
     self.manager.save(step, args=args, metrics=metrics, force=True)
 
@@ -211,9 +235,13 @@ class Checkpoints:
     self.manager.wait_until_finished()
     for step in reversed(self.all_steps()):
       try:
-        restored = self.manager.restore(step, args=ocp.args.Composite(
+        restored = self.manager.restore(
+          step,
+          args=ocp.args.Composite(
             state=ocp.args.StandardRestore(abstract_state),
-            data=grain.checkpoint.CheckpointRestore(data_iter)))
+            data=grain.checkpoint.CheckpointRestore(data_iter),
+          ),
+        )
         self.verify(step, restored["state"])
         return step, restored["state"]
       except Exception as e:  # pylint: disable=broad-except  # any damage means: skip it
@@ -260,10 +288,18 @@ class Checkpoints:
     while dst.exists():
       dst = self._unreadable / f"{step}.{n}"
       n += 1
-    log.warning("checkpoint %s is unreadable (%s: %s); moved to %s, using the previous one",
-                src, type(error).__name__, str(error).splitlines()[0][:200], dst)
-    print(f"WARNING: checkpoint {src} is unreadable ({type(error).__name__}); "
-          f"moved to {dst}, trying the previous one", flush=True)
+    log.warning(
+      "checkpoint %s is unreadable (%s: %s); moved to %s, using the previous one",
+      src,
+      type(error).__name__,
+      str(error).splitlines()[0][:200],
+      dst,
+    )
+    print(
+      f"WARNING: checkpoint {src} is unreadable ({type(error).__name__}); "
+      f"moved to {dst}, trying the previous one",
+      flush=True,
+    )
     shutil.move(str(src), str(dst))
     self.manager.reload()
 
@@ -293,8 +329,10 @@ def require_run(workdir: str) -> None:
   else:
     what = "a file, not a run folder" if os.path.exists(workdir) else "no such folder"
     where = f"{workdir}: {what}"
-  raise FileNotFoundError(f"no checkpoint in {where}; train first with "
-                          f"python -m fimjax.main --config CONFIG --workdir {workdir}")
+  raise FileNotFoundError(
+    f"no checkpoint in {where}; train first with "
+    f"python -m fimjax.main --config CONFIG --workdir {workdir}"
+  )
 
 
 def inference_record(cache, config: dict, metrics: dict | None = None) -> dict:
@@ -302,17 +340,29 @@ def inference_record(cache, config: dict, metrics: dict | None = None) -> dict:
   BPE: its tokenizer.json text, TCT: module and version), the special ids by name, the model's
   vocabulary size, the model and FIM settings, and `metrics` (the step's evaluation, or None)."""
   tok = cache.tokenizer()
-  tokenizer = {"id": cache_format.tokenizer_id(cache.meta), "name": tok.name,
-               "version": tok.version, "vocab_size": tok.vocab_size, "pad_id": tok.pad_id}
+  tokenizer = {
+    "id": cache_format.tokenizer_id(cache.meta),
+    "name": tok.name,
+    "version": tok.version,
+    "vocab_size": tok.vocab_size,
+    "pad_id": tok.pad_id,
+  }
   if tok.name == "bpe":
     tokenizer["json"] = tok.to_json()  # the text its id hashes
   else:
     tokenizer["module"] = tok.module_name
-  return with_eval({"format": INFERENCE_FORMAT, "version": 1, "tokenizer": tokenizer,
-                    "special_ids": dict(cache.special_ids),
-                    "model_vocab_size": int(cache.model_vocab_size),
-                    "model": dict(config["model"]), "fim_positions": config["fim"]["positions"]},
-                   metrics)
+  return with_eval(
+    {
+      "format": INFERENCE_FORMAT,
+      "version": 1,
+      "tokenizer": tokenizer,
+      "special_ids": dict(cache.special_ids),
+      "model_vocab_size": int(cache.model_vocab_size),
+      "model": dict(config["model"]),
+      "fim_positions": config["fim"]["positions"],
+    },
+    metrics,
+  )
 
 
 def with_eval(record: dict, metrics: dict | None) -> dict:
@@ -330,8 +380,7 @@ def pick_step(ckpts: Checkpoints, step: int | None, fix: str) -> int:
   if step is None:
     return ckpts.best_step() or steps[-1]
   if step not in steps:
-    raise FileNotFoundError(f"no checkpoint for step {step} in {ckpts.directory} "
-                            f"(have: {steps})")
+    raise FileNotFoundError(f"no checkpoint for step {step} in {ckpts.directory} (have: {steps})")
   return step
 
 
@@ -342,21 +391,27 @@ def restore_state(ckpts: Checkpoints, step: int, config, model_vocab_size: int, 
     config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
     mesh = sharding.make_mesh(config.mesh)
   abstract = step_lib.abstract_train_state(config, model_vocab_size, mesh)
-  restored = ckpts.manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract)))
+  restored = ckpts.manager.restore(
+    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+  )
   try:
     ckpts.verify(step, restored["state"])
   except ChecksumError as e:  # a reader moves nothing aside: it names another step to use
     others = [s for s in ckpts.all_steps() if s != step]
-    raise ChecksumError(f"{e}; pass another --step (have: {others})" if others else
-                        f"{e}; no other checkpoint: retrain") from None
+    raise ChecksumError(
+      f"{e}; pass another --step (have: {others})"
+      if others
+      else f"{e}; no other checkpoint: retrain"
+    ) from None
   return restored["state"], mesh
 
 
 def tokenizer_mismatch(trained: str, given: str, where: str, fix: str) -> ValueError:
   """The one-line refusal of a tokenizer (id `given`, from `where`) other than the trained one."""
-  return ValueError(f"tokenizer mismatch: the checkpoint was trained with {trained}, {where} "
-                    f"has {given}; its weights would read other token ids: {fix}")
+  return ValueError(
+    f"tokenizer mismatch: the checkpoint was trained with {trained}, {where} "
+    f"has {given}; its weights would read other token ids: {fix}"
+  )
 
 
 def load_run(workdir: str, *, step: int | None = None, mesh=None):
@@ -370,15 +425,20 @@ def load_run(workdir: str, *, step: int | None = None, mesh=None):
   require_run(workdir)
   ckpts = Checkpoints(workdir)
   try:
-    step = pick_step(ckpts, step, f"train first with python -m fimjax.main --config CONFIG "
-                     f"--workdir {workdir}")
+    step = pick_step(
+      ckpts, step, f"train first with python -m fimjax.main --config CONFIG --workdir {workdir}"
+    )
     config = ml_collections.ConfigDict(ckpts.read_json(step, "config"))
     path = cache_dir(config, workdir)
     cache = cache_format.load_cache(path)
     trained = cache_format.tokenizer_id(ckpts.read_json(step, "meta"))
     if cache_format.tokenizer_id(cache.meta) != trained:
-      raise tokenizer_mismatch(trained, cache_format.tokenizer_id(cache.meta),
-                               f"the token cache {path}", "evaluate with --corpus instead")
+      raise tokenizer_mismatch(
+        trained,
+        cache_format.tokenizer_id(cache.meta),
+        f"the token cache {path}",
+        "evaluate with --corpus instead",
+      )
     state, _ = restore_state(ckpts, step, config, cache.model_vocab_size, mesh)
     return config, cache, state, step
   finally:

@@ -13,13 +13,13 @@ from fimjax.data import corpus
 
 # name: (d_model, num_layers, num_heads, context)
 MODEL_SIZES = {
-    "tiny": (128, 4, 4, 256),
-    "small": (384, 8, 6, 1024),
-    "medium_small": (384, 12, 6, 1024),
-    "medium": (768, 10, 12, 1024),
-    "medium_512": (768, 10, 12, 512),
-    "large_512": (1024, 12, 16, 512),
-    "large": (1024, 12, 16, 1024),
+  "tiny": (128, 4, 4, 256),
+  "small": (384, 8, 6, 1024),
+  "medium_small": (384, 12, 6, 1024),
+  "medium": (768, 10, 12, 1024),
+  "medium_512": (768, 10, 12, 512),
+  "large_512": (1024, 12, 16, 512),
+  "large": (1024, 12, 16, 1024),
 }
 
 
@@ -58,8 +58,17 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   # value holes, gives value/line exact 12/12% vs 10/10% and a 0.4% lower next-token loss (tiny,
   # 400 steps, 96 holes per kind: bench/results/fim_ablation-mix96.md).
   c.fim.mix = ml_collections.ConfigDict(
-      {"token": 0.0, "uniform": 0.0, "split": 0.1, "line": 0.3, "value": 0.4, "step": 0.1,
-       "block": 0.1, "yaml": 0.0})
+    {
+      "token": 0.0,
+      "uniform": 0.0,
+      "split": 0.1,
+      "line": 0.3,
+      "value": 0.4,
+      "step": 0.1,
+      "block": 0.1,
+      "yaml": 0.0,
+    }
+  )
   c.fim.max_span = 64  # longest middle of uniform holes
   c.fim.max_lines = 1  # line holes take 1..max_lines whole lines
   c.fim.positions = "continued"  # collapsed | continued | sequential: pos of MID and the middle
@@ -114,9 +123,13 @@ def base_config(size: str) -> ml_collections.ConfigDict:
   c.train.checkpoint_every_steps = 1000
   c.train.checkpoint_every_minutes = 30.0  # 0 = only by steps
   c.train.keep_checkpoints = 3
-  c.train.peak_tflops = 0.0  # 0 = detect (accelerator's dense bf16 peak, or measured CPU matmul peak)
+  c.train.peak_tflops = (
+    0.0  # 0 = detect (accelerator's dense bf16 peak, or measured CPU matmul peak)
+  )
   c.train.progress = True  # progress bar on a terminal; one plain line per log step otherwise
-  c.train.profile_steps = ""  # "START,COUNT": a jax.profiler trace of COUNT steps in <workdir>/profile
+  c.train.profile_steps = (
+    ""  # "START,COUNT": a jax.profiler trace of COUNT steps in <workdir>/profile
+  )
   c.train.wandb_project = ""  # log metrics to Weights & Biases too (needs the `wandb` extra)
 
   c.eval = ml_collections.ConfigDict()  # sampling metrics (fimjax/evaluate.py)
@@ -130,23 +143,46 @@ def base_config(size: str) -> ml_collections.ConfigDict:
 # Fields that give a run its meaning: resuming with another value would silently mix two runs.
 # Everything else (steps, intervals, mesh, workers, lr schedule length...) may change on resume.
 FIXED_ON_RESUME = (
-    "data.corpus", "data.tokenizer", "data.tct_module", "data.documents", "data.jsonc",
-    "data.text_field",
-    "data.bpe_vocab_size", "data.val_fraction", "data.pack", "fim", "model.d_model",
-    "model.num_layers", "model.num_heads", "model.context", "model.mlp_ratio",
-    "model.logit_softcap", "model.rope_base", "model.param_dtype", "train.seed",
-    "train.batch_size",
+  "data.corpus",
+  "data.tokenizer",
+  "data.tct_module",
+  "data.documents",
+  "data.jsonc",
+  "data.text_field",
+  "data.bpe_vocab_size",
+  "data.val_fraction",
+  "data.pack",
+  "fim",
+  "model.d_model",
+  "model.num_layers",
+  "model.num_heads",
+  "model.context",
+  "model.mlp_ratio",
+  "model.logit_softcap",
+  "model.rope_base",
+  "model.param_dtype",
+  "train.seed",
+  "train.batch_size",
 )
 
 _CHOICES = {
-    "data.tokenizer": ("auto", "tct", "bpe"),
-    "data.documents": ("auto", "workflow", "any"),
-    "fim.span_policy": ("token", "uniform", "split", "line", "value", "step", "block", "yaml",
-                        "mixed"),
-    "fim.positions": ("collapsed", "continued", "sequential"),
-    "model.dtype": ("float32", "bfloat16", "float16"),
-    "model.param_dtype": ("float32", "bfloat16"),
-    "model.attention": ("auto", "xla", "cudnn", "splash"),
+  "data.tokenizer": ("auto", "tct", "bpe"),
+  "data.documents": ("auto", "workflow", "any"),
+  "fim.span_policy": (
+    "token",
+    "uniform",
+    "split",
+    "line",
+    "value",
+    "step",
+    "block",
+    "yaml",
+    "mixed",
+  ),
+  "fim.positions": ("collapsed", "continued", "sequential"),
+  "model.dtype": ("float32", "bfloat16", "float16"),
+  "model.param_dtype": ("float32", "bfloat16"),
+  "model.attention": ("auto", "xla", "cudnn", "splash"),
 }
 
 
@@ -180,31 +216,59 @@ def incompatible_fields(saved: dict, now: dict) -> list[tuple[str, object, objec
     for k in sorted(set(a) | set(b)):
       if a.get(k) is None and k in ADDED_LATER and b.get(k) == ADDED_LATER[k]:
         continue
-      if a.get(k) != b.get(k) and not (isinstance(a.get(k), (list, tuple))
-                                       and list(a[k]) == list(b.get(k) or [])):
+      if a.get(k) != b.get(k) and not (
+        isinstance(a.get(k), (list, tuple)) and list(a[k]) == list(b.get(k) or [])
+      ):
         diffs.append((k, a.get(k), b.get(k)))
   return diffs
 
 
 # The range of every numeric field: ">= a" / "> a", or an interval "[a, b]" / "[a, b)".
 _RANGES = {
-    "data.bpe_vocab_size": ">= 1", "data.val_fraction": "[0, 1)",
-    "data.max_file_bytes": ">= 1", "data.num_workers": ">= 0",
-    "fim.rate": "[0, 1]", "fim.max_span": ">= 1", "fim.max_lines": ">= 1",
-    "fim.eom_weight": "> 0", "fim.spm_rate": "[0, 1]", "fim.seed": ">= 0",
-    "model.d_model": ">= 1", "model.num_layers": ">= 1", "model.num_heads": ">= 1",
-    "model.context": ">= 8", "model.mlp_ratio": ">= 1", "model.logit_softcap": ">= 0",
-    "model.rope_base": "> 0", "model.attn_block": ">= 1", "model.dropout": "[0, 1)",
-    "optim.lr": "> 0", "optim.warmup_steps": ">= 0", "optim.min_lr_ratio": "[0, 1]",
-    "optim.weight_decay": ">= 0", "optim.b1": "[0, 1)", "optim.b2": "[0, 1)",
-    "optim.grad_clip": ">= 0",
-    "mesh.data": ">= -1", "mesh.fsdp": ">= -1", "mesh.tensor": ">= -1",  # -1 = the rest
-    "train.steps": ">= 1", "train.stop_after_steps": ">= 0", "train.seed": ">= 0",
-    "train.batch_size": ">= 1", "train.microbatches": ">= 1", "train.log_every_steps": ">= 1",
-    "train.eval_every_steps": ">= 1", "train.eval_batch_size": ">= 1",
-    "train.checkpoint_every_steps": ">= 1", "train.checkpoint_every_minutes": ">= 0",
-    "train.keep_checkpoints": ">= 1", "train.peak_tflops": ">= 0",
-    "eval.infill_holes": ">= 0", "eval.generate_samples": ">= 0", "eval.max_new_tokens": ">= 1",
+  "data.bpe_vocab_size": ">= 1",
+  "data.val_fraction": "[0, 1)",
+  "data.max_file_bytes": ">= 1",
+  "data.num_workers": ">= 0",
+  "fim.rate": "[0, 1]",
+  "fim.max_span": ">= 1",
+  "fim.max_lines": ">= 1",
+  "fim.eom_weight": "> 0",
+  "fim.spm_rate": "[0, 1]",
+  "fim.seed": ">= 0",
+  "model.d_model": ">= 1",
+  "model.num_layers": ">= 1",
+  "model.num_heads": ">= 1",
+  "model.context": ">= 8",
+  "model.mlp_ratio": ">= 1",
+  "model.logit_softcap": ">= 0",
+  "model.rope_base": "> 0",
+  "model.attn_block": ">= 1",
+  "model.dropout": "[0, 1)",
+  "optim.lr": "> 0",
+  "optim.warmup_steps": ">= 0",
+  "optim.min_lr_ratio": "[0, 1]",
+  "optim.weight_decay": ">= 0",
+  "optim.b1": "[0, 1)",
+  "optim.b2": "[0, 1)",
+  "optim.grad_clip": ">= 0",
+  "mesh.data": ">= -1",
+  "mesh.fsdp": ">= -1",
+  "mesh.tensor": ">= -1",  # -1 = the rest
+  "train.steps": ">= 1",
+  "train.stop_after_steps": ">= 0",
+  "train.seed": ">= 0",
+  "train.batch_size": ">= 1",
+  "train.microbatches": ">= 1",
+  "train.log_every_steps": ">= 1",
+  "train.eval_every_steps": ">= 1",
+  "train.eval_batch_size": ">= 1",
+  "train.checkpoint_every_steps": ">= 1",
+  "train.checkpoint_every_minutes": ">= 0",
+  "train.keep_checkpoints": ">= 1",
+  "train.peak_tflops": ">= 0",
+  "eval.infill_holes": ">= 0",
+  "eval.generate_samples": ">= 0",
+  "eval.max_new_tokens": ">= 1",
 }
 
 
@@ -212,8 +276,9 @@ def _in_range(value, rule: str) -> bool:
   """Whether `value` obeys `rule` (a `_RANGES` entry); False for NaN."""
   if rule[0] in "[(":
     low, high = (float(x) for x in rule[1:-1].split(","))
-    return ((value >= low if rule[0] == "[" else value > low)
-            and (value <= high if rule[-1] == "]" else value < high))
+    return (value >= low if rule[0] == "[" else value > low) and (
+      value <= high if rule[-1] == "]" else value < high
+    )
   op, bound = rule.split()
   return value >= float(bound) if op == ">=" else value > float(bound)
 
@@ -243,8 +308,11 @@ def validate(c: ml_collections.ConfigDict) -> None:
   if m.d_model % m.num_heads:
     fail("model.d_model", f"must be divisible by model.num_heads={m.num_heads}")
   if (m.d_model // m.num_heads) % 2:
-    fail("model.d_model", f"head dim d_model / model.num_heads={m.num_heads} is "
-         f"{m.d_model // m.num_heads}, must be even (RoPE rotates pairs of dims)")
+    fail(
+      "model.d_model",
+      f"head dim d_model / model.num_heads={m.num_heads} is "
+      f"{m.d_model // m.num_heads}, must be even (RoPE rotates pairs of dims)",
+    )
   if c.mesh.tensor > 0 and m.num_heads % c.mesh.tensor:
     fail("mesh.tensor", f"must divide model.num_heads={m.num_heads} (heads are split over it)")
   if c.train.batch_size % c.train.microbatches:
@@ -255,8 +323,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     if not weight >= 0:
       fail(f"fim.mix.{kind}", "must be >= 0")
   if c.fim.span_policy == "mixed" and sum(mix.values()) <= 0:
-    raise ValueError(f"--config.fim.mix: weights {mix} are all 0: give at least one kind a "
-                     "weight > 0, or set --config.fim.span_policy to one kind")
+    raise ValueError(
+      f"--config.fim.mix: weights {mix} are all 0: give at least one kind a "
+      "weight > 0, or set --config.fim.span_policy to one kind"
+    )
 
 
 def profile_window(spec: str) -> tuple[int, int] | None:
@@ -268,8 +338,10 @@ def profile_window(spec: str) -> tuple[int, int] | None:
   except ValueError:
     start, count = -1, 0
   if start < 0 or count < 1:
-    raise ValueError(f"--config.train.profile_steps={spec!r}: must be \"START,COUNT\" with "
-                     "START >= 0 and COUNT >= 1, e.g. \"10,3\" (trace steps 11-13)")
+    raise ValueError(
+      f"--config.train.profile_steps={spec!r}: must be \"START,COUNT\" with "
+      "START >= 0 and COUNT >= 1, e.g. \"10,3\" (trace steps 11-13)"
+    )
   return start, count
 
 
@@ -286,5 +358,7 @@ def load_config_file(path) -> ml_collections.ConfigDict:
 
 def no_get_config(path) -> str:
   """The error for a config file without `get_config()`, naming the file and the fix."""
-  return (f"{path} has no get_config(): define `def get_config():` returning the config, "
-          "e.g. `return base_config(\"tiny\")` with any changes (as configs/*.py do)")
+  return (
+    f"{path} has no get_config(): define `def get_config():` returning the config, "
+    "e.g. `return base_config(\"tiny\")` with any changes (as configs/*.py do)"
+  )

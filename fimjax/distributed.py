@@ -9,10 +9,10 @@ import numpy as np
 
 # Environments where JAX finds the coordinator by itself.
 _AUTO_DETECTED = {
-    "SLURM_NTASKS": "SLURM",
-    "TPU_WORKER_HOSTNAMES": "TPU pod",
-    "MEGASCALE_COORDINATOR_ADDRESS": "multislice TPU",
-    "OMPI_COMM_WORLD_SIZE": "Open MPI",
+  "SLURM_NTASKS": "SLURM",
+  "TPU_WORKER_HOSTNAMES": "TPU pod",
+  "MEGASCALE_COORDINATOR_ADDRESS": "multislice TPU",
+  "OMPI_COMM_WORLD_SIZE": "Open MPI",
 }
 
 
@@ -27,19 +27,23 @@ def _auto_environment() -> str | None:
   return None
 
 
-def maybe_initialize(coordinator: str | None, num_processes: int | None,
-                     process_id: int | None) -> bool:
+def maybe_initialize(
+  coordinator: str | None, num_processes: int | None, process_id: int | None
+) -> bool:
   """Initializes jax.distributed for explicit settings or a detected cluster; True if it did."""
   explicit = [coordinator, num_processes, process_id]
   if any(v is not None for v in explicit):
     if not all(v is not None for v in explicit):
-      raise ValueError("multi-process runs need all of --coordinator_address, --num_processes "
-                       "and --process_id (or FIMJAX_COORDINATOR / FIMJAX_NUM_PROCESSES / "
-                       "FIMJAX_PROCESS_ID)")
+      raise ValueError(
+        "multi-process runs need all of --coordinator_address, --num_processes "
+        "and --process_id (or FIMJAX_COORDINATOR / FIMJAX_NUM_PROCESSES / "
+        "FIMJAX_PROCESS_ID)"
+      )
     if num_processes == 1:
       return False
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id)
+    jax.distributed.initialize(
+      coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
+    )
     return True
   if _auto_environment() is not None:
     jax.distributed.initialize()
@@ -56,15 +60,20 @@ def check_same_data(tokenizer: str, num_documents: int, num_tokens: int) -> None
   if jax.process_count() == 1:
     return
   digest = int.from_bytes(hashlib.sha256(tokenizer.encode()).digest()[:7], "little")
-  rows = np.asarray(multihost_utils.process_allgather(
-      np.array([digest, num_documents, num_tokens], np.int64)))
+  rows = np.asarray(
+    multihost_utils.process_allgather(np.array([digest, num_documents, num_tokens], np.int64))
+  )
   differ = [i for i in range(len(rows)) if (rows[i] != rows[0]).any()]
   if differ:
-    what = [name for k, name in enumerate(("tokenizer", "documents", "tokens"))
-            if (rows[differ[0], k] != rows[0, k])]
+    what = [
+      name
+      for k, name in enumerate(("tokenizer", "documents", "tokens"))
+      if (rows[differ[0], k] != rows[0, k])
+    ]
     raise SystemExit(
-        f"process {differ[0]} (of {len(rows)}; {len(differ)} differ) has another token cache "
-        f"than process 0: {', '.join(what)} differ ({', '.join(f'{n:,}' for n in rows[differ[0], 1:])}"
-        f" vs {', '.join(f'{n:,}' for n in rows[0, 1:])} documents, tokens): build the cache "
-        "once and share it (data.cache_dir on a shared disk or bucket), or give every worker "
-        "the same corpus files")
+      f"process {differ[0]} (of {len(rows)}; {len(differ)} differ) has another token cache "
+      f"than process 0: {', '.join(what)} differ ({', '.join(f'{n:,}' for n in rows[differ[0], 1:])}"
+      f" vs {', '.join(f'{n:,}' for n in rows[0, 1:])} documents, tokens): build the cache "
+      "once and share it (data.cache_dir on a shared disk or bucket), or give every worker "
+      "the same corpus files"
+    )

@@ -19,11 +19,26 @@ import jax.numpy as jnp
 # Dense (non-sparse) bf16 peak TFLOP/s per chip, by substring of `device.device_kind` (lower
 # case); first match wins, so longer names come first.
 PEAK_BF16_TFLOPS = (
-    ("gh200", 989.0), ("h200", 989.0), ("h100", 989.0), ("h800", 989.0),
-    ("b200", 2250.0), ("a100", 312.0), ("a800", 312.0), ("l40s", 362.0), ("l4", 121.0),
-    ("a10g", 70.0), ("v100", 125.0), ("t4", 65.0),
-    ("tpu v6 lite", 918.0), ("tpu v6e", 918.0), ("tpu v5 lite", 197.0), ("tpu v5e", 197.0),
-    ("tpu v5p", 459.0), ("tpu v5", 459.0), ("tpu v4", 275.0), ("tpu v3", 123.0),
+  ("gh200", 989.0),
+  ("h200", 989.0),
+  ("h100", 989.0),
+  ("h800", 989.0),
+  ("b200", 2250.0),
+  ("a100", 312.0),
+  ("a800", 312.0),
+  ("l40s", 362.0),
+  ("l4", 121.0),
+  ("a10g", 70.0),
+  ("v100", 125.0),
+  ("t4", 65.0),
+  ("tpu v6 lite", 918.0),
+  ("tpu v6e", 918.0),
+  ("tpu v5 lite", 197.0),
+  ("tpu v5e", 197.0),
+  ("tpu v5p", 459.0),
+  ("tpu v5", 459.0),
+  ("tpu v4", 275.0),
+  ("tpu v3", 123.0),
 )
 
 _MEASURED: dict[str, float] = {}
@@ -49,8 +64,9 @@ def table_peak_flops(device_kind: str) -> float | None:
   return None
 
 
-def measure_matmul_flops(device=None, n: int = 2048, dtype=None, repeats: int = 7,
-                         cached: bool = True) -> float:
+def measure_matmul_flops(
+  device=None, n: int = 2048, dtype=None, repeats: int = 7, cached: bool = True
+) -> float:
   """Measured FLOP/s of a jitted n x n matmul (best of `repeats`); cached per process.
 
   The best, not the median: on a shared machine other processes only ever slow it down.
@@ -67,7 +83,7 @@ def measure_matmul_flops(device=None, n: int = 2048, dtype=None, repeats: int = 
       t0 = time.perf_counter()
       f(a, a).block_until_ready()
       times.append(time.perf_counter() - t0)
-    _MEASURED[key] = max(2 * n ** 3 / min(times), 0.0 if cached else _MEASURED.get(key, 0.0))
+    _MEASURED[key] = max(2 * n**3 / min(times), 0.0 if cached else _MEASURED.get(key, 0.0))
   return _MEASURED[key]
 
 
@@ -87,7 +103,8 @@ def peak_flops_per_device(override_tflops: float = 0.0, device=None) -> float:
   return measure_matmul_flops(device)
 
 
-def mfu(tokens_per_second: float, flops_per_token: float, num_devices: int,
-        peak_per_device: float) -> float:
+def mfu(
+  tokens_per_second: float, flops_per_token: float, num_devices: int, peak_per_device: float
+) -> float:
   """Model FLOPs utilisation: achieved model FLOP/s over the devices' total peak."""
   return tokens_per_second * flops_per_token / (num_devices * peak_per_device)

@@ -3,8 +3,13 @@
 import sys
 
 from fimjax.cli.generate import main
-from fimjax.inference import (Sample, check, counts, generate_tokens,  # noqa: F401  (old path)
-                              make_validator)
+from fimjax.inference import (
+  Sample,
+  check,
+  counts,
+  generate_tokens,  # noqa: F401  (old path)
+  make_validator,
+)
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -69,29 +69,68 @@ def find_holes(text: str) -> list[Hole]:
   return holes
 
 
-def fill(text: str, tokenizer, cfg, params, special_ids: dict, model_vocab_size: int, *,
-         sc: sample_lib.SampleConfig, positions: str, seed: int = 0, stop: str = "eom",
-         log=None) -> str:
+def fill(
+  text: str,
+  tokenizer,
+  cfg,
+  params,
+  special_ids: dict,
+  model_vocab_size: int,
+  *,
+  sc: sample_lib.SampleConfig,
+  positions: str,
+  seed: int = 0,
+  stop: str = "eom",
+  log=None,
+) -> str:
   """`text` with every hole filled (left to right). `positions`: the run's fim.positions;
   `stop="line"` ends line holes at the end of their first line."""
   if not find_holes(text):
-    raise InfillError(f"no hole: mark one with {MARKER} (alone on a line for a whole line, "
-                      "inside a line for a span)")
+    raise InfillError(
+      f"no hole: mark one with {MARKER} (alone on a line for a whole line, "
+      "inside a line for a span)"
+    )
   if getattr(tokenizer, "name", "") != "bpe":
-    raise InfillError(f"the {tokenizer.name} tokenizer encodes whole JSON documents only, so a "
-                      f"{MARKER} hole in the text cannot be expressed; infilling needs a model "
-                      "trained with --config.data.tokenizer=bpe (see docs/infill.md)")
-  out = fill_texts([text], tokenizer, cfg, params, special_ids, model_vocab_size, sc=sc,
-                   positions=positions, seed=seed, stop=stop, log=log)[0]
+    raise InfillError(
+      f"the {tokenizer.name} tokenizer encodes whole JSON documents only, so a "
+      f"{MARKER} hole in the text cannot be expressed; infilling needs a model "
+      "trained with --config.data.tokenizer=bpe (see docs/infill.md)"
+    )
+  out = fill_texts(
+    [text],
+    tokenizer,
+    cfg,
+    params,
+    special_ids,
+    model_vocab_size,
+    sc=sc,
+    positions=positions,
+    seed=seed,
+    stop=stop,
+    log=log,
+  )[0]
   if isinstance(out, InfillError):
     raise out
   return out
 
 
-def fill_texts(texts: list[str], tokenizer, cfg, params, special_ids: dict,
-               model_vocab_size: int, *, sc: sample_lib.SampleConfig, positions: str,
-               seed: int = 0, stop: str = "eom", rows: int = 0, newlines=None, log=None,
-               on_call=None) -> list:
+def fill_texts(
+  texts: list[str],
+  tokenizer,
+  cfg,
+  params,
+  special_ids: dict,
+  model_vocab_size: int,
+  *,
+  sc: sample_lib.SampleConfig,
+  positions: str,
+  seed: int = 0,
+  stop: str = "eom",
+  rows: int = 0,
+  newlines=None,
+  log=None,
+  on_call=None,
+) -> list:
   """Each text with its holes filled as `fill` fills one, hole i of every text in one sampler
   call (two with stop "line": only line holes stop at a newline); an InfillError in place of a
   text whose hole does not fit. `rows`: pad every call to this many rows (one shape to
@@ -107,12 +146,17 @@ def fill_texts(texts: list[str], tokenizer, cfg, params, special_ids: dict,
       if out[r] is not None or i >= len(holes[r]):
         continue
       hole, nxt = holes[r][i], (holes[r][i + 1].start if i + 1 < len(holes[r]) else len(text))
-      done[r] += text[cursor[r]:hole.start]
+      done[r] += text[cursor[r] : hole.start]
       try:
-        prompt = sample_lib.hole_prompt(tokenizer.encode(done[r]),
-                                        tokenizer.encode(text[hole.end:nxt]), special_ids,
-                                        cfg.context, sc.max_new, last=i + 1 == len(holes[r]),
-                                        positions=positions)
+        prompt = sample_lib.hole_prompt(
+          tokenizer.encode(done[r]),
+          tokenizer.encode(text[hole.end : nxt]),
+          special_ids,
+          cfg.context,
+          sc.max_new,
+          last=i + 1 == len(holes[r]),
+          positions=positions,
+        )
       except ValueError as e:
         out[r] = InfillError(str(e))
         continue
@@ -121,10 +165,18 @@ def fill_texts(texts: list[str], tokenizer, cfg, params, special_ids: dict,
       if not group:
         continue
       prompts = [p for _, p in group]
-      res = sample_lib.sample(cfg, params, prompts + prompts[:1] * max(rows - len(prompts), 0),
-                              special_ids, model_vocab_size, mode=sample_lib.INFILL, sc=sc,
-                              seed=seed + i, positions=positions,
-                              stop_before=newlines if lines else None)
+      res = sample_lib.sample(
+        cfg,
+        params,
+        prompts + prompts[:1] * max(rows - len(prompts), 0),
+        special_ids,
+        model_vocab_size,
+        mode=sample_lib.INFILL,
+        sc=sc,
+        seed=seed + i,
+        positions=positions,
+        stop_before=newlines if lines else None,
+      )
       if on_call is not None:
         on_call()
       for j, (r, _) in enumerate(group):
@@ -132,9 +184,11 @@ def fill_texts(texts: list[str], tokenizer, cfg, params, special_ids: dict,
         cursor[r] = holes[r][i].end
         if log is not None and not res.stopped[j]:
           h = holes[r][i]
-          log(f"warning: hole {i + 1} ({h.kind}, line {texts[r].count(chr(10), 0, h.start) + 1}):"
-              f" no end of middle within {sc.max_new} tokens; kept what was written")
-  return [o if o is not None else done[r] + texts[r][cursor[r]:] for r, o in enumerate(out)]
+          log(
+            f"warning: hole {i + 1} ({h.kind}, line {texts[r].count(chr(10), 0, h.start) + 1}):"
+            f" no end of middle within {sc.max_new} tokens; kept what was written"
+          )
+  return [o if o is not None else done[r] + texts[r][cursor[r] :] for r, o in enumerate(out)]
 
 
 # ---------------------------------------------------------------------------------- generation
@@ -151,8 +205,18 @@ class Sample:
   error: str = ""
 
 
-def generate_tokens(cfg, params, special_ids, model_vocab_size, num: int, *, sc, max_tokens: int,
-                    seed: int = 0, batch_size: int = 16) -> list[tuple[list[int], bool]]:
+def generate_tokens(
+  cfg,
+  params,
+  special_ids,
+  model_vocab_size,
+  num: int,
+  *,
+  sc,
+  max_tokens: int,
+  seed: int = 0,
+  batch_size: int = 16,
+) -> list[tuple[list[int], bool]]:
   """(document tokens, ended with EOS) for `num` samples of at most `max_tokens` tokens."""
   window = min(sc.max_new, cfg.context - 1)
   keep = cfg.context // 2
@@ -169,9 +233,16 @@ def generate_tokens(cfg, params, special_ids, model_vocab_size, num: int, *, sc,
       budget = max(len(docs[i]) for i in rows)
       step_sc = dataclasses.replace(sc, max_new=min(window, room, max(max_tokens - budget, 1)))
       pad = batch_size - len(prompts)  # a fixed batch: one compilation
-      res = sample_lib.sample(cfg, params, prompts + prompts[:1] * pad, special_ids,
-                              model_vocab_size, mode=sample_lib.GENERATE, sc=step_sc,
-                              seed=seed * 100_003 + b0 * 1009 + chunk)
+      res = sample_lib.sample(
+        cfg,
+        params,
+        prompts + prompts[:1] * pad,
+        special_ids,
+        model_vocab_size,
+        mode=sample_lib.GENERATE,
+        sc=step_sc,
+        seed=seed * 100_003 + b0 * 1009 + chunk,
+      )
       chunk += 1
       for j, i in enumerate(rows):
         docs[i].extend(res.tokens[j])
@@ -183,13 +254,13 @@ def generate_tokens(cfg, params, special_ids, model_vocab_size, num: int, *, sc,
   return out
 
 
-def continuation_prompt(doc_tokens: list[int], special_ids: dict,
-                        keep: int) -> sample_lib.Prompt:
+def continuation_prompt(doc_tokens: list[int], special_ids: dict, keep: int) -> sample_lib.Prompt:
   """BOS + a document's tokens, or, past `keep` - 1 tokens, its last `keep` at their true
   positions (no BOS): the prompt that continues it."""
   start = max(0, len(doc_tokens) - keep + 1)
-  return sample_lib.generate_prompt(special_ids, doc_tokens[start - 1:] if start else doc_tokens,
-                                    start)
+  return sample_lib.generate_prompt(
+    special_ids, doc_tokens[start - 1 :] if start else doc_tokens, start
+  )
 
 
 def check(sample: Sample, tokenizer, validator) -> Sample:
@@ -235,14 +306,18 @@ def make_validator(schema_path: str = "", *, fix: str = "fix --schema"):
   try:
     return corpus.schema_validator(schema_path)
   except (OSError, ValueError) as e:  # not JSON
-    raise ValueError(f"{schema_path}: not a JSON schema ({str(e).splitlines()[0]}); "
-                     f"{fix}") from None
+    raise ValueError(
+      f"{schema_path}: not a JSON schema ({str(e).splitlines()[0]}); {fix}"
+    ) from None
 
 
 def counts(samples: list[Sample]) -> dict:
-  return {"num": len(samples), "decoded": sum(s.decoded for s in samples),
-          "parsed": sum(s.parsed for s in samples),
-          "schema_valid": sum(s.schema_valid for s in samples)}
+  return {
+    "num": len(samples),
+    "decoded": sum(s.decoded for s in samples),
+    "parsed": sum(s.parsed for s in samples),
+    "schema_valid": sum(s.schema_valid for s in samples),
+  }
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -270,16 +345,15 @@ def token_losses(cfg, params, doc_tokens, special_ids: dict) -> np.ndarray:
     done = start + c
   out = np.empty(n, np.float32)
   for b0 in range(0, len(windows), SCORE_BATCH):
-    batch = windows[b0:b0 + SCORE_BATCH]
+    batch = windows[b0 : b0 + SCORE_BATCH]
     tokens = np.full((SCORE_BATCH, c), special_ids["pad"], np.int32)
     targets, pos = np.zeros_like(tokens), np.zeros_like(tokens)
     for i, (start, _) in enumerate(batch):
-      part = seq[start:start + c + 1]
-      tokens[i, :len(part) - 1], targets[i, :len(part) - 1] = part[:-1], part[1:]
+      part = seq[start : start + c + 1]
+      tokens[i, : len(part) - 1], targets[i, : len(part) - 1] = part[:-1], part[1:]
       pos[i] = np.arange(start, start + c)
     losses = np.asarray(jax.device_get(_window_losses(params, tokens, pos, targets, cfg=cfg)))
     for i, (start, first) in enumerate(batch):
       last = min(start + c, n)
-      out[first:last] = losses[i, first - start:last - start]
+      out[first:last] = losses[i, first - start : last - start]
   return out
-

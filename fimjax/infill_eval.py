@@ -30,9 +30,18 @@ from fimjax.data import corpus
 from fimjax.data import structure
 
 HOLE_SEED = 20_240
-STRUCTURE_KINDS = {"value": structure.VALUE, "line": structure.TEXT, "step": structure.STEP,
-                   "block": structure.BLOCK}
-SPAN_BUCKETS = (("span1", 1, 1), ("span2_8", 2, 8), ("span9_32", 9, 32), ("span33plus", 33, 1 << 30))
+STRUCTURE_KINDS = {
+  "value": structure.VALUE,
+  "line": structure.TEXT,
+  "step": structure.STEP,
+  "block": structure.BLOCK,
+}
+SPAN_BUCKETS = (
+  ("span1", 1, 1),
+  ("span2_8", 2, 8),
+  ("span9_32", 9, 32),
+  ("span33plus", 33, 1 << 30),
+)
 KINDS = tuple(STRUCTURE_KINDS) + tuple(b[0] for b in SPAN_BUCKETS)
 
 
@@ -43,14 +52,14 @@ def candidates(docs, kind: str, longest: int) -> list[tuple[int, int, int]]:
   out = []
   for d in range(len(docs)):
     s, n = int(docs.starts[d]), int(docs.lengths[d])
-    fl = np.asarray(docs.flags[s:s + n]).astype(np.int64)
+    fl = np.asarray(docs.flags[s : s + n]).astype(np.int64)
     if kind == "line":
       ends = np.append(np.flatnonzero(fl & structure.LINE), n)
       starts = np.flatnonzero(fl & structure.TEXT)
       length = ends[np.searchsorted(ends, starts, side="right")] - starts
     else:
       starts = np.flatnonzero(fl & STRUCTURE_KINDS[kind])
-      length = np.asarray(docs.span[s:s + n])[starts].astype(np.int64)
+      length = np.asarray(docs.span[s : s + n])[starts].astype(np.int64)
     ok = (length >= 1) & (length <= longest)
     out.extend((d, int(a), int(m)) for a, m in zip(starts[ok], length[ok]))
   return out
@@ -73,27 +82,49 @@ def make_holes(docs, per_kind: int, max_new: int, *, seed: int = HOLE_SEED) -> l
     for _ in range(per_kind if lo <= hi and len(usable) else 0):
       d = int(rng.choice(usable))
       m = int(rng.integers(lo, min(hi, lengths[d]) + 1))
-      holes.append({"doc": d, "start": int(rng.integers(0, lengths[d] - m + 1)), "length": m,
-                    "kind": name})
+      holes.append(
+        {"doc": d, "start": int(rng.integers(0, lengths[d] - m + 1)), "length": m, "kind": name}
+      )
   return holes
 
 
-def fill_holes(cfg, params, docs, special_ids, model_vocab_size, holes, *, max_new: int,
-               positions: str, batch_size: int = 16) -> list[tuple[list[int], bool]]:
+def fill_holes(
+  cfg,
+  params,
+  docs,
+  special_ids,
+  model_vocab_size,
+  holes,
+  *,
+  max_new: int,
+  positions: str,
+  batch_size: int = 16,
+) -> list[tuple[list[int], bool]]:
   """(written tokens, stopped with EOM) of greedy infilling, per hole."""
   sc = sample_lib.SampleConfig(temperature=0.0, max_new=max_new)
   out = []
   for b0 in range(0, len(holes), batch_size):
     prompts = []
-    for h in holes[b0:b0 + batch_size]:
+    for h in holes[b0 : b0 + batch_size]:
       toks = np.asarray(docs[h["doc"]]).tolist()
       s, e = h["start"], h["start"] + h["length"]
-      prompts.append(sample_lib.hole_prompt(toks[:s], toks[e:], special_ids, cfg.context,
-                                            max_new, last=True, positions=positions))
+      prompts.append(
+        sample_lib.hole_prompt(
+          toks[:s], toks[e:], special_ids, cfg.context, max_new, last=True, positions=positions
+        )
+      )
     pad = batch_size - len(prompts)  # one batch shape: one compilation
-    res = sample_lib.sample(cfg, params, prompts + prompts[:1] * pad, special_ids,
-                            model_vocab_size, mode=sample_lib.INFILL, sc=sc, positions=positions)
-    out.extend(zip(res.tokens[:len(prompts)], res.stopped[:len(prompts)]))
+    res = sample_lib.sample(
+      cfg,
+      params,
+      prompts + prompts[:1] * pad,
+      special_ids,
+      model_vocab_size,
+      mode=sample_lib.INFILL,
+      sc=sc,
+      positions=positions,
+    )
+    out.extend(zip(res.tokens[: len(prompts)], res.stopped[: len(prompts)]))
   return out
 
 
@@ -114,7 +145,7 @@ def score(holes, outputs, docs, *, tokenizer=None, newline=None, validator=None)
     doc = np.asarray(docs[h["doc"]]).tolist()
     s, e = h["start"], h["start"] + h["length"]
     truth = doc[s:e]
-    r = {"kind": h["kind"], "written": toks[:len(truth)] == truth}
+    r = {"kind": h["kind"], "written": toks[: len(truth)] == truth}
     r["exact"] = r["written"] and stopped and len(toks) == len(truth)
     if newline is not None and h["kind"] == "line":
       cut = next((i for i in range(1, len(toks)) if newline[toks[i]]), len(toks))
@@ -122,8 +153,11 @@ def score(holes, outputs, docs, *, tokenizer=None, newline=None, validator=None)
     if validator is not None and tokenizer is not None:
       if h["doc"] not in original_ok:
         original_ok[h["doc"]] = _is_valid_workflow(tokenizer.decode(doc), validator)
-      r["valid"] = (_is_valid_workflow(tokenizer.decode(doc[:s] + toks + doc[e:]), validator)
-                    if original_ok[h["doc"]] else None)
+      r["valid"] = (
+        _is_valid_workflow(tokenizer.decode(doc[:s] + toks + doc[e:]), validator)
+        if original_ok[h["doc"]]
+        else None
+      )
     rows.append(r)
   return rows
 
@@ -152,23 +186,53 @@ def summary(rows: list[dict]) -> dict:
   return out
 
 
-def infill_metrics(cfg, params, docs, special_ids, model_vocab_size, *, tokenizer, per_kind: int,
-                   max_new: int, positions: str, schema_path: str = "", seed: int = HOLE_SEED,
-                   batch_size: int = 16, validator=None) -> dict:
+def infill_metrics(
+  cfg,
+  params,
+  docs,
+  special_ids,
+  model_vocab_size,
+  *,
+  tokenizer,
+  per_kind: int,
+  max_new: int,
+  positions: str,
+  schema_path: str = "",
+  seed: int = HOLE_SEED,
+  batch_size: int = 16,
+  validator=None,
+) -> dict:
   """`summary` of greedy infilling on `make_holes(docs, per_kind, ...)`; valid-after-fill
   against `validator`, else the JSON schema `schema_path` (default: the bundled one)."""
   max_new = min(max_new, cfg.context // 2)
   holes = make_holes(docs, per_kind, max_new, seed=seed)
-  outputs = fill_holes(cfg, params, docs, special_ids, model_vocab_size, holes, max_new=max_new,
-                       positions=positions, batch_size=batch_size)
+  outputs = fill_holes(
+    cfg,
+    params,
+    docs,
+    special_ids,
+    model_vocab_size,
+    holes,
+    max_new=max_new,
+    positions=positions,
+    batch_size=batch_size,
+  )
   bpe = getattr(tokenizer, "name", "") == "bpe"
   newline = None
   validator = None
   if bpe:
     newline = sample_lib.newline_ids(tokenizer)
     validator = validator or corpus.schema_validator(schema_path)
-  return summary(score(holes, outputs, docs, tokenizer=tokenizer if bpe else None,
-                       newline=newline, validator=validator))
+  return summary(
+    score(
+      holes,
+      outputs,
+      docs,
+      tokenizer=tokenizer if bpe else None,
+      newline=newline,
+      validator=validator,
+    )
+  )
 
 
 def demo(workdir: str, *, kind: str = "line", context_lines: int = 3) -> str:
@@ -189,17 +253,32 @@ def demo(workdir: str, *, kind: str = "line", context_lines: int = 3) -> str:
     return "(no held-out hole to show)"
   h = holes[0]
   end = h["start"] + h["length"]
-  [(written, stopped)] = fill_holes(cfg, params, docs, cache.special_ids,
-                                    cache.model_vocab_size, [h], max_new=max_new,
-                                    positions=config.fim.positions, batch_size=1)
+  [(written, stopped)] = fill_holes(
+    cfg,
+    params,
+    docs,
+    cache.special_ids,
+    cache.model_vocab_size,
+    [h],
+    max_new=max_new,
+    positions=config.fim.positions,
+    batch_size=1,
+  )
   truth, wrote = text(h, h["start"], end), tok.decode(written)
-  before = text(h, 0, h["start"]).split("\n")[-context_lines - 1:]
-  after = text(h, end, None).split("\n")[:context_lines + 1]
+  before = text(h, 0, h["start"]).split("\n")[-context_lines - 1 :]
+  after = text(h, end, None).split("\n")[: context_lines + 1]
   hole_line = ("\n" if truth.startswith("\n") else "") + "<FILL>"
   shown = "\n".join(before) + hole_line + "\n".join(after)
-  verdict = ("exact match" if wrote == truth and stopped else
-             "right text, but it did not stop" if wrote.startswith(truth) else "differs")
-  return (f"One held-out hole (validation file {int(h['doc'])}, a {kind} hole), step {step}:\n"
-          + "\n".join("  | " + line for line in shown.split("\n")) +
-          f"\n  model wrote: {wrote!r}{'' if stopped else ' (no end of middle)'}"
-          f"\n  the file has: {truth!r}  -> {verdict}")
+  verdict = (
+    "exact match"
+    if wrote == truth and stopped
+    else "right text, but it did not stop"
+    if wrote.startswith(truth)
+    else "differs"
+  )
+  return (
+    f"One held-out hole (validation file {int(h['doc'])}, a {kind} hole), step {step}:\n"
+    + "\n".join("  | " + line for line in shown.split("\n"))
+    + f"\n  model wrote: {wrote!r}{'' if stopped else ' (no end of middle)'}"
+    f"\n  the file has: {truth!r}  -> {verdict}"
+  )

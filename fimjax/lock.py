@@ -43,10 +43,12 @@ def _read(fd: int) -> dict:
 
 def _refusal(path: str, holder: dict, host: str) -> WorkdirLocked:
   who = f"pid {holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}"
-  gone = (f"; if that run is gone, delete {path}" if holder.get("host") != host else "")
-  return WorkdirLocked(f"the workdir {os.path.dirname(path)} is in use by another training run "
-                       f"({who}; lock file {path}): wait for it to finish or stop it, or use "
-                       f"another --workdir{gone}")
+  gone = f"; if that run is gone, delete {path}" if holder.get("host") != host else ""
+  return WorkdirLocked(
+    f"the workdir {os.path.dirname(path)} is in use by another training run "
+    f"({who}; lock file {path}): wait for it to finish or stop it, or use "
+    f"another --workdir{gone}"
+  )
 
 
 def acquire(workdir: str) -> int:
@@ -62,8 +64,9 @@ def acquire(workdir: str) -> int:
     except OSError:
       flocked = False  # no flock on this filesystem: the pid check alone
     holder = _read(fd)
-    if holder.get("pid") is None or (holder.get("pid") == os.getpid()
-                                     and holder.get("host") == host and flocked):
+    if holder.get("pid") is None or (
+      holder.get("pid") == os.getpid() and holder.get("host") == host and flocked
+    ):
       held = flocked is None
     elif holder.get("host") != host:
       held = True  # cannot tell whether a pid on another host lives
@@ -79,8 +82,9 @@ def acquire(workdir: str) -> int:
       pass
     os.close(fd)  # the file was removed (a run releasing it) after we opened it: again
   if holder.get("pid") not in (None, os.getpid()):
-    print(f"note: took over the stale lock {path} (pid {holder['pid']} on {host} is gone)",
-          flush=True)
+    print(
+      f"note: took over the stale lock {path} (pid {holder['pid']} on {host} is gone)", flush=True
+    )
   mine = {"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
   os.ftruncate(fd, 0)
   os.lseek(fd, 0, os.SEEK_SET)

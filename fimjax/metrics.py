@@ -28,8 +28,15 @@ def _plain(value):
 class MetricsWriter:
   """Appends one JSON object per call to `<workdir>/metrics.jsonl` and mirrors it to TensorBoard."""
 
-  def __init__(self, workdir: str, *, enabled: bool | None = None, mirror: str | None = None,
-               wandb_project: str = "", config: dict | None = None):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    enabled: bool | None = None,
+    mirror: str | None = None,
+    wandb_project: str = "",
+    config: dict | None = None,
+  ):
     """`mirror`: a remote run directory (gs://...) that receives a copy at every flush.
 
     `wandb_project`: also log to Weights & Biases (offline with WANDB_MODE=offline); a resumed
@@ -45,6 +52,7 @@ class MetricsWriter:
       if wandb_project:  # first: if it fails, nothing else is left open
         self._wandb = _start_wandb(workdir, wandb_project, config)
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
       self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, metrics: dict) -> None:
@@ -68,6 +76,7 @@ class MetricsWriter:
     """Copies a local output file into the remote run directory, if there is one."""
     if self.enabled and self.mirror and path and os.path.exists(path):
       from etils import epath  # pylint: disable=g-import-not-at-top
+
       dst = epath.Path(self.mirror) / os.path.basename(path)
       dst.write_bytes(open(path, "rb").read())
 
@@ -85,8 +94,9 @@ def _start_wandb(workdir: str, project: str, config: dict | None):
   try:
     import wandb  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise SystemExit("--config.train.wandb_project needs wandb: pip install 'fimjax[wandb]'"
-                     ) from None
+    raise SystemExit(
+      "--config.train.wandb_project needs wandb: pip install 'fimjax[wandb]'"
+    ) from None
   id_file = os.path.join(workdir, "wandb_id")
   if os.path.exists(id_file):
     run_id = open(id_file).read().strip()
@@ -94,8 +104,14 @@ def _start_wandb(workdir: str, project: str, config: dict | None):
     run_id = uuid.uuid4().hex[:8]
     with open(id_file, "w") as f:
       f.write(run_id + "\n")
-  return wandb.init(project=project, id=run_id, resume="allow", dir=workdir, config=config,
-                    name=os.path.basename(os.path.abspath(workdir)))
+  return wandb.init(
+    project=project,
+    id=run_id,
+    resume="allow",
+    dir=workdir,
+    config=config,
+    name=os.path.basename(os.path.abspath(workdir)),
+  )
 
 
 class StepProfiler:
@@ -111,6 +127,7 @@ class StepProfiler:
   def before_step(self, done: int) -> None:
     if self.window and done == self.window[0]:
       import jax  # pylint: disable=g-import-not-at-top
+
       jax.profiler.start_trace(self.dir, create_perfetto_trace=True)
       self.active = True
 
@@ -119,6 +136,7 @@ class StepProfiler:
     if not (self.active and done == sum(self.window)):
       return None
     import jax  # pylint: disable=g-import-not-at-top
+
     jax.block_until_ready(state)
     self.close()
     return f"profile of steps {self.window[0] + 1}-{done} written to {self.dir}"
@@ -126,12 +144,14 @@ class StepProfiler:
   def close(self) -> None:
     if self.active:
       import jax  # pylint: disable=g-import-not-at-top
+
       jax.profiler.stop_trace()
       self.active = False
 
 
 def _process_index() -> int:
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.process_index()
 
 
@@ -149,8 +169,11 @@ def _cut_torn_tail(path: str) -> None:
       f.write(b"\n")  # only the newline was lost
     except ValueError:
       f.truncate(cut)
-      log.warning("%s: removed a torn last line (%d bytes; a run stopped while writing it)",
-                  path, len(data) - cut)
+      log.warning(
+        "%s: removed a torn last line (%d bytes; a run stopped while writing it)",
+        path,
+        len(data) - cut,
+      )
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -174,8 +197,9 @@ def read_metrics(workdir: str) -> list[dict]:
       if n == lines[-1][0]:
         log.warning("%s:%d: skipped a torn last line (a run stopped while writing it)", path, n)
         continue
-      raise ValueError(f"{path}:{n}: not a metrics record ({getattr(e, 'msg', e)}): repair or "
-                       "delete that line") from None
+      raise ValueError(
+        f"{path}:{n}: not a metrics record ({getattr(e, 'msg', e)}): repair or delete that line"
+      ) from None
     records.append(record)
   return records
 
@@ -193,8 +217,9 @@ class Progress:
     self._bar = None
     tty = sys.stdout.isatty() if tty is None else tty
     if self.enabled and tty:
-      self._bar = tqdm.tqdm(total=total, initial=start, unit="step", dynamic_ncols=True,
-                            smoothing=0.1, mininterval=1.0)
+      self._bar = tqdm.tqdm(
+        total=total, initial=start, unit="step", dynamic_ncols=True, smoothing=0.1, mininterval=1.0
+      )
     self._start = self._last = start
     self._t0 = time.monotonic()
 
@@ -214,8 +239,10 @@ class Progress:
     done = step - self._start
     eta = (self.total - step) * elapsed / done if done > 0 else None
     fields = " ".join(f"{k}={_fmt(v)}" for k, v in postfix.items())
-    return (f"step {step}/{self.total} ({step / self.total:.0%}) {fields}"
-            f" eta {_duration(eta) if eta is not None else '?'}")
+    return (
+      f"step {step}/{self.total} ({step / self.total:.0%}) {fields}"
+      f" eta {_duration(eta) if eta is not None else '?'}"
+    )
 
   def write(self, message: str) -> None:
     if self._bar is not None:

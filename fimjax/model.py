@@ -35,6 +35,7 @@ def padded_vocab_size(model_vocab_size: int) -> int:
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Static model hyperparameters (hashable, so usable as a jit static argument)."""
+
   vocab_size: int  # padded to a multiple of 128
   d_model: int
   num_layers: int
@@ -59,13 +60,21 @@ class ModelConfig:
   def from_config(cls, config, model_vocab_size: int) -> "ModelConfig":
     m = config.model
     return cls(
-        vocab_size=padded_vocab_size(model_vocab_size), d_model=m.d_model,
-        num_layers=m.num_layers, num_heads=m.num_heads, context=m.context,
-        mlp_ratio=m.mlp_ratio, logit_softcap=float(m.logit_softcap),
-        rope_base=float(m.rope_base), dtype=m.dtype, param_dtype=m.param_dtype,
-        remat=bool(m.remat),
-        attention=resolve_attention(m.get("attention", "auto"), jax.default_backend(), m.context),
-        attn_block=int(m.get("attn_block", 128)), dropout=float(m.get("dropout", 0.0)))
+      vocab_size=padded_vocab_size(model_vocab_size),
+      d_model=m.d_model,
+      num_layers=m.num_layers,
+      num_heads=m.num_heads,
+      context=m.context,
+      mlp_ratio=m.mlp_ratio,
+      logit_softcap=float(m.logit_softcap),
+      rope_base=float(m.rope_base),
+      dtype=m.dtype,
+      param_dtype=m.param_dtype,
+      remat=bool(m.remat),
+      attention=resolve_attention(m.get("attention", "auto"), jax.default_backend(), m.context),
+      attn_block=int(m.get("attn_block", 128)),
+      dropout=float(m.get("dropout", 0.0)),
+    )
 
   @property
   def head_dim(self) -> int:
@@ -112,8 +121,9 @@ def rope(x_BxLxHxK, pos_BxL, base: float):
 
 
 def _attend(q_BxHxQxK, k_BxHxSxK, v_BxHxSxK, mask_BxQxS):
-  s_BxHxQxS = jnp.einsum("bhqk,bhsk->bhqs", q_BxHxQxK, k_BxHxSxK,
-                         preferred_element_type=jnp.float32)
+  s_BxHxQxS = jnp.einsum(
+    "bhqk,bhsk->bhqs", q_BxHxQxK, k_BxHxSxK, preferred_element_type=jnp.float32
+  )
   s_BxHxQxS = jnp.where(mask_BxQxS[:, None], s_BxHxQxS, -1e30)
   p_BxHxQxS = jax.nn.softmax(s_BxHxQxS, axis=-1).astype(v_BxHxSxK.dtype)
   return jnp.einsum("bhqs,bhsk->bhqk", p_BxHxQxS, v_BxHxSxK)
@@ -127,8 +137,7 @@ def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
   if impl == "cudnn" and seg_BxL is None:
     # cuDNN's fused kernel takes padding lengths, not segments: packed rows would need a dense
     # [B, 1, L, L] bias (memory ~ L^2), so rows with segment ids take the xla path below.
-    return jax.nn.dot_product_attention(q, k, v, scale=1.0, is_causal=True,
-                                        implementation="cudnn")
+    return jax.nn.dot_product_attention(q, k, v, scale=1.0, is_causal=True, implementation="cudnn")
   # Heads-major layout: batched dots with leading batch axes (2x faster on CPU than BLHK).
   q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
   idx = jnp.arange(l)
@@ -148,12 +157,22 @@ def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
 def _splash_kernel(heads: int, l: int, interpret: bool):
   """A splash MHA kernel, causal for every head (made per trace: it holds jax arrays)."""
   from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU-only module
+
   b = min(SPLASH_BLOCK, l)
-  sizes = sa.BlockSizes(block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b,
-                        block_kv_dkv=b, block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b)
+  sizes = sa.BlockSizes(
+    block_q=b,
+    block_kv=b,
+    block_kv_compute=b,
+    block_q_dkv=b,
+    block_kv_dkv=b,
+    block_kv_dkv_compute=b,
+    block_q_dq=b,
+    block_kv_dq=b,
+  )
   mask = sa.MultiHeadMask([sa.CausalMask((l, l)) for _ in range(heads)])
-  return sa.make_splash_mha(mask, block_sizes=sizes, head_shards=1, q_seq_shards=1,
-                            interpret=interpret)
+  return sa.make_splash_mha(
+    mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
+  )
 
 
 def splash_attention(q, k, v, seg_BxL, *, interpret: bool = False):
@@ -164,6 +183,7 @@ def splash_attention(q, k, v, seg_BxL, *, interpret: bool = False):
   partitioned automatically. `interpret` runs the Pallas interpreter (CPU tests).
   """
   from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU-only module
+
   l = q.shape[1]
 
   def local(q, k, v, *seg):
@@ -171,7 +191,8 @@ def splash_attention(q, k, v, seg_BxL, *, interpret: bool = False):
     if not seg:
       return jax.vmap(kernel)(q, k, v)
     return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=sa.SegmentIds(s, s)))(
-        q, k, v, seg[0])
+      q, k, v, seg[0]
+    )
 
   args = [x.transpose(0, 2, 1, 3) for x in (q, k, v)]  # [B, H, L, K]
   if seg_BxL is not None:
@@ -186,8 +207,7 @@ def splash_attention(q, k, v, seg_BxL, *, interpret: bool = False):
     heads = "tensor" if q.shape[2] % mesh.shape["tensor"] == 0 else None
     spec = P(rows, heads, None, None)
     specs = (spec,) * 3 + ((P(rows, None),) if seg_BxL is not None else ())
-    out = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spec,
-                        check_vma=False)(*args)
+    out = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=False)(*args)
   return out.transpose(0, 2, 1, 3)
 
 
@@ -198,8 +218,11 @@ def dense(x_NxD, w_DxF, dtype, out_dtype=None):
   axes in the weight gradient ran ~2x slower than the 2-D form.
   """
   lead, trail = x_NxD.shape[:-1], w_DxF.shape[1:]
-  y = jnp.dot(x_NxD.reshape(-1, x_NxD.shape[-1]).astype(dtype),
-              w_DxF.reshape(w_DxF.shape[0], -1).astype(dtype), preferred_element_type=out_dtype)
+  y = jnp.dot(
+    x_NxD.reshape(-1, x_NxD.shape[-1]).astype(dtype),
+    w_DxF.reshape(w_DxF.shape[0], -1).astype(dtype),
+    preferred_element_type=out_dtype,
+  )
   return y.reshape(lead + trail)
 
 
@@ -229,8 +252,9 @@ def cached_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, start_B):
   t, s = q_BxTxHxK.shape[1], k_BxHxSxK.shape[2]
   slot_BxT = start_B[:, None] + jnp.arange(t)
   mask_BxTxS = jnp.arange(s)[None, None, :] <= slot_BxT[:, :, None]
-  s_BxHxTxS = jnp.einsum("bthk,bhsk->bhts", q_BxTxHxK, k_BxHxSxK,
-                         preferred_element_type=jnp.float32)
+  s_BxHxTxS = jnp.einsum(
+    "bthk,bhsk->bhts", q_BxTxHxK, k_BxHxSxK, preferred_element_type=jnp.float32
+  )
   s_BxHxTxS = jnp.where(mask_BxTxS[:, None], s_BxHxTxS, -1e30)
   p_BxHxTxS = jax.nn.softmax(s_BxHxTxS, axis=-1).astype(v_BxHxSxK.dtype)
   return jnp.einsum("bhts,bhsk->bthk", p_BxHxTxS, v_BxHxSxK)
@@ -248,14 +272,21 @@ class Block(nnx.Module):
     self.wq = _param(rngs, init_in, (d, h, k), ("embed", "heads", None), pd)
     self.wk = _param(rngs, init_in, (d, h, k), ("embed", "heads", None), pd)
     self.wv = _param(rngs, init_in, (d, h, k), ("embed", "heads", None), pd)
-    self.wo = _param(rngs, nnx.initializers.normal(out_scale / math.sqrt(d)), (h, k, d),
-                     ("heads", None, "embed"), pd)
+    self.wo = _param(
+      rngs,
+      nnx.initializers.normal(out_scale / math.sqrt(d)),
+      (h, k, d),
+      ("heads", None, "embed"),
+      pd,
+    )
     self.w_up = _param(rngs, init_in, (d, f), ("embed", "mlp"), pd)
-    self.w_down = _param(rngs, nnx.initializers.normal(out_scale / math.sqrt(f)), (f, d),
-                         ("mlp", "embed"), pd)
+    self.w_down = _param(
+      rngs, nnx.initializers.normal(out_scale / math.sqrt(f)), (f, d), ("mlp", "embed"), pd
+    )
 
-  def __call__(self, x_BxLxD, pos_BxL, seg_BxL=None, cache=None, cache_start=None,
-               dropout_key=None):
+  def __call__(
+    self, x_BxLxD, pos_BxL, seg_BxL=None, cache=None, cache_start=None, dropout_key=None
+  ):
     """(x_BxLxD, new cache). Without `cache` the L tokens attend within the row (`attention`);
     with one ((k, v) of `init_cache`) they are written at slots cache_start [B] + [0, L) and
     attend to the slots up to their own (`cached_attention`); the new cache is None without.
@@ -263,7 +294,7 @@ class Block(nnx.Module):
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     h_BxLxD = rms_norm(x_BxLxD)
     q, k, v = (dense(h_BxLxD, w[...], dt) for w in (self.wq, self.wk, self.wv))
-    q = rope(rms_norm(q), pos_BxL, cfg.rope_base) * jnp.asarray(cfg.head_dim ** -0.5, dt)
+    q = rope(rms_norm(q), pos_BxL, cfg.rope_base) * jnp.asarray(cfg.head_dim**-0.5, dt)
     k = rope(rms_norm(k), pos_BxL, cfg.rope_base)
     if cache is None:
       q, k, v = (shd.constrain(t, ("batch", None, "heads", None)) for t in (q, k, v))
@@ -291,6 +322,7 @@ def _dropout(rate: float, key):
   def drop(x, i):
     keep = jax.random.bernoulli(jax.random.fold_in(key, i), 1.0 - rate, x.shape)
     return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
   return drop
 
 
@@ -313,16 +345,26 @@ class Transformer(nnx.Module):
       setattr(self, f"block_{i}", Block(cfg, rngs=rngs))
     self.head = _param(rngs, nnx.initializers.normal(0.02), (d, v), ("embed", "vocab"), pd)
 
-  def __call__(self, tokens_BxL, pos_BxL, gap_BxL, segment_ids_BxL=None, *, cache=None,
-               cache_start=None, dropout_key=None):
+  def __call__(
+    self,
+    tokens_BxL,
+    pos_BxL,
+    gap_BxL,
+    segment_ids_BxL=None,
+    *,
+    cache=None,
+    cache_start=None,
+    dropout_key=None,
+  ):
     """Logits; with `cache` (`init_cache`) and cache_start [B] (the slot of each row's first
     token: see `Block`), (logits, new cache). Training and evaluation pass no cache (rows are
     whole, packed by segment ids); the sampler passes one (segment ids are not used).
     `dropout_key`: training's residual dropout (`cfg.dropout`), a key per block."""
     cfg, dt = self.cfg, jnp.dtype(self.cfg.dtype)
     gap_BxL = jnp.clip(gap_BxL, 0, cfg.context)
-    x_BxLxD = (jnp.take(self.embed[...], tokens_BxL, axis=0)
-               + jnp.take(self.gap_embed[...], gap_BxL, axis=0))
+    x_BxLxD = jnp.take(self.embed[...], tokens_BxL, axis=0) + jnp.take(
+      self.gap_embed[...], gap_BxL, axis=0
+    )
     x_BxLxD = shd.constrain(rms_norm(x_BxLxD).astype(dt), ("batch", None, None))
     run = nnx.remat(_block_out) if cfg.remat else _block_out
     new_cache = []
@@ -351,6 +393,7 @@ def abstract_split(cfg: ModelConfig):
       graphdef, state = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
     box["graphdef"] = graphdef
     return state
+
   state = jax.eval_shape(build)
   return box["graphdef"], state
 
@@ -372,8 +415,19 @@ def param_logical_axes(cfg: ModelConfig) -> dict:
   return nnx.to_pure_dict(nnx.get_partition_spec(abstract_split(cfg)[1]))
 
 
-def apply(cfg: ModelConfig, params: dict, tokens, pos, gap, segment_ids=None, *, cache=None,
-          cache_start=None, dropout_key=None):
+def apply(
+  cfg: ModelConfig,
+  params: dict,
+  tokens,
+  pos,
+  gap,
+  segment_ids=None,
+  *,
+  cache=None,
+  cache_start=None,
+  dropout_key=None,
+):
   """`Transformer.__call__` on a pure params dict (training, evaluation, sampling, export)."""
-  return from_params(cfg, params)(tokens, pos, gap, segment_ids, cache=cache,
-                                  cache_start=cache_start, dropout_key=dropout_key)
+  return from_params(cfg, params)(
+    tokens, pos, gap, segment_ids, cache=cache, cache_start=cache_start, dropout_key=dropout_key
+  )

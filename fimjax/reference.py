@@ -111,12 +111,24 @@ def forward(m: Model, tokens, pos, gap, segment_ids=None):
 def ar_prompt(doc, special: dict, start: int = 0):
   """`[BOS] doc` at positions start, start+1, ... (BOS only at the document start), gap 0."""
   toks = ([special["bos"]] if start == 0 else []) + list(doc)
-  return (np.asarray(toks, np.int32), np.arange(start, start + len(toks), dtype=np.int32),
-          np.zeros(len(toks), np.int32))
+  return (
+    np.asarray(toks, np.int32),
+    np.arange(start, start + len(toks), dtype=np.int32),
+    np.zeros(len(toks), np.int32),
+  )
 
 
-def fim_prompt(prefix, suffix, special: dict, positions: str = "continued", *, start: int = 0,
-               bos: bool = True, eos: bool = True, spm: bool = False):
+def fim_prompt(
+  prefix,
+  suffix,
+  special: dict,
+  positions: str = "continued",
+  *,
+  start: int = 0,
+  bos: bool = True,
+  eos: bool = True,
+  spm: bool = False,
+):
   """PSM `[BOS] prefix MASK suffix [EOS] MID` (SPM: `MASK suffix [EOS] [BOS] prefix MID`).
 
   Prefix and suffix keep document positions with the hole collapsed onto MASK's position p;
@@ -148,7 +160,7 @@ def greedy(m: Model, tokens, pos, gap, *, infill: bool, max_new: int) -> list[in
   stop = sp["eom" if infill else "eos"]
   d_pos = 0 if infill and m.positions == "collapsed" else 1
   allowed = np.zeros(a["vocab_size"], bool)
-  allowed[:min(sp["bos"], a["model_vocab_size"])] = True
+  allowed[: min(sp["bos"], a["model_vocab_size"])] = True
   allowed[sp["pad"]], allowed[stop] = False, True
   tokens, pos, gap = list(tokens), list(pos), list(gap)
   out = []

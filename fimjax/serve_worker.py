@@ -68,8 +68,12 @@ class Worker:
     self.gate = threading.Event()  # cleared: jobs wait in the queue (tests fill it first)
     self.gate.set()
     self.stopping = False
-    self.stats = {"requests": collections.Counter(), "errors": 0,
-                  "batch_sizes": collections.Counter(), "calls": 0}
+    self.stats = {
+      "requests": collections.Counter(),
+      "errors": 0,
+      "batch_sizes": collections.Counter(),
+      "calls": 0,
+    }
     self._newlines = None
     self._seeds = itertools.count(1000, 1000)  # for unseeded draws; `fill` adds the hole index
     self.thread = threading.Thread(target=self.run, name="fimjax-serve-worker", daemon=True)
@@ -92,9 +96,13 @@ class Worker:
 
   def snapshot(self) -> dict:
     with self.cond:
-      return {"queued": len(self.queue), "requests": dict(self.stats["requests"]),
-              "errors": self.stats["errors"], "sampler_calls": self.stats["calls"],
-              "batch_sizes": {str(k): v for k, v in sorted(self.stats["batch_sizes"].items())}}
+      return {
+        "queued": len(self.queue),
+        "requests": dict(self.stats["requests"]),
+        "errors": self.stats["errors"],
+        "sampler_calls": self.stats["calls"],
+        "batch_sizes": {str(k): v for k, v in sorted(self.stats["batch_sizes"].items())},
+      }
 
   def run(self) -> None:
     while True:
@@ -137,9 +145,12 @@ class Worker:
       if isinstance(answer, RequestError):
         job.error = answer
       else:
-        job.answer = {**answer, "batch": len(batch),
-                      "queue_ms": round((start - job.queued) * 1e3, 2),
-                      "compute_ms": round(took * 1e3, 2)}
+        job.answer = {
+          **answer,
+          "batch": len(batch),
+          "queue_ms": round((start - job.queued) * 1e3, 2),
+          "compute_ms": round(took * 1e3, 2),
+        }
       job.done.set()
 
   def _compute(self, batch: list[Job]) -> list:
@@ -147,44 +158,69 @@ class Worker:
     if job.path == "/infill":
       r = job.req
       seed = r["seed"] if r["seed"] >= 0 else next(self._seeds)
-      filled = self.fill([j.req["text"] for j in batch], temperature=r["temperature"],
-                         top_k=r["top_k"], top_p=r["top_p"], max_tokens=r["max_tokens"],
-                         stop=r["stop"], seed=seed)
-      return [RequestError(400, f"field 'text': {f}") if isinstance(f, Exception) else
-              {"text": f} for f in filled]
+      filled = self.fill(
+        [j.req["text"] for j in batch],
+        temperature=r["temperature"],
+        top_k=r["top_k"],
+        top_p=r["top_p"],
+        max_tokens=r["max_tokens"],
+        stop=r["stop"],
+        seed=seed,
+      )
+      return [
+        RequestError(400, f"field 'text': {f}") if isinstance(f, Exception) else {"text": f}
+        for f in filled
+      ]
     if job.path == "/v1/completions":
       return self.complete(batch)
     if job.path == "/generate":
       r = job.req
-      samples = m.generate(r["n"], temperature=r["temperature"], top_k=r["top_k"],
-                           top_p=r["top_p"], max_tokens=r["max_tokens"], seed=r["seed"],
-                           batch_size=min(r["n"], self.max_batch))
+      samples = m.generate(
+        r["n"],
+        temperature=r["temperature"],
+        top_k=r["top_k"],
+        top_p=r["top_p"],
+        max_tokens=r["max_tokens"],
+        seed=r["seed"],
+        batch_size=min(r["n"], self.max_batch),
+      )
       self.stats["calls"] += 1
       return [{"samples": samples}]
     loss = m.score(job.req["text"])
     self.stats["calls"] += 1
-    return [{"tokens": len(loss) - 1, "loss": [float(x) for x in loss],
-             "mean": float(loss.mean())}]
+    return [{"tokens": len(loss) - 1, "loss": [float(x) for x in loss], "mean": float(loss.mean())}]
 
-  def fill(self, texts: list[str], *, temperature, top_k, top_p, max_tokens, stop,
-           seed) -> list:
+  def fill(self, texts: list[str], *, temperature, top_k, top_p, max_tokens, stop, seed) -> list:
     """Each text with its holes filled as `Model.infill` fills them (`inference.fill`: left to
     right, hole i seeing the earlier ones filled), hole i of every text in one sampler call;
     an InfillError in place of a text whose hole cannot be filled."""
     m = self.model
     if m.tokenizer.name != "bpe":
-      return [inference.InfillError(f"a {m.tokenizer.name} model cannot fill a text hole; "
-                                    "serve a model trained with --config.data.tokenizer=bpe")
-              ] * len(texts)
+      return [
+        inference.InfillError(
+          f"a {m.tokenizer.name} model cannot fill a text hole; "
+          "serve a model trained with --config.data.tokenizer=bpe"
+        )
+      ] * len(texts)
     sc = api.sample_config(temperature, top_k, top_p, max_tokens)
     sc = dataclasses.replace(sc, max_new=min(sc.max_new, m.model_config.context // 2))
     if stop == "line" and self._newlines is None:
       self._newlines = sample_lib.newline_ids(m.tokenizer)
     return inference.fill_texts(
-        texts, m.tokenizer, m.model_config, m.params, m.special_ids, m.model_vocab_size, sc=sc,
-        positions=m.positions, seed=seed, stop=stop, newlines=self._newlines,
-        rows=min(1 << (len(texts) - 1).bit_length(), self.max_batch),  # every round: one shape
-        on_call=self._count_call)
+      texts,
+      m.tokenizer,
+      m.model_config,
+      m.params,
+      m.special_ids,
+      m.model_vocab_size,
+      sc=sc,
+      positions=m.positions,
+      seed=seed,
+      stop=stop,
+      newlines=self._newlines,
+      rows=min(1 << (len(texts) - 1).bit_length(), self.max_batch),  # every round: one shape
+      on_call=self._count_call,
+    )
 
   def _count_call(self) -> None:
     self.stats["calls"] += 1
@@ -195,16 +231,21 @@ class Worker:
     m, r, cfg = self.model, batch[0].req, self.model.model_config
     fim = r["suffix"] is not None
     sc = api.sample_config(r["temperature"], r["top_k"], r["top_p"], r["max_tokens"])
-    sc = dataclasses.replace(sc, max_new=min(sc.max_new, cfg.context // 2 if fim else
-                                             cfg.context - 1))
+    sc = dataclasses.replace(
+      sc, max_new=min(sc.max_new, cfg.context // 2 if fim else cfg.context - 1)
+    )
     prompts, answers = [], [None] * len(batch)
     for k, job in enumerate(batch):
       pre = m.tokenizer.encode(job.req["prompt"])
       suf = m.tokenizer.encode(job.req["suffix"]) if fim else []
       try:
-        prompt = (sample_lib.hole_prompt(pre, suf, m.special_ids, cfg.context, sc.max_new,
-                                         last=True, positions=m.positions) if fim
-                  else _continuation(pre, m.special_ids, cfg.context - sc.max_new))
+        prompt = (
+          sample_lib.hole_prompt(
+            pre, suf, m.special_ids, cfg.context, sc.max_new, last=True, positions=m.positions
+          )
+          if fim
+          else _continuation(pre, m.special_ids, cfg.context - sc.max_new)
+        )
       except ValueError as e:
         answers[k] = RequestError(400, f"field 'prompt': {e}")
         continue
@@ -213,20 +254,37 @@ class Worker:
       rows = [p for _, p, _ in prompts]
       size = 1 << (len(rows) - 1).bit_length()  # powers of two: few shapes to compile
       seed = r["seed"] if r["seed"] >= 0 else next(self._seeds)
-      res = sample_lib.sample(cfg, m.params, rows + rows[:1] * (size - len(rows)), m.special_ids,
-                              m.model_vocab_size, sc=sc, seed=seed, positions=m.positions,
-                              mode=sample_lib.INFILL if fim else sample_lib.GENERATE)
+      res = sample_lib.sample(
+        cfg,
+        m.params,
+        rows + rows[:1] * (size - len(rows)),
+        m.special_ids,
+        m.model_vocab_size,
+        sc=sc,
+        seed=seed,
+        positions=m.positions,
+        mode=sample_lib.INFILL if fim else sample_lib.GENERATE,
+      )
       self.stats["calls"] += 1
       for j, (k, _, used) in enumerate(prompts):
         if answers[k] is None:
-          answers[k] = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
-                        "created": int(time.time()), "model": m.path, "choices": [],
-                        "usage": {"prompt_tokens": used, "completion_tokens": 0}}
-        text, finish = _cut(m.tokenizer.decode(res.tokens[j]), batch[k].req["stop"],
-                            "stop" if res.stopped[j] else "length")
+          answers[k] = {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": m.path,
+            "choices": [],
+            "usage": {"prompt_tokens": used, "completion_tokens": 0},
+          }
+        text, finish = _cut(
+          m.tokenizer.decode(res.tokens[j]),
+          batch[k].req["stop"],
+          "stop" if res.stopped[j] else "length",
+        )
         a = answers[k]
-        a["choices"].append({"text": text, "index": len(a["choices"]), "logprobs": None,
-                             "finish_reason": finish})
+        a["choices"].append(
+          {"text": text, "index": len(a["choices"]), "logprobs": None, "finish_reason": finish}
+        )
         a["usage"]["completion_tokens"] += len(res.tokens[j])
     for a in answers:
       if isinstance(a, dict):
@@ -244,4 +302,4 @@ def _continuation(ids: list[int], special_ids: dict, budget: int) -> sample_lib.
 def _cut(text: str, stops: list[str], finish: str) -> tuple[str, str]:
   """The text up to its first stop sequence (then finish_reason "stop")."""
   cuts = [i for i in (text.find(s) for s in stops) if i >= 0]
-  return (text[:min(cuts)], "stop") if cuts else (text, finish)
+  return (text[: min(cuts)], "stop") if cuts else (text, finish)

@@ -15,11 +15,11 @@ MESH_AXES = ("data", "fsdp", "tensor")
 
 # Logical axis name -> mesh axis (or tuple of axes, or None = replicated).
 RULES = {
-    "batch": ("data", "fsdp"),
-    "embed": "fsdp",
-    "heads": "tensor",
-    "mlp": "tensor",
-    "vocab": "tensor",
+  "batch": ("data", "fsdp"),
+  "embed": "fsdp",
+  "heads": "tensor",
+  "mlp": "tensor",
+  "vocab": "tensor",
 }
 
 
@@ -35,8 +35,9 @@ def mesh_shape(mesh_config, num_devices: int) -> tuple[int, int, int]:
       raise ValueError(f"mesh sizes ({desc}) do not divide the {num_devices} devices")
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"mesh sizes ({desc}) multiply to {math.prod(sizes)}, "
-                     f"but there are {num_devices} devices")
+    raise ValueError(
+      f"mesh sizes ({desc}) multiply to {math.prod(sizes)}, but there are {num_devices} devices"
+    )
   return tuple(sizes)
 
 
@@ -45,8 +46,9 @@ def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(mesh_config, len(devices))
   # Auto axes: Explicit ones fail on the embedding gather in this JAX version.
-  return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  return jax.make_mesh(
+    shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+  )
 
 
 def logical_to_spec(logical) -> P:
@@ -60,8 +62,9 @@ def logical_to_sharding(logical, mesh) -> NamedSharding:
 
 def tree_shardings(logical_tree, mesh):
   """Map a tree of logical PartitionSpecs to NamedShardings on `mesh`."""
-  return jax.tree.map(lambda s: logical_to_sharding(s, mesh), logical_tree,
-                      is_leaf=lambda x: isinstance(x, P))
+  return jax.tree.map(
+    lambda s: logical_to_sharding(s, mesh), logical_tree, is_leaf=lambda x: isinstance(x, P)
+  )
 
 
 def batch_sharding(mesh) -> NamedSharding:
@@ -94,5 +97,6 @@ def shard_batch(batch: dict, mesh) -> dict:
   Every process passes its own `B_local` rows; the global batch is `B_local * process_count`.
   """
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()
+  }

@@ -30,8 +30,11 @@ def _add(tar: tarfile.TarFile, path: pathlib.Path, name: str) -> None:
 
 def pack(shared: pathlib.Path) -> None:
   src = shared / "data" / "workflows"
-  names = sorted(p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()
-                 and p.relative_to(src).parts[0] in ("raw", "licenses"))
+  names = sorted(
+    p.relative_to(src).as_posix()
+    for p in src.rglob("*")
+    if p.is_file() and p.relative_to(src).parts[0] in ("raw", "licenses")
+  )
   names += ["MANIFEST.tsv", "SPLIT.tsv"]
   with tarfile.open(OUT / "workflows.tar.xz", "w:xz", preset=9) as tar:
     for name in names:
@@ -42,16 +45,16 @@ def pack(shared: pathlib.Path) -> None:
   for r in rows:
     by_repo[r["source_repo"]].append(r)
   lines = [
-      "# NOTICE: the embedded default corpus",
-      "",
-      f"`workflows.tar.xz` holds {len(rows)} GitHub Actions workflow files written by other people,",
-      "copied byte for byte from the public repositories below (some deliberately broken: they come",
-      "from linters' test suites). Each file stays under its repository's license; the license texts",
-      "are inside the archive under `licenses/`, and `MANIFEST.tsv` there gives every file's source",
-      "path, commit and sha256. Packed by `scripts/pack_default_corpus.py`.",
-      "",
-      "| source repository | license | snapshot commit | files |",
-      "|---|---|---|---:|",
+    "# NOTICE: the embedded default corpus",
+    "",
+    f"`workflows.tar.xz` holds {len(rows)} GitHub Actions workflow files written by other people,",
+    "copied byte for byte from the public repositories below (some deliberately broken: they come",
+    "from linters' test suites). Each file stays under its repository's license; the license texts",
+    "are inside the archive under `licenses/`, and `MANIFEST.tsv` there gives every file's source",
+    "path, commit and sha256. Packed by `scripts/pack_default_corpus.py`.",
+    "",
+    "| source repository | license | snapshot commit | files |",
+    "|---|---|---|---:|",
   ]
   for repo in sorted(by_repo, key=lambda k: (-len(by_repo[k]), k)):
     rs = by_repo[repo]
@@ -60,12 +63,18 @@ def pack(shared: pathlib.Path) -> None:
     commits = ", ".join(f"`{c[:12]}`" for c in heads) or "-"
     history = sum(r["at_head"] != "yes" for r in rs)
     more = f" (+{history} files from earlier commits, listed in MANIFEST.tsv)" if history else ""
-    lines.append(f"| [{repo}](https://github.com/{repo}) | {', '.join(licenses)} | {commits}{more} "
-                 f"| {len(rs)} |")
+    lines.append(
+      f"| [{repo}](https://github.com/{repo}) | {', '.join(licenses)} | {commits}{more} "
+      f"| {len(rs)} |"
+    )
   (OUT / "NOTICE.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
   SCHEMAS.mkdir(exist_ok=True)
-  for name in ("github-workflow.json", "SchemaStore__schemastore.LICENSE.txt",
-               "SchemaStore__schemastore.NOTICE.txt", "README.md"):
+  for name in (
+    "github-workflow.json",
+    "SchemaStore__schemastore.LICENSE.txt",
+    "SchemaStore__schemastore.NOTICE.txt",
+    "README.md",
+  ):
     shutil.copyfile(shared / "data" / "schemas" / name, SCHEMAS / name)
 
 

@@ -65,8 +65,8 @@ def test_a_copied_checkpoints_folder_is_self_contained(model, copied, trained_wo
   assert np.isfinite(model.eval_metrics["eval_loss"])  # saved with the step
   filled = model.infill(TEXT, max_tokens=4)
   holes = inference.find_holes(TEXT)
-  assert "<FILL>" not in filled and filled.startswith(TEXT[:holes[0].start])
-  assert filled.endswith(TEXT[holes[1].end:])
+  assert "<FILL>" not in filled and filled.startswith(TEXT[: holes[0].start])
+  assert filled.endswith(TEXT[holes[1].end :])
   docs = model.generate(2, max_tokens=12, seed=1)
   assert len(docs) == 2 and all(isinstance(d, str) for d in docs)
   assert docs == model.generate(2, max_tokens=12, seed=1)  # seeded
@@ -79,8 +79,9 @@ def test_cli_tools_run_from_the_copy(model, copied, tmp_path, capsys):
   path.write_text(TEXT)
   assert infill_cli.main(["--model", str(copied), str(path), "--max_tokens", "4"]) == 0
   assert capsys.readouterr().out == model.infill(TEXT, max_tokens=4)  # the same greedy fill
-  assert generate_cli.main(["--workdir", str(copied), "--num", "2", "--json", "--max_tokens",
-                            "12"]) == 0
+  assert (
+    generate_cli.main(["--workdir", str(copied), "--num", "2", "--json", "--max_tokens", "12"]) == 0
+  )
   report = json.loads(capsys.readouterr().out)
   assert report["num"] == 2 and report["step"] == 2
   assert generate_cli.main(["--workdir", str(copied), "--schema", str(tmp_path / "no.json")]) == 1
@@ -94,12 +95,31 @@ def test_evaluate_from_the_copy_needs_a_corpus_for_its_losses(copied, tmp_path, 
   folder.mkdir()
   (folder / "ci.yml").write_text(WORKFLOW)
   # No --schema: the workflow schema shipped with fimjax gives the schema-valid rate.
-  assert evaluate_cli.main(["--workdir", str(copied), "--corpus", str(folder), "--infill_holes",
-                            "1", "--generate_samples", "1", "--max_new_tokens", "8"]) == 0
+  assert (
+    evaluate_cli.main(
+      [
+        "--workdir",
+        str(copied),
+        "--corpus",
+        str(folder),
+        "--infill_holes",
+        "1",
+        "--generate_samples",
+        "1",
+        "--max_new_tokens",
+        "8",
+      ]
+    )
+    == 0
+  )
   report = json.loads(capsys.readouterr().out)
   assert 0 <= report["gen_schema_valid_rate"] <= 1 and report["step"] == 2
-  assert evaluate_cli.main(["--workdir", str(copied), "--corpus", str(folder), "--schema",
-                            str(tmp_path / "no.json")]) == 1
+  assert (
+    evaluate_cli.main(
+      ["--workdir", str(copied), "--corpus", str(folder), "--schema", str(tmp_path / "no.json")]
+    )
+    == 1
+  )
   assert "fix --schema" in _one_line_error(capsys)
 
 
@@ -111,16 +131,30 @@ def test_score_is_the_training_loss_of_each_token(model):
   assert losses.shape == (len(toks) + 1,) and np.all(np.isfinite(losses))
   seq = np.array([[sp["bos"], *toks, sp["eos"]]], np.int32)
   n = cfg.context
-  want = step_lib.token_losses(cfg, model.params, {
-      "tokens": seq[:, :n], "pos": np.arange(n)[None], "gap": np.zeros((1, n), np.int32),
-      "targets": seq[:, 1:n + 1]})
+  want = step_lib.token_losses(
+    cfg,
+    model.params,
+    {
+      "tokens": seq[:, :n],
+      "pos": np.arange(n)[None],
+      "gap": np.zeros((1, n), np.int32),
+      "targets": seq[:, 1 : n + 1],
+    },
+  )
   np.testing.assert_allclose(losses[:n], np.asarray(want)[0], rtol=1e-5, atol=1e-5)
   # The next window starts half a context back, at its true positions, and scores the rest.
   s = n // 2
-  want = step_lib.token_losses(cfg, model.params, {
-      "tokens": seq[:, s:s + n], "pos": np.arange(s, s + n)[None],
-      "gap": np.zeros((1, n), np.int32), "targets": seq[:, s + 1:s + n + 1]})
-  np.testing.assert_allclose(losses[n:s + n], np.asarray(want)[0, n - s:], rtol=1e-5, atol=1e-5)
+  want = step_lib.token_losses(
+    cfg,
+    model.params,
+    {
+      "tokens": seq[:, s : s + n],
+      "pos": np.arange(s, s + n)[None],
+      "gap": np.zeros((1, n), np.int32),
+      "targets": seq[:, s + 1 : s + n + 1],
+    },
+  )
+  np.testing.assert_allclose(losses[n : s + n], np.asarray(want)[0, n - s :], rtol=1e-5, atol=1e-5)
 
 
 def test_sampling_options_are_checked(model):
@@ -154,8 +188,14 @@ def test_another_tokenizer_is_refused_naming_both(trained_workdir, copied, tmp_p
   # A run whose cache was rebuilt with another tokenizer: evaluate refuses its cache.
   run = tmp_path / "run"
   _copy(trained_workdir, run / "checkpoints")
-  cache_lib.build_cache(["synthetic:4"], run / "cache", tokenizer="bpe", bpe_vocab_size=300,
-                        progress=False, log=lambda m: None)
+  cache_lib.build_cache(
+    ["synthetic:4"],
+    run / "cache",
+    tokenizer="bpe",
+    bpe_vocab_size=300,
+    progress=False,
+    log=lambda m: None,
+  )
   assert evaluate_cli.main(["--workdir", str(run), "--generate_samples", "0"]) == 1
   assert "tokenizer mismatch" in _one_line_error(capsys)
   # ... and so does loading an old checkpoint (no tokenizer of its own) from it.
@@ -165,8 +205,10 @@ def test_another_tokenizer_is_refused_naming_both(trained_workdir, copied, tmp_p
 
 
 def test_import_fimjax_loads_the_api_lazily():
-  code = ("import sys, fimjax; assert not {'fimjax.api', 'flax', 'orbax'} & sys.modules.keys(), "
-          "sorted(sys.modules)")
+  code = (
+    "import sys, fimjax; assert not {'fimjax.api', 'flax', 'orbax'} & sys.modules.keys(), "
+    "sorted(sys.modules)"
+  )
   subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
   assert fimjax.load is api.load
 
@@ -187,9 +229,9 @@ def test_a_damaged_inference_item_is_named_and_moved_aside_on_resume(trained_wor
 
 def test_readme_example_runs(copied, capsys):
   readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text()
-  section = readme[readme.index("## Use the model"):]
+  section = readme[readme.index("## Use the model") :]
   start = section.index("```python\n") + len("```python\n")
-  code = section[start:section.index("```", start)]
+  code = section[start : section.index("```", start)]
   assert "fimjax.load(" in code and "m.infill(" in code and "m.score(" in code
   code = code.replace("\"runs/tiny\"", repr(str(copied))).replace("max_tokens=256", "max_tokens=24")
   exec(compile(code, "README.md", "exec"), {})  # shorter samples: fewer window shapes to compile
@@ -200,10 +242,19 @@ def test_a_tct_checkpoint_names_its_module_and_refuses_another_version(monkeypat
   monkeypatch.setitem(sys.modules, "fake_tct", _fake_tct(version="1.2.3"))
   tok = tok_lib.TctTokenizer("fake_tct")
   meta = {"tokenizer": "tct", "tokenizer_version": tok.version}
-  cache = type("Cache", (), {"meta": meta, "special_ids": {"pad": 8191, "bos": 8192},
-                             "model_vocab_size": 8197, "tokenizer": lambda self: tok})()
-  record = checkpoint.inference_record(cache, {"model": {"d_model": 32},
-                                               "fim": {"positions": "continued"}})
+  cache = type(
+    "Cache",
+    (),
+    {
+      "meta": meta,
+      "special_ids": {"pad": 8191, "bos": 8192},
+      "model_vocab_size": 8197,
+      "tokenizer": lambda self: tok,
+    },
+  )()
+  record = checkpoint.inference_record(
+    cache, {"model": {"d_model": 32}, "fim": {"positions": "continued"}}
+  )
   assert record["tokenizer"]["module"] == "fake_tct" and "json" not in record["tokenizer"]
   assert api.tokenizer_id(api._tokenizer_of(record)) == cache_lib.tokenizer_id(meta)
   monkeypatch.setitem(sys.modules, "fake_tct", _fake_tct(version="2.0"))  # upgraded since

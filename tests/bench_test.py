@@ -22,10 +22,15 @@ def test_stats_median_and_spread():
 
 
 def test_table_markdown():
-  t = common.table([{"what": "a", "median": 1234.5678, "n": 3}, {"what": "b"}],
-                   ["what", "median", "n"])
-  assert t.splitlines() == ["| what | median | n |", "|---|---|---|", "| a | 1235 | 3 |",
-                            "| b |  |  |"]
+  t = common.table(
+    [{"what": "a", "median": 1234.5678, "n": 3}, {"what": "b"}], ["what", "median", "n"]
+  )
+  assert t.splitlines() == [
+    "| what | median | n |",
+    "|---|---|---|",
+    "| a | 1235 | 3 |",
+    "| b |  |  |",
+  ]
 
 
 def test_options_quick_then_explicit():
@@ -39,40 +44,83 @@ def test_options_quick_then_explicit():
 
 
 def test_list_names_every_bench_module():
-  out = subprocess.run([sys.executable, "-m", "bench", "--list"], cwd=REPO, check=True,
-                       capture_output=True, text=True).stdout.split()
+  out = subprocess.run(
+    [sys.executable, "-m", "bench", "--list"], cwd=REPO, check=True, capture_output=True, text=True
+  ).stdout.split()
   assert sorted(out) == sorted(p.stem for p in (REPO / "bench").glob("*_bench.py"))
   assert out[:4] == ["cache_bench", "pipeline_bench", "packing_bench", "train_step_bench"]
 
 
 def test_real_token_rows_and_markdown():
-  train = {"config": "small", "batch": 4, "context": 512, "median": 1000.0, "min": 900.0,
-           "max": 1100.0, "n": 3, "spread": 0.1, "mfu": 0.4, "peak_tflops": 0.3, "compile_s": 5.0,
-           "what": "train step small", "unit": "tokens/s"}
-  packing = [{"context": c, "pack": pack, "median": f, "what": "p", "unit": "fraction",
-              "spread": 0.0, "n": 3} for c in (512, 1024) for pack, f in ((True, 0.99),
-                                                                          (False, 0.5))]
+  train = {
+    "config": "small",
+    "batch": 4,
+    "context": 512,
+    "median": 1000.0,
+    "min": 900.0,
+    "max": 1100.0,
+    "n": 3,
+    "spread": 0.1,
+    "mfu": 0.4,
+    "peak_tflops": 0.3,
+    "compile_s": 5.0,
+    "what": "train step small",
+    "unit": "tokens/s",
+  }
+  packing = [
+    {
+      "context": c,
+      "pack": pack,
+      "median": f,
+      "what": "p",
+      "unit": "fraction",
+      "spread": 0.0,
+      "n": 3,
+    }
+    for c in (512, 1024)
+    for pack, f in ((True, 0.99), (False, 0.5))
+  ]
   results = {"train_step_bench": {"rows": [train]}, "packing_bench": {"rows": packing}}
   rows = suite.real_token_rows(results)
   assert [(r["median"], r["min"], r["spread"]) for r in rows] == [
-      (pytest.approx(990.0), pytest.approx(891.0), 0.1), (500.0, 450.0, 0.1)]
+    (pytest.approx(990.0), pytest.approx(891.0), 0.1),
+    (500.0, 450.0, 0.1),
+  ]
   assert "packed" in rows[0]["what"] and "unpacked" in rows[1]["what"]
-  m = {"date": "2026-01-01", "cpu": "X", "cores": 2, "accelerator": "cpu", "num_devices": 1,
-       "python": "3.12", "platform": "cpu",
-       "versions": {k: "1" for k in ("jax", "flax", "grain", "orbax-checkpoint")}}
-  md = suite.markdown({"machine": m, "rows": [train] + rows, "load_avg_start": [1, 2, 3],
-                       "load_avg_end": [1, 2, 3], "total_s": 60.0, "targets": {"t": True},
-                       "benches": {"x": {"error": "exit status 1", "wall_s": 2.0}}})
+  m = {
+    "date": "2026-01-01",
+    "cpu": "X",
+    "cores": 2,
+    "accelerator": "cpu",
+    "num_devices": 1,
+    "python": "3.12",
+    "platform": "cpu",
+    "versions": {k: "1" for k in ("jax", "flax", "grain", "orbax-checkpoint")},
+  }
+  md = suite.markdown(
+    {
+      "machine": m,
+      "rows": [train] + rows,
+      "load_avg_start": [1, 2, 3],
+      "load_avg_end": [1, 2, 3],
+      "total_s": 60.0,
+      "targets": {"t": True},
+      "benches": {"x": {"error": "exit status 1", "wall_s": 2.0}},
+    }
+  )
   assert "| train step small | 1000 | 10.0% | tokens/s | 3 | MFU 40.0% of 0.3 TFLOP/s" in md
   assert "- target t: met" in md and "- x failed: exit status 1" in md
-  assert suite.machine_slug({**m, "cpu": "Intel(R) Xeon(R) Processor"}) == \
-      "cpu2-intel-xeon-processor"
+  assert (
+    suite.machine_slug({**m, "cpu": "Intel(R) Xeon(R) Processor"}) == "cpu2-intel-xeon-processor"
+  )
 
 
 def test_pipeline_bench_tiny_run():
   from bench import pipeline_bench  # pylint: disable=g-import-not-at-top
-  res = pipeline_bench.run(source="synthetic", cores=0, context=64, batch=2, seconds=0.02,
-                           repeat=2, threads=0)
+
+  res = pipeline_bench.run(
+    source="synthetic", cores=0, context=64, batch=2, seconds=0.02, repeat=2, threads=0
+  )
   assert len(res["rows"]) == 4 and set(res["targets"]) == {"at_least_2M_tokens_per_s_per_core"}
   for r in res["rows"]:
     assert {"what", "unit", "median", "spread", "min", "max"} <= set(r) and r["n"] == 2

@@ -42,8 +42,9 @@ def decode(tokens):
 '''
 
 
-def fake_tct(version: str, rejects: str = '"REJECTME" in json_str',
-             why: str = "schema-invalid") -> str:
+def fake_tct(
+  version: str, rejects: str = '"REJECTME" in json_str', why: str = "schema-invalid"
+) -> str:
   return FAKE_TCT.format(version=version, rejects=rejects, why=why)
 
 
@@ -53,8 +54,11 @@ def _snapshot(root: pathlib.Path) -> dict:
   for p in sorted(root.rglob("*")):
     if p.is_file() or p.is_symlink():
       st = os.lstat(p)
-      out[str(p)] = (hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "link",
-                     st.st_mtime_ns, st.st_mode)
+      out[str(p)] = (
+        hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "link",
+        st.st_mtime_ns,
+        st.st_mode,
+      )
   return out
 
 
@@ -75,8 +79,9 @@ def _splits(path) -> dict[str, str]:
 def shared_cache(shared_workflows, tmp_path_factory):
   before = _snapshot(shared_workflows)
   out = tmp_path_factory.mktemp("shared") / "cache"
-  meta = cache.build_cache([str(shared_workflows)], out, tokenizer="bpe", progress=False,
-                           log=lambda s: None)
+  meta = cache.build_cache(
+    [str(shared_workflows)], out, tokenizer="bpe", progress=False, log=lambda s: None
+  )
   assert _snapshot(shared_workflows) == before  # inputs unchanged, nothing added
   return out, meta
 
@@ -86,18 +91,31 @@ def test_shared_cache_meta(shared_cache):
   tc = cache.load_cache(out)
   assert tc.meta == meta
   assert (meta["tokenizer"], meta["vocab_size"], meta["pad_id"]) == ("bpe", 8192, 8191)
-  assert meta["special_ids"] == {"pad": 8191, "bos": 8192, "eos": 8193, "mask": 8194, "mid": 8195,
-                                 "eom": 8196}
+  assert meta["special_ids"] == {
+    "pad": 8191,
+    "bos": 8192,
+    "eos": 8193,
+    "mask": 8194,
+    "mid": 8195,
+    "eom": 8196,
+  }
   assert tc.special_ids == meta["special_ids"] and tc.model_vocab_size == 8197
   assert meta["num_inputs"] == 1269 and sum(meta["num_documents"].values()) == 1245
-  assert meta["skipped_counts"] == {"empty": 4, "yaml_error": 11, "not_mapping": 1,
-                                    "not_workflow": 6, "not_json": 2}
+  assert meta["skipped_counts"] == {
+    "empty": 4,
+    "yaml_error": 11,
+    "not_mapping": 1,
+    "not_workflow": 6,
+    "not_json": 2,
+  }
   assert len(meta["skipped"]) == 24 and set(meta["skipped"][0]) == {"file", "reason"}
   assert meta["summary"].startswith("kept 1245 of 1269; skipped: empty 4, yaml_error 11")
   assert tc.tokens.dtype == np.uint16 and isinstance(tc.tokens, np.memmap)
   for split in ("train", "validation"):
     docs = tc.documents(split)
-    assert len(docs) == meta["num_documents"][split] and docs.num_tokens == meta["num_tokens"][split]
+    assert (
+      len(docs) == meta["num_documents"][split] and docs.num_tokens == meta["num_tokens"][split]
+    )
   lengths = np.diff(tc.offsets)
   assert meta["tokens_per_document"]["max"] == lengths.max() and lengths.min() > 0
   assert meta["tokens_per_document"]["median"] == np.median(lengths)
@@ -116,7 +134,7 @@ def test_shared_cache_decodes_to_files_and_split_by_hash(shared_cache):
     assert s == cache.split_of(sha, 0.05)
   for idx in range(0, len(rows), 50):  # every 50th document decodes to its file, byte for byte
     i = int(idx)
-    ids = tc.tokens[tc.offsets[i]:tc.offsets[i + 1]]
+    ids = tc.tokens[tc.offsets[i] : tc.offsets[i + 1]]
     assert tok.decode(ids) == pathlib.Path(rows[i][4]).read_text(encoding="utf-8")
   val = meta["num_documents"]["validation"] / sum(meta["num_documents"].values())
   assert 0.02 < val < 0.09
@@ -125,6 +143,7 @@ def test_shared_cache_decodes_to_files_and_split_by_hash(shared_cache):
 def test_structure_marks_are_stored_per_token(shared_cache):
   """struct_flags / struct_span line up with the tokens: a VALUE mark decodes to a YAML value."""
   from fimjax.data import structure  # pylint: disable=g-import-not-at-top
+
   tc = cache.load_cache(shared_cache[0])
   tok = tc.tokenizer()
   assert tc.flags.shape == tc.span.shape == tc.tokens.shape and isinstance(tc.flags, np.memmap)
@@ -132,13 +151,15 @@ def test_structure_marks_are_stored_per_token(shared_cache):
   assert docs.flags is tc.flags and docs.span is tc.span
   for d in range(0, len(docs), 97):
     s, n = docs.starts[d], docs.lengths[d]
-    fl, sp, ids = (np.asarray(a[s:s + n]) for a in (tc.flags, tc.span, tc.tokens))
+    fl, sp, ids = (np.asarray(a[s : s + n]) for a in (tc.flags, tc.span, tc.tokens))
     assert fl[0] & structure.LINE
     again = structure.structure(tok.decode(ids), tok.token_bytes()[ids])  # as at build time
     np.testing.assert_array_equal(again[0], fl)
     np.testing.assert_array_equal(again[1], sp)
-  counts = {b: int((np.asarray(tc.flags) & b > 0).sum())
-            for b in (structure.VALUE, structure.STEP, structure.BLOCK, structure.TEXT)}
+  counts = {
+    b: int((np.asarray(tc.flags) & b > 0).sum())
+    for b in (structure.VALUE, structure.STEP, structure.BLOCK, structure.TEXT)
+  }
   assert all(c > 1000 for c in counts.values()), counts
 
 
@@ -251,15 +272,23 @@ def test_ensure_cache_reuses_and_rebuilds_stale(tmp_path, monkeypatch):
 
 def test_table_cache_goes_stale_with_its_file_and_reader_settings(tmp_path):
   table = tmp_path / "rows.jsonl"
-  table.write_text("".join(json.dumps({"content": WF.format(i=i), "path": f"w{i}.yml"}) + "\n"
-                           for i in range(20)))
+  table.write_text(
+    "".join(json.dumps({"content": WF.format(i=i), "path": f"w{i}.yml"}) + "\n" for i in range(20))
+  )
   out, logs = tmp_path / "cache", []
-  ens = lambda **kw: cache.ensure_cache(_cfg([str(table)], **kw), out, progress=False,  # noqa: E731
-                                        log=logs.append)
+  ens = lambda **kw: cache.ensure_cache(
+    _cfg([str(table)], **kw),
+    out,
+    progress=False,  # noqa: E731
+    log=logs.append,
+  )
   tc = ens()
   assert logs == ["kept 20 of 20; skipped: none"]
   assert {k: tc.meta["settings"][k] for k in ("documents", "jsonc", "text_field")} == {
-      "documents": "workflow", "jsonc": False, "text_field": "content"}
+    "documents": "workflow",
+    "jsonc": False,
+    "text_field": "content",
+  }
   ens()
   assert len(logs) == 1  # reused
   with table.open("a") as f:
@@ -267,17 +296,20 @@ def test_table_cache_goes_stale_with_its_file_and_reader_settings(tmp_path):
   ens()
   assert "stale (inputs_sha256:" in logs[1] and logs[2] == "kept 20 of 21; skipped: bad_row 1"
   kw = {}
-  for change, diff in ((dict(documents="any"), "documents: 'workflow' -> 'any'"),
-                       (dict(jsonc=True), "jsonc: False -> True"),
-                       (dict(text_field="body"), "text_field: 'content' -> 'body'")):
+  for change, diff in (
+    (dict(documents="any"), "documents: 'workflow' -> 'any'"),
+    (dict(jsonc=True), "jsonc: False -> True"),
+    (dict(text_field="body"), "text_field: 'content' -> 'body'"),
+  ):
     n, kw = len(logs), {**kw, **change}
     with pytest.raises(corpus.CorpusError, match="no usable") if "body" in diff else nullcontext():
       ens(**kw)  # every row lacks `body`: nothing usable, nothing replaced
     assert logs[n].startswith(f"token cache at {out} is stale ({diff}); rebuilding"), logs[n]
 
 
-FAKE_TSCONFIG_TCT = fake_tct("0.1", '"compilerOptions" not in obj',
-                             "missing required field compilerOptions")
+FAKE_TSCONFIG_TCT = fake_tct(
+  "0.1", '"compilerOptions" not in obj', "missing required field compilerOptions"
+)
 
 
 def test_tct_of_another_schema_keeps_any_mapping_and_its_rejections(tmp_path, monkeypatch):
@@ -288,34 +320,60 @@ def test_tct_of_another_schema_keeps_any_mapping_and_its_rejections(tmp_path, mo
   src = tmp_path / "in"
   src.mkdir()
   for i in range(6):
-    (src / f"t{i}.json").write_text(f'{{\n  // project {i}\n  "compilerOptions": {{"target": "es{i}",}},\n}}\n')
+    (src / f"t{i}.json").write_text(
+      f'{{\n  // project {i}\n  "compilerOptions": {{"target": "es{i}",}},\n}}\n'
+    )
   (src / "other.json").write_text('{"extends": "./base.json"}')
   cfg = _cfg([str(src)], tokenizer="tct", tct_module="fake_tsconfig_tct", jsonc=True)
   tc = cache.ensure_cache(cfg, tmp_path / "c", progress=False, log=lambda s: None)
   sys.modules.pop("fake_tsconfig_tct", None)
   assert tc.meta["settings"]["documents"] == "any" and tc.meta["summary"] == (
-      "kept 6 of 7; skipped: tokenizer_rejected 1")
-  assert tc.meta["skipped"] == [{"file": str(src / "other.json"), "reason": "tokenizer_rejected",
-                                 "message": "ValueError: missing required field compilerOptions"}]
+    "kept 6 of 7; skipped: tokenizer_rejected 1"
+  )
+  assert tc.meta["skipped"] == [
+    {
+      "file": str(src / "other.json"),
+      "reason": "tokenizer_rejected",
+      "message": "ValueError: missing required field compilerOptions",
+    }
+  ]
   tok = tc.tokenizer()
-  ids = tc.tokens[tc.offsets[0]:tc.offsets[1]]
+  ids = tc.tokens[tc.offsets[0] : tc.offsets[1]]
   assert json.loads(tok.decode(ids)) == {"compilerOptions": {"target": "es0"}}
 
 
 def test_cli_reads_tables_with_reader_flags(tmp_path):
   import pyarrow as pa
   import pyarrow.parquet as pq
+
   texts = [WF.format(i=i) for i in range(12)] + ["name: no jobs\n", None]
   pq.write_table(pa.table({"body": texts}), tmp_path / "rows.parquet")
   out = tmp_path / "cache"
-  r = _cli("build", "--input", str(tmp_path / "rows.parquet"), "--out", str(out), "--tokenizer",
-           "bpe", "--bpe-vocab-size", "300", "--text-field", "body", "--documents", "any",
-           "--jsonc", "--no-progress")
+  r = _cli(
+    "build",
+    "--input",
+    str(tmp_path / "rows.parquet"),
+    "--out",
+    str(out),
+    "--tokenizer",
+    "bpe",
+    "--bpe-vocab-size",
+    "300",
+    "--text-field",
+    "body",
+    "--documents",
+    "any",
+    "--jsonc",
+    "--no-progress",
+  )
   assert r.returncode == 0, r.stderr
   assert "kept 13 of 14; skipped: bad_row 1" in r.stdout
   meta = cache.load_cache(out).meta
   assert {k: meta["settings"][k] for k in ("documents", "jsonc", "text_field")} == {
-      "documents": "any", "jsonc": True, "text_field": "body"}
+    "documents": "any",
+    "jsonc": True,
+    "text_field": "body",
+  }
   r = _cli("build", "--input", str(tmp_path / "rows.parquet"), "--out", str(out), "--no-progress")
   assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1
   assert "has no column 'content' (it has body); set --config.data.text_field" in r.stderr
@@ -368,13 +426,29 @@ def test_tct_cache_with_worker_processes(tmp_path, monkeypatch):
   monkeypatch.syspath_prepend(str(tmp_path))  # spawned workers inherit sys.path
   src = _make_corpus(tmp_path / "in", range(12))
   (src / "w005.yml").write_text(WF.format(i=5) + "env:\n  X: REJECTME\n")
-  meta = cache.build_cache([str(src)], tmp_path / "c", tokenizer="tct", tct_module="fake_tct_file",
-                           num_proc=2, progress=False, log=lambda s: None)
+  meta = cache.build_cache(
+    [str(src)],
+    tmp_path / "c",
+    tokenizer="tct",
+    tct_module="fake_tct_file",
+    num_proc=2,
+    progress=False,
+    log=lambda s: None,
+  )
   sys.modules.pop("fake_tct_file", None)
   assert (meta["tokenizer"], meta["tokenizer_version"], meta["vocab_size"], meta["pad_id"]) == (
-      "tct", "fake_tct_file-3.1", 8192, 8191)
-  assert meta["skipped"] == [{"file": str(src / "w005.yml"), "reason": "tokenizer_rejected",
-                              "message": "ValueError: schema-invalid"}]  # TCT's own words
+    "tct",
+    "fake_tct_file-3.1",
+    8192,
+    8191,
+  )
+  assert meta["skipped"] == [
+    {
+      "file": str(src / "w005.yml"),
+      "reason": "tokenizer_rejected",
+      "message": "ValueError: schema-invalid",
+    }
+  ]  # TCT's own words
   assert meta["tokenizer_file"] is None and not (tmp_path / "c" / "tokenizer.json").exists()
   tc = cache.load_cache(tmp_path / "c")
   assert not np.asarray(tc.flags).any()  # no byte offsets: no structure (holes fall back)
@@ -382,28 +456,49 @@ def test_tct_cache_with_worker_processes(tmp_path, monkeypatch):
   rows = [ln.split("\t") for ln in (tmp_path / "c" / cache.DOCS_TSV).read_text().splitlines()[1:]]
   assert len(rows) == 11 == len(tc.documents("train")) + len(tc.documents("validation"))
   for i, row in enumerate(rows):  # TCT saw the JSON of each file, with the on: fix
-    ids = tc.tokens[tc.offsets[i]:tc.offsets[i + 1]]
+    ids = tc.tokens[tc.offsets[i] : tc.offsets[i + 1]]
     assert tok.decode(ids) == corpus.to_json(corpus.load_workflow(pathlib.Path(row[4]).read_text()))
 
 
 def _cli(*args):
-  return subprocess.run([sys.executable, "-m", "fimjax.data.cache", *args], cwd=REPO,
-                        capture_output=True, text=True)
+  return subprocess.run(
+    [sys.executable, "-m", "fimjax.data.cache", *args], cwd=REPO, capture_output=True, text=True
+  )
 
 
 def test_cli_build_and_info(tmp_path):
   src = _make_corpus(tmp_path / "in", range(40))
   (src / "broken.yml").write_text("on: [\n")
   out = tmp_path / "cache"
-  r = _cli("build", "--input", str(src), str(src / "w001.yml"), "--out", str(out),
-           "--tokenizer", "bpe", "--val-fraction", "0.25", "--no-progress")
+  r = _cli(
+    "build",
+    "--input",
+    str(src),
+    str(src / "w001.yml"),
+    "--out",
+    str(out),
+    "--tokenizer",
+    "bpe",
+    "--val-fraction",
+    "0.25",
+    "--no-progress",
+  )
   assert r.returncode == 0, r.stderr
   assert "kept 40 of 42; skipped: duplicate 1, yaml_error 1" in r.stdout
   r = _cli("info", str(out), "--json")
   assert r.returncode == 0, r.stderr
   meta = json.loads(r.stdout)
-  for key in ("tokenizer", "vocab_size", "pad_id", "special_ids", "num_documents", "num_tokens",
-              "skipped", "tokens_per_document", "settings"):
+  for key in (
+    "tokenizer",
+    "vocab_size",
+    "pad_id",
+    "special_ids",
+    "num_documents",
+    "num_tokens",
+    "skipped",
+    "tokens_per_document",
+    "settings",
+  ):
     assert key in meta
   assert meta["vocab_size"] == 8192 and meta["settings"]["val_fraction"] == 0.25
   assert {"file": str(src / "broken.yml"), "reason": "yaml_error"} in meta["skipped"]
@@ -432,7 +527,9 @@ def test_cli_errors_are_one_line(tmp_path):
   if importlib.util.find_spec("tct_github_workflow") is None:
     r = _cli("build", "--input", str(tmp_path), "--out", str(tmp_path / "c"), "--tokenizer", "tct")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "pip install /path/to/tct_github_workflow-*.whl" in r.stderr and "tokenizer=bpe" in r.stderr
+    assert (
+      "pip install /path/to/tct_github_workflow-*.whl" in r.stderr and "tokenizer=bpe" in r.stderr
+    )
   r = _cli("info", str(tmp_path))
   assert r.returncode == 2 and "no fimjax token cache" in r.stderr and r.stderr.count("\n") == 1
   r = _cli("build", "--input", str(tmp_path), "--out", str(tmp_path / "c"), "--val-fraction", "1.5")
@@ -487,8 +584,11 @@ def test_meta_records_size_and_sha256_of_every_file(small_cache):
 
 def test_token_id_out_of_range_is_named(damaged):
   _poke(damaged / "tokens.npy", _token_offset(damaged / "tokens.npy", 5) + 1, b"\xff")
-  with pytest.raises(cache.CacheDamaged, match=r"token id 6\d{4} at index 5 is not below the vocab "
-                     r"size 300") as e:
+  with pytest.raises(
+    cache.CacheDamaged,
+    match=r"token id 6\d{4} at index 5 is not below the vocab "
+    r"size 300",
+  ) as e:
     cache.load_cache(damaged, checksums=False)  # found without hashing: old caches too
   msg = str(e.value)
   assert e.value.file == damaged / "tokens.npy" and "\n" not in msg
@@ -511,8 +611,11 @@ def test_truncated_file_is_named_by_size(damaged):
   path = damaged / cache.STRUCT_SPAN
   size = path.stat().st_size
   os.truncate(path, size - 10)
-  with pytest.raises(cache.CacheDamaged, match=rf"struct_span\.npy is damaged \({size - 10} bytes, "
-                     rf"meta\.json says {size}: truncated"):
+  with pytest.raises(
+    cache.CacheDamaged,
+    match=rf"struct_span\.npy is damaged \({size - 10} bytes, "
+    rf"meta\.json says {size}: truncated",
+  ):
     cache.load_cache(damaged, checksums=False)
   _drop_checksums(damaged)  # without recorded sizes, the array's own header gives it away
   with pytest.raises(cache.CacheDamaged, match=r"struct_span\.npy is damaged \(unreadable"):
@@ -527,7 +630,7 @@ def test_damaged_tokenizer_is_named(damaged):
   with pytest.raises(cache.CacheDamaged, match=r"tokenizer\.json is damaged \(sha256 differs"):
     cache.load_cache(damaged)
   _drop_checksums(damaged)
-  path.write_bytes(text[:len(text) // 2])  # an old cache: the parse error names the file
+  path.write_bytes(text[: len(text) // 2])  # an old cache: the parse error names the file
   with pytest.raises(cache.CacheDamaged, match=r"tokenizer\.json is damaged \(unreadable"):
     cache.load_cache(damaged).tokenizer()
 
@@ -553,13 +656,17 @@ def test_ensure_cache_rebuilds_a_damaged_cache_only_with_the_same_tokenizer(dama
     raise ValueError("tokenizer: saved 'bpe:1', now 'bpe:2'")
 
   logs = []
-  with pytest.raises(cache.CacheError, match=r"documents\.tsv is damaged \(sha256 differs.*\), and "
-                     r"its rebuild is refused \(tokenizer: saved.*\); restore .* from a copy") as e:
+  with pytest.raises(
+    cache.CacheError,
+    match=r"documents\.tsv is damaged \(sha256 differs.*\), and "
+    r"its rebuild is refused \(tokenizer: saved.*\); restore .* from a copy",
+  ) as e:
     cache.ensure_cache(_cfg([str(src)]), damaged, progress=False, log=logs.append, verify=refuse)
   assert "\n" not in str(e.value) and _snapshot(damaged) == before  # the damaged cache is kept
   assert "only if it gives the run's tokenizer" in logs[0]
-  tc = cache.ensure_cache(_cfg([str(src)]), damaged, progress=False, log=logs.append,
-                          verify=lambda meta, folder: None)
+  tc = cache.ensure_cache(
+    _cfg([str(src)]), damaged, progress=False, log=logs.append, verify=lambda meta, folder: None
+  )
   assert f"file {tsv} is damaged (sha256 differs" in logs[1] and tc.checksummed
 
 
@@ -599,6 +706,7 @@ def test_a_build_over_two_processes_is_byte_identical_to_one(tmp_path):
 
 def test_bpe_trains_on_a_bounded_sample_of_training_texts(tmp_path):
   from fimjax.data import encode  # pylint: disable=g-import-not-at-top
+
   texts = [f"jobs: {{a{i}: {{}}}}\n" * (i + 1) for i in range(6)]
   spill = tmp_path / "t.spill"
   spill.write_bytes("".join(texts).encode())

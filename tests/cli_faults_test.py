@@ -19,8 +19,9 @@ from tests.conftest import REPO
 
 
 def _tool(*args):
-  return subprocess.run([sys.executable, "-m", *map(str, args)], cwd=REPO, capture_output=True,
-                        text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=120
+  )
 
 
 def _one_line(err: str) -> str:
@@ -50,6 +51,7 @@ def test_config_file_without_get_config_names_the_file_and_the_fix(tmp_path):
 
 # ---------------------------------------------------------- 9: metrics.jsonl torn by a crash
 
+
 def _metrics(workdir, text):
   workdir.mkdir(exist_ok=True)
   (workdir / "metrics.jsonl").write_text(text)
@@ -75,10 +77,16 @@ def test_torn_metrics_line_elsewhere_is_an_error_naming_file_and_line(tmp_path):
   assert not (workdir / "loss.png").exists()
 
 
-@pytest.mark.parametrize("tail, kept", [('{"step": 3, "lo', [1, 2, 4]),  # torn: cut
-                                        ('{"step": 3, "loss": 2.0}', [1, 2, 3, 4])])  # whole
-def test_resumed_writer_appends_after_a_torn_line_on_a_line_of_its_own(tmp_path, caplog, tail,
-                                                                      kept):
+@pytest.mark.parametrize(
+  "tail, kept",
+  [
+    ('{"step": 3, "lo', [1, 2, 4]),  # torn: cut
+    ('{"step": 3, "loss": 2.0}', [1, 2, 3, 4]),
+  ],
+)  # whole
+def test_resumed_writer_appends_after_a_torn_line_on_a_line_of_its_own(
+  tmp_path, caplog, tail, kept
+):
   workdir = _metrics(tmp_path / "run", GOOD + tail)
   w = metrics.MetricsWriter(str(workdir), enabled=True)
   w.write(4, {"loss": 1.5})
@@ -89,6 +97,7 @@ def test_resumed_writer_appends_after_a_torn_line_on_a_line_of_its_own(tmp_path,
 
 
 # ---------------------------------------------------- 12: the tools' inputs, outputs, workdirs
+
 
 def _snapshot(root):
   return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
@@ -115,8 +124,10 @@ def files(tmp_path):
 
 def test_infill_refuses_bad_input_and_output_in_one_line(files, capsys):
   run = files / "no_run"  # every case stops before the run is looked at
-  for name, why in [("latin1.yml", "byte 0xe9 at offset 9: invalid continuation byte"),
-                    ("binary.yml", "byte 0x00 at offset 6: a binary file")]:
+  for name, why in [
+    ("latin1.yml", "byte 0xe9 at offset 9: invalid continuation byte"),
+    ("binary.yml", "byte 0x00 at offset 6: a binary file"),
+  ]:
     rc, line = _in_process(capsys, infill.main, "--workdir", run, files / name)
     assert rc == 2 and f"{files / name} is not UTF-8 text ({why}" in line
   for flag, bad in (("--max_tokens", "0"), ("--max-tokens", "-1")):  # the old spelling too
@@ -124,15 +135,24 @@ def test_infill_refuses_bad_input_and_output_in_one_line(files, capsys):
     assert rc == 2 and f"flag --max_tokens={bad}: must be >= 1, not {bad}" in line
   rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml", "--out", files)
   assert rc == 2 and f"--out {files} is a folder: give a file path" in line
-  rc, line = _in_process(capsys, infill.main, "--workdir", run, files / "wf.yml",
-                         "--out", files / "a_file" / "out.yml")
+  rc, line = _in_process(
+    capsys, infill.main, "--workdir", run, files / "wf.yml", "--out", files / "a_file" / "out.yml"
+  )
   assert rc == 2 and f"{files / 'a_file'} is a file, not a folder" in line
 
 
-@pytest.mark.parametrize("flag, value, rule", [
-    ("--num", "0", ">= 1"), ("--num", "-3", ">= 1"), ("--batch_size", "0", ">= 1"),
-    ("--temperature", "-0.5", ">= 0"), ("--top_k", "-1", ">= 0"), ("--top-p", "0", "> 0"),
-    ("--max-tokens", "x", None)])
+@pytest.mark.parametrize(
+  "flag, value, rule",
+  [
+    ("--num", "0", ">= 1"),
+    ("--num", "-3", ">= 1"),
+    ("--batch_size", "0", ">= 1"),
+    ("--temperature", "-0.5", ">= 0"),
+    ("--top_k", "-1", ">= 0"),
+    ("--top-p", "0", "> 0"),
+    ("--max-tokens", "x", None),
+  ],
+)
 def test_generate_refuses_bad_numbers_in_one_line(tmp_path, capsys, flag, value, rule):
   rc, line = _in_process(capsys, generate.main, "--workdir", tmp_path, flag, value)
   assert rc == 2 and f"flag {flag.replace('-', '_').replace('__', '--')}={value}: " in line
@@ -141,8 +161,9 @@ def test_generate_refuses_bad_numbers_in_one_line(tmp_path, capsys, flag, value,
 
 
 def test_generate_refuses_a_samples_dir_that_is_a_file_before_loading_the_model(files, capsys):
-  rc, line = _in_process(capsys, generate.main, "--workdir", files / "no_run",
-                         "--samples-dir", files / "a_file")
+  rc, line = _in_process(
+    capsys, generate.main, "--workdir", files / "no_run", "--samples-dir", files / "a_file"
+  )
   assert rc == 2 and f"--samples_dir {files / 'a_file'} is a file: give a folder path" in line
 
 
@@ -150,11 +171,14 @@ def test_generate_refuses_a_samples_dir_that_is_a_file_before_loading_the_model(
 def test_tools_on_a_missing_or_empty_workdir_create_nothing(files, capsys, tool):
   main = {"infill": infill.main, "generate": generate.main, "evaluate": evaluate.main}[tool]
   before = _snapshot(files)
-  for run, where in [(files / "no_run", "no_run: no such folder"),
-                     (files / "a_file", "a_file: a file, not a run folder"),
-                     (files / "empty_run", "empty_run/checkpoints;")]:
-    rc, line = _in_process(capsys, main, "--workdir", run,
-                           *([files / "wf.yml"] if tool == "infill" else []))
+  for run, where in [
+    (files / "no_run", "no_run: no such folder"),
+    (files / "a_file", "a_file: a file, not a run folder"),
+    (files / "empty_run", "empty_run/checkpoints;"),
+  ]:
+    rc, line = _in_process(
+      capsys, main, "--workdir", run, *([files / "wf.yml"] if tool == "infill" else [])
+    )
     assert rc == 1 and f"no checkpoint in {files}/{where}" in line
     assert f"train first with python -m fimjax.main --config CONFIG --workdir {run}" in line
   assert _snapshot(files) == before
@@ -171,12 +195,22 @@ def test_plot_on_a_read_only_workdir_names_the_fix(tmp_path, capsys, monkeypatch
   assert (tmp_path / "elsewhere.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize("devices, message", [
+@pytest.mark.parametrize(
+  "devices, message",
+  [
     ("-1", "flag --devices=-1: -1 is not a non-negative integer"),
-    ("3", "train.batch_size=8 / train.microbatches=1 must be a multiple of data*fsdp=3")])
+    ("3", "train.batch_size=8 / train.microbatches=1 must be a multiple of data*fsdp=3"),
+  ],
+)
 def test_fit_refuses_devices_it_cannot_use_in_one_line(devices, message):
-  proc = _tool("fimjax.fit", "--config", REPO / "configs/tiny.py", "--devices", devices,
-               "--config.train.batch_size=8")
+  proc = _tool(
+    "fimjax.fit",
+    "--config",
+    REPO / "configs/tiny.py",
+    "--devices",
+    devices,
+    "--config.train.batch_size=8",
+  )
   assert proc.returncode in (1, 2) and message in _one_line(proc.stderr)
 
 

@@ -16,6 +16,7 @@ absl.flags.FLAGS.mark_as_parsed()
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
+
 def _find_shared() -> pathlib.Path:
   """The shared data folder: $FIMJAX_SHARED, ../shared beside the checkout, or /work/shared."""
   candidates = [os.environ.get("FIMJAX_SHARED"), REPO.parent / "shared", "/work/shared"]
@@ -52,8 +53,14 @@ def trained_workdir(tmp_path_factory):
   Its evaluation at the last step runs the sampling metrics too (eval.in_loop), small numbers.
   """
   from tests.train_test import run_main  # pylint: disable=g-import-not-at-top
+
   workdir = tmp_path_factory.mktemp("trained")
-  run_main(workdir, "--config.train.steps=2", "--config.eval.infill_holes=4",
-           "--config.eval.generate_samples=2", "--config.eval.max_new_tokens=8",
-           cache_dir=workdir / "cache")
+  run_main(
+    workdir,
+    "--config.train.steps=2",
+    "--config.eval.infill_holes=4",
+    "--config.eval.generate_samples=2",
+    "--config.eval.max_new_tokens=8",
+    cache_dir=workdir / "cache",
+  )
   return workdir

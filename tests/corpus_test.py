@@ -27,10 +27,16 @@ def test_shared_corpus_counts(shared_corpus, manifest):
   c = shared_corpus
   assert c.num_inputs == len(manifest) == 1269  # README/TSV/licence files are not inputs
   assert corpus.skip_counts(c.skipped) == {
-      "empty": 4, "yaml_error": 11, "not_mapping": 1, "not_workflow": 6, "not_json": 2}
+    "empty": 4,
+    "yaml_error": 11,
+    "not_mapping": 1,
+    "not_workflow": 6,
+    "not_json": 2,
+  }
   assert len(c.documents) == 1245
   assert corpus.summary(c.num_inputs, len(c.documents), c.skipped) == (
-      "kept 1245 of 1269; skipped: empty 4, yaml_error 11, not_mapping 1, not_workflow 6, not_json 2")
+    "kept 1245 of 1269; skipped: empty 4, yaml_error 11, not_mapping 1, not_workflow 6, not_json 2"
+  )
   assert len({d.sha256 for d in c.documents}) == len(c.documents)
 
 
@@ -50,8 +56,11 @@ def test_shared_corpus_reasons_match_manifest(shared_corpus, manifest):
       assert kept[f].sha256 == r["sha256"]
       assert kept[f].text.encode("utf-8") == pathlib.Path(f).read_bytes()
   # Every real workflow/template that loads as a mapping is kept (they all have jobs).
-  real = [f for f, r in manifest.items() if r["kind"] in ("workflow", "template")
-          and r["json_ok"] == "yes" and r["top_mapping"] == "yes"]
+  real = [
+    f
+    for f, r in manifest.items()
+    if r["kind"] in ("workflow", "template") and r["json_ok"] == "yes" and r["top_mapping"] == "yes"
+  ]
   assert real and all(f in kept or reason[f] == "empty" for f in real)
 
 
@@ -69,7 +78,9 @@ def test_on_fix():
   assert list(corpus.load_workflow("name: x\non: push\njobs: {}\n")) == ["name", "on", "jobs"]
   assert corpus.load_workflow('{"on": "push", "jobs": {}}', json_file=True)["on"] == "push"
   # A nested `on` is a value of some other key, not the trigger: left alone.
-  assert corpus.load_workflow("jobs:\n  a:\n    with:\n      on: 1\n")["jobs"]["a"]["with"] == {True: 1}
+  assert corpus.load_workflow("jobs:\n  a:\n    with:\n      on: 1\n")["jobs"]["a"]["with"] == {
+    True: 1
+  }
   # Dates stay strings so the workflow still serialises to JSON.
   obj = corpus.load_workflow("on: push\njobs: {}\nenv:\n  D: 2024-01-02\n")
   assert obj["env"]["D"] == "2024-01-02" and corpus.to_json(obj)
@@ -92,7 +103,11 @@ def test_every_skip_reason(tmp_path, shared_schema):
   _write(tmp_path, "g_list.yml", "- on\n- jobs\n")
   _write(tmp_path, "h_nojobs.yml", "on: push\nname: x\n")
   _write(tmp_path, "i_bad.json", '{"on": "push", "jobs": ')
-  _write(tmp_path, "j_ok.json", json.dumps({"on": "push", "jobs": {"a": {"runs-on": "x", "steps": [{"run": "y"}]}}}))
+  _write(
+    tmp_path,
+    "j_ok.json",
+    json.dumps({"on": "push", "jobs": {"a": {"runs-on": "x", "steps": [{"run": "y"}]}}}),
+  )
   _write(tmp_path, "k_recursive.yml", "on: push\njobs: &a\n  x: *a\n")
   _write(tmp_path, "l_big.yml", WF.format("x" * 5000))
   _write(tmp_path, "m_schema.yml", "on: push\njobs:\n  a:\n    runs-on: 1\n    steps: 7\n")
@@ -103,14 +118,24 @@ def test_every_skip_reason(tmp_path, shared_schema):
   _write(tmp_path, "cache/meta.json", "{}")  # inside a token cache: never an input
   before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
-  c = corpus.read_corpus([str(tmp_path)], max_file_bytes=2000, schema_check=True,
-                         schema_path=str(shared_schema))
+  c = corpus.read_corpus(
+    [str(tmp_path)], max_file_bytes=2000, schema_check=True, schema_path=str(shared_schema)
+  )
   got = {pathlib.Path(s["file"]).name: s["reason"] for s in c.skipped}
-  assert got == {"b_dup.yaml": "duplicate", "c_not_utf8.yml": "not_utf8", "d_empty.yml": "empty",
-                 "e_comment.yml": "empty", "f_bad.yml": "yaml_error", "g_list.yml": "not_mapping",
-                 "h_nojobs.yml": "not_workflow", "i_bad.json": "json_error",
-                 "k_recursive.yml": "not_json", "l_big.yml": "too_large",
-                 "m_schema.yml": "schema_invalid", "o_dangling.yml": "unreadable"}
+  assert got == {
+    "b_dup.yaml": "duplicate",
+    "c_not_utf8.yml": "not_utf8",
+    "d_empty.yml": "empty",
+    "e_comment.yml": "empty",
+    "f_bad.yml": "yaml_error",
+    "g_list.yml": "not_mapping",
+    "h_nojobs.yml": "not_workflow",
+    "i_bad.json": "json_error",
+    "k_recursive.yml": "not_json",
+    "l_big.yml": "too_large",
+    "m_schema.yml": "schema_invalid",
+    "o_dangling.yml": "unreadable",
+  }
   assert [pathlib.Path(d.name).name for d in c.documents] == ["a_ok.yml", "j_ok.json", "n_ok.yaml"]
   assert c.num_inputs == 15
   assert before == {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -129,20 +154,28 @@ def _laughs(levels: int) -> str:
 def test_alias_bombs_are_too_large_and_skipped_quickly(tmp_path):
   _write(tmp_path, "a_laughs9.yml", _laughs(9))
   _write(tmp_path, "b_laughs10.yml", _laughs(10))
-  _write(tmp_path, "c_aliases.yml", "on: push\ndefaults: &d {run: {shell: bash}}\njobs:\n"
-         "  a: {runs-on: x, defaults: *d, steps: [{run: y}]}\n  b: {runs-on: x, defaults: *d}\n")
+  _write(
+    tmp_path,
+    "c_aliases.yml",
+    "on: push\ndefaults: &d {run: {shell: bash}}\njobs:\n"
+    "  a: {runs-on: x, defaults: *d, steps: [{run: y}]}\n  b: {runs-on: x, defaults: *d}\n",
+  )
   t0 = time.perf_counter()
   c = corpus.read_corpus([str(tmp_path)], num_proc=1)
   assert time.perf_counter() - t0 < 5
   assert len(_laughs(9)) < 500
   assert [(pathlib.Path(s["file"]).name, s["reason"]) for s in c.skipped] == [
-      ("a_laughs9.yml", "too_large"), ("b_laughs10.yml", "too_large")]
+    ("a_laughs9.yml", "too_large"),
+    ("b_laughs10.yml", "too_large"),
+  ]
   assert corpus.skip_counts(c.skipped)["too_large"] == 2
   [doc] = c.documents
   assert json.loads(doc.json_text)["jobs"]["b"]["defaults"] == {"run": {"shell": "bash"}}
   # 4 levels (6561 strings) is a document like any other, under a limit that allows it
   assert corpus.read_source(corpus.Source("x.yml", data=_laughs(4).encode()))[2] is None
-  assert corpus.read_source(corpus.Source("x.yml", data=_laughs(4).encode()), 5000)[2] == "too_large"
+  assert (
+    corpus.read_source(corpus.Source("x.yml", data=_laughs(4).encode()), 5000)[2] == "too_large"
+  )
 
 
 def test_explicit_files_and_order(tmp_path):
@@ -186,12 +219,13 @@ def test_parallel_equals_serial(shared_workflows):
 def test_default_corpus_is_the_shipped_real_corpus_with_its_split(shared_workflows):
   """'default' reads the packed 1,269 real workflows byte for byte, with SPLIT.tsv's split."""
   c = corpus.read_corpus(["default"])
-  split = dict(line.split("\t") for line in
-               (shared_workflows / "SPLIT.tsv").read_text().splitlines()[1:])
+  split = dict(
+    line.split("\t") for line in (shared_workflows / "SPLIT.tsv").read_text().splitlines()[1:]
+  )
   assert c.num_inputs == len(split) == 1269
   assert corpus.summary(c.num_inputs, len(c.documents), c.skipped).startswith("kept 1245 of 1269")
   for d in c.documents[::50]:
-    name = d.name[len("default:"):]
+    name = d.name[len("default:") :]
     assert d.text.encode() == (shared_workflows / name).read_bytes()
     assert d.split == ("train", "validation").index(split[name])
   assert {s["reason"] for s in c.skipped} >= {"yaml_error", "empty"}  # broken files stay in

@@ -48,15 +48,27 @@ def test_held_out_holes_by_kind_are_fixed_and_well_formed():
   assert holes == infill_eval.make_holes(docs, 4, 64, seed=3)
   assert holes != infill_eval.make_holes(docs, 4, 64, seed=4)
   kinds = [h["kind"] for h in holes]
-  assert all(kinds.count(k) == 4 for k in ("value", "line", "step", "span1", "span2_8",
-                                           "span9_32", "span33plus"))
-  text = lambda h: bytes(docs[h["doc"]][h["start"]:h["start"] + h["length"]].astype(np.uint8)).decode()
+  assert all(
+    kinds.count(k) == 4
+    for k in ("value", "line", "step", "span1", "span2_8", "span9_32", "span33plus")
+  )
+  text = lambda h: bytes(
+    docs[h["doc"]][h["start"] : h["start"] + h["length"]].astype(np.uint8)
+  ).decode()
   for h in holes:
     assert 1 <= h["length"] <= 63 and h["start"] + h["length"] <= docs.lengths[h["doc"]]
     t = text(h)
     if h["kind"] == "value":
-      assert t in (" CI", " [push]", " ubuntu-latest", " actions/checkout@v4", " Test",
-                   " make test", " Unit tests", " 1")
+      assert t in (
+        " CI",
+        " [push]",
+        " ubuntu-latest",
+        " actions/checkout@v4",
+        " Test",
+        " make test",
+        " Unit tests",
+        " 1",
+      )
     elif h["kind"] == "line":
       assert (t.startswith("\n") or h["start"] == 0) and "\n" not in t[1:] and t.strip()
     elif h["kind"] == "step":
@@ -70,17 +82,26 @@ def test_scores_on_a_hand_made_case(shared_schema):
   doc = list(docs[0])
   at = WORKFLOW.index(" ubuntu-latest")
   line_at = WORKFLOW.index("\n        run: make test")
-  holes = [{"doc": 0, "start": at, "length": 14, "kind": "value"},
-           {"doc": 0, "start": at, "length": 14, "kind": "value"},
-           {"doc": 0, "start": line_at, "length": 23, "kind": "line"},
-           {"doc": 0, "start": line_at, "length": 23, "kind": "line"}]
-  outputs = [(doc[at:at + 14], True),  # exact
-             (doc[at:at + 14] + list(b": x"), False),  # written, did not stop, breaks the file
-             (doc[line_at:line_at + 23] + list(b"\n  x: 1"), False),  # the line stop cuts it
-             (list(b" runs-on: [oops"), True)]  # breaks the file
-  rows = infill_eval.score(holes, outputs, docs, tokenizer=_Bytes(),
-                           newline=np.array([b == 10 for b in range(256)]),
-                           validator=inference.make_validator(str(shared_schema)))
+  holes = [
+    {"doc": 0, "start": at, "length": 14, "kind": "value"},
+    {"doc": 0, "start": at, "length": 14, "kind": "value"},
+    {"doc": 0, "start": line_at, "length": 23, "kind": "line"},
+    {"doc": 0, "start": line_at, "length": 23, "kind": "line"},
+  ]
+  outputs = [
+    (doc[at : at + 14], True),  # exact
+    (doc[at : at + 14] + list(b": x"), False),  # written, did not stop, breaks the file
+    (doc[line_at : line_at + 23] + list(b"\n  x: 1"), False),  # the line stop cuts it
+    (list(b" runs-on: [oops"), True),
+  ]  # breaks the file
+  rows = infill_eval.score(
+    holes,
+    outputs,
+    docs,
+    tokenizer=_Bytes(),
+    newline=np.array([b == 10 for b in range(256)]),
+    validator=inference.make_validator(str(shared_schema)),
+  )
   assert [r["exact"] for r in rows] == [True, False, False, False]
   assert [r["written"] for r in rows] == [True, True, True, False]
   assert [r.get("line_stop") for r in rows] == [None, None, True, False]
@@ -104,8 +125,10 @@ class _TextTokenizer:
 
 def test_check_decodes_parses_and_validates(shared_schema):
   validator = inference.make_validator(str(shared_schema))
-  good = "name: CI\non:\n  push:\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n" \
-         "      - run: make\n"
+  good = (
+    "name: CI\non:\n  push:\njobs:\n  build:\n    runs-on: ubuntu-latest\n    steps:\n"
+    "      - run: make\n"
+  )
   s = inference.check(inference.Sample([1], True), _TextTokenizer(good), validator)
   assert (s.decoded, s.parsed, s.schema_valid) == (True, True, True), s.error  # `on` mapped back
   s = inference.check(inference.Sample([1], True), _TextTokenizer("name: CI\njobs: 3\n"), validator)
@@ -117,8 +140,21 @@ def test_check_decodes_parses_and_validates(shared_schema):
 
 
 def test_generate_json_counts_are_consistent(trained_workdir, capsys, shared_schema):
-  rc = generate_cli.main(["--workdir", str(trained_workdir), "--num", "3", "--json", "--seed", "1",
-                          "--max_tokens", "40", "--schema", str(shared_schema)])
+  rc = generate_cli.main(
+    [
+      "--workdir",
+      str(trained_workdir),
+      "--num",
+      "3",
+      "--json",
+      "--seed",
+      "1",
+      "--max_tokens",
+      "40",
+      "--schema",
+      str(shared_schema),
+    ]
+  )
   assert rc == 0
   report = json.loads(capsys.readouterr().out)
   assert {"num", "decoded", "parsed", "schema_valid"} <= report.keys()
@@ -128,14 +164,36 @@ def test_generate_json_counts_are_consistent(trained_workdir, capsys, shared_sch
 
 def test_evaluate_cli_writes_a_report(trained_workdir, tmp_path, capsys):
   out = tmp_path / "report.json"
-  rc = evaluate_cli.main(["--workdir", str(trained_workdir), "--out", str(out),
-                          "--infill_holes", "4", "--generate_samples", "2",
-                          "--max_new_tokens", "8"])
+  rc = evaluate_cli.main(
+    [
+      "--workdir",
+      str(trained_workdir),
+      "--out",
+      str(out),
+      "--infill_holes",
+      "4",
+      "--generate_samples",
+      "2",
+      "--max_new_tokens",
+      "8",
+    ]
+  )
   assert rc == 0, capsys.readouterr().err
   report = json.loads(out.read_text())
-  for key in ("eval_loss", "eval_fim_loss", "eval_fim_first_acc", "eval_fim_eom_acc",
-              "infill_exact", "infill_written", "infill_n", "infill_valid_after_fill",
-              "gen_decoded_rate", "gen_parsed_rate", "gen_schema_valid_rate", "step"):
+  for key in (
+    "eval_loss",
+    "eval_fim_loss",
+    "eval_fim_first_acc",
+    "eval_fim_eom_acc",
+    "infill_exact",
+    "infill_written",
+    "infill_n",
+    "infill_valid_after_fill",
+    "gen_decoded_rate",
+    "gen_parsed_rate",
+    "gen_schema_valid_rate",
+    "step",
+  ):
     assert key in report, key
   assert report["infill_holes"] == 4
   for kind in ("value", "line", "span1", "span2_8"):  # 9+ tokens do not fit max-new 8
@@ -151,8 +209,11 @@ def test_training_loop_logs_sampling_metrics(trained_workdir):
   # The run was given no schema path: the workflow schema shipped with fimjax gives the rate.
   records = [json.loads(l) for l in open(trained_workdir / "metrics.jsonl")]
   evals = [r for r in records if "eval_loss" in r]
-  assert evals and {"eval_fim_loss", "infill_exact", "gen_decoded_rate",
-                    "gen_schema_valid_rate"} <= evals[-1].keys()
+  assert (
+    evals
+    and {"eval_fim_loss", "infill_exact", "gen_decoded_rate", "gen_schema_valid_rate"}
+    <= evals[-1].keys()
+  )
   assert corpus.find_schema("") == corpus.BUNDLED_SCHEMA and corpus.BUNDLED_SCHEMA.is_file()
 
 
@@ -167,9 +228,22 @@ def test_evaluate_on_a_held_out_folder(trained_workdir, tmp_path, capsys):
   folder.mkdir()
   (folder / "ci.yml").write_text(WORKFLOW)
   (folder / "broken.yml").write_text("on: [")
-  rc = evaluate_cli.main(["--workdir", str(trained_workdir), "--corpus", str(folder),
-                          "--infill_holes", "2", "--generate_samples", "0", "--max_new_tokens", "8",
-                          "--span_policy", "line"])
+  rc = evaluate_cli.main(
+    [
+      "--workdir",
+      str(trained_workdir),
+      "--corpus",
+      str(folder),
+      "--infill_holes",
+      "2",
+      "--generate_samples",
+      "0",
+      "--max_new_tokens",
+      "8",
+      "--span_policy",
+      "line",
+    ]
+  )
   assert rc == 0, capsys.readouterr().err
   report = json.loads(capsys.readouterr().out)
   assert report["corpus_summary"] == "kept 1 of 2; skipped: yaml_error 1"

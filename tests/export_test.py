@@ -25,9 +25,11 @@ def run(trained_workdir):
   """(workdir, config, cache, ModelConfig in fp32, params) of the trained tiny run."""
   from fimjax import checkpoint
   from fimjax import model as model_lib
+
   config, cache, state, _ = checkpoint.load_run(str(trained_workdir))
-  cfg = dataclasses.replace(model_lib.ModelConfig.from_config(config, cache.model_vocab_size),
-                            dtype="float32")
+  cfg = dataclasses.replace(
+    model_lib.ModelConfig.from_config(config, cache.model_vocab_size), dtype="float32"
+  )
   return str(trained_workdir), config, cache, cfg, state["params"]
 
 
@@ -40,6 +42,7 @@ def exported(run, tmp_path_factory):
 
 def _jax_logits(cfg, params, tokens, pos, gap, seg=None):
   from fimjax import model as model_lib
+
   add = lambda a: None if a is None else np.asarray(a, np.int32)[None]  # noqa: E731
   return np.asarray(model_lib.apply(cfg, params, add(tokens), add(pos), add(gap), add(seg)))[0]
 
@@ -47,14 +50,20 @@ def _jax_logits(cfg, params, tokens, pos, gap, seg=None):
 def _prompts(cache, positions):
   tok = cache.tokenizer()
   pre, suf = tok.encode(PREFIX), tok.encode(SUFFIX)
-  return {"ar": sample_lib.generate_prompt(cache.special_ids, pre + suf),
-          "fim": sample_lib.infill_prompt(pre, suf, cache.special_ids, positions=positions)}
+  return {
+    "ar": sample_lib.generate_prompt(cache.special_ids, pre + suf),
+    "fim": sample_lib.infill_prompt(pre, suf, cache.special_ids, positions=positions),
+  }
 
 
 def test_export_writes_files_and_config_round_trips(run, exported):
   _, config, cache, cfg, _ = run
-  assert sorted(os.listdir(exported)) == ["README.md", "config.json", "model.safetensors",
-                                          "tokenizer.json"]
+  assert sorted(os.listdir(exported)) == [
+    "README.md",
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+  ]
   with open(os.path.join(exported, "config.json")) as f:
     cj = json.load(f)
   assert export.model_config(cj) == dataclasses.replace(cfg, dtype=config.model.dtype)
@@ -62,8 +71,9 @@ def test_export_writes_files_and_config_round_trips(run, exported):
   assert cj["architecture"]["model_vocab_size"] == cache.model_vocab_size
   assert cj["inputs"]["fim_positions"] == config.fim.positions
   weights = reference.read_safetensors(os.path.join(exported, "model.safetensors"))
-  assert {k: list(a.shape) for k, a in weights.items()} == \
-      {k: t["shape"] for k, t in cj["tensors"].items()}
+  assert {k: list(a.shape) for k, a in weights.items()} == {
+    k: t["shape"] for k, t in cj["tensors"].items()
+  }
   card = open(os.path.join(exported, "README.md")).read()
   assert f"step {cj['step']}" in card and "eval_loss" in card
 
@@ -88,8 +98,7 @@ def test_reference_segments_and_bf16_weights(run, tmp_path):
   row = {k: np.concatenate([getattr(p, k) for p in ps]) for k in ("tokens", "pos", "gap")}
   seg = np.repeat([1, 2], [len(p.tokens) for p in ps])
   want = _jax_logits(cfg, params16, row["tokens"], row["pos"], row["gap"], seg)
-  got = reference.forward(reference.load(str(tmp_path)), row["tokens"], row["pos"], row["gap"],
-                          seg)
+  got = reference.forward(reference.load(str(tmp_path)), row["tokens"], row["pos"], row["gap"], seg)
   assert np.abs(got - want).max() < 1e-4
 
 
@@ -104,12 +113,22 @@ def test_reference_greedy_equals_the_sampler(run, exported):
   _, config, cache, cfg, params = run
   m = reference.load(exported)
   sc = sample_lib.SampleConfig(temperature=0.0, max_new=6)
-  for mode, p in zip((sample_lib.GENERATE, sample_lib.INFILL),
-                     _prompts(cache, config.fim.positions).values()):
-    res = sample_lib.sample(cfg, params, [p], cache.special_ids, cache.model_vocab_size,
-                            mode=mode, sc=sc, positions=config.fim.positions)
-    got = reference.greedy(m, p.tokens, p.pos, p.gap, infill=mode == sample_lib.INFILL,
-                           max_new=sc.max_new)
+  for mode, p in zip(
+    (sample_lib.GENERATE, sample_lib.INFILL), _prompts(cache, config.fim.positions).values()
+  ):
+    res = sample_lib.sample(
+      cfg,
+      params,
+      [p],
+      cache.special_ids,
+      cache.model_vocab_size,
+      mode=mode,
+      sc=sc,
+      positions=config.fim.positions,
+    )
+    got = reference.greedy(
+      m, p.tokens, p.pos, p.gap, infill=mode == sample_lib.INFILL, max_new=sc.max_new
+    )
     assert got == res.tokens[0], mode
 
 
@@ -118,8 +137,9 @@ def test_reference_prompts_equal_the_training_layout(positions):
   sp = {"pad": 99, "bos": 100, "eos": 101, "mask": 102, "mid": 103, "eom": 104}
   pre, suf = [5, 6, 7], [8, 9]
   for start, bos, eos in ((0, True, True), (4, False, False)):
-    want = sample_lib.infill_prompt(pre, suf, sp, positions=positions, start=start, bos=bos,
-                                    eos=eos)
+    want = sample_lib.infill_prompt(
+      pre, suf, sp, positions=positions, start=start, bos=bos, eos=eos
+    )
     got = reference.fim_prompt(pre, suf, sp, positions, start=start, bos=bos, eos=eos)
     for k, a in zip(("tokens", "pos", "gap"), got):
       np.testing.assert_array_equal(a, getattr(want, k))
@@ -136,6 +156,7 @@ def test_reference_prompts_equal_the_training_layout(positions):
 
 def test_tokenizer_json_names_the_specials_at_the_model_ids(run, exported):
   from tokenizers import Tokenizer
+
   _, _, cache, _, _ = run
   tok = Tokenizer.from_file(os.path.join(exported, "tokenizer.json"))
   for name, i in cache.special_ids.items():
@@ -150,6 +171,7 @@ def test_tokenizer_with_fewer_merges_than_its_vocab_keeps_the_ids():
   from tokenizers import Tokenizer
   from fimjax.data import cache as cache_lib
   from fimjax.data import tokenizers as tok_lib
+
   bpe = tok_lib.BpeTokenizer.train(["on: push\njobs: {}\n"] * 3, vocab_size=400)
   assert bpe._tok.get_vocab_size() < 399  # pylint: disable=protected-access
   sp = cache_lib.special_ids(bpe.vocab_size, bpe.pad_id)
@@ -159,12 +181,18 @@ def test_tokenizer_with_fewer_merges_than_its_vocab_keeps_the_ids():
 
 def test_tct_export_has_no_tokenizer_json(tmp_path):
   from fimjax import model as model_lib
+
   cfg = model_lib.ModelConfig(vocab_size=128, d_model=16, num_layers=1, num_heads=2, context=16)
   sp = {"pad": 99, "bos": 100, "eos": 101, "mask": 102, "mid": 103, "eom": 104}
   (tmp_path / "tokenizer.json").write_text("{}")  # an earlier export's
-  export.write_export(str(tmp_path), cfg, model_lib.init_params(cfg, 0), model_vocab_size=105,
-                      special_ids=sp, tokenizer={"type": "tct", "module": "tct_x",
-                                                 "version": "tct_x-1.0"})
+  export.write_export(
+    str(tmp_path),
+    cfg,
+    model_lib.init_params(cfg, 0),
+    model_vocab_size=105,
+    special_ids=sp,
+    tokenizer={"type": "tct", "module": "tct_x", "version": "tct_x-1.0"},
+  )
   assert not (tmp_path / "tokenizer.json").exists()
   assert "tct_x" in (tmp_path / "README.md").read_text()
 
@@ -172,11 +200,14 @@ def test_tct_export_has_no_tokenizer_json(tmp_path):
 def test_a_copied_checkpoints_folder_exports_the_same_weights(run, exported, tmp_path):
   """No workdir, no token cache: the checkpoint carries its tokenizer (and its eval metrics)."""
   import shutil  # pylint: disable=g-import-not-at-top
+
   copy = tmp_path / "moved"
   shutil.copytree(os.path.join(run[0], "checkpoints"), copy)
   out = tmp_path / "from_copy"
   assert export_cli.main(["--model", str(copy), "--out", str(out)]) == 0
-  assert (out / "tokenizer.json").read_text() == open(os.path.join(exported, "tokenizer.json")).read()
+  assert (out / "tokenizer.json").read_text() == open(
+    os.path.join(exported, "tokenizer.json")
+  ).read()
   a, b = reference.load(str(out)).weights, reference.load(exported).weights
   assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
   cj = json.loads((out / "config.json").read_text())
@@ -185,6 +216,7 @@ def test_a_copied_checkpoints_folder_exports_the_same_weights(run, exported, tmp
 
 def test_fimjax_load_opens_an_export_and_fills_as_the_checkpoint_does(run, exported):
   import fimjax  # pylint: disable=g-import-not-at-top
+
   text = PREFIX + " <FILL>" + SUFFIX
   from_ckpt, from_export = fimjax.load(run[0]), fimjax.load(exported)
   assert from_export.tokenizer_id == from_ckpt.tokenizer_id and from_export.step == from_ckpt.step
@@ -196,11 +228,13 @@ def test_fimjax_load_opens_an_export_and_fills_as_the_checkpoint_does(run, expor
 def test_bad_workdir_and_out_are_one_line_errors(tmp_path, capsys):
   a_file = tmp_path / "f"
   a_file.write_text("x")
-  cases = [(["--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], "no checkpoint"),
-           (["--workdir", str(tmp_path), "--out", str(tmp_path / "o")], "no checkpoint"),
-           (["--workdir", str(tmp_path), "--out", str(a_file)], "--out"),
-           (["--workdir", str(tmp_path), "--out", str(a_file / "sub")], "--out"),
-           (["--workdir", str(tmp_path), "--out", str(tmp_path / "o"), "--dtype", "f8"], "dtype")]
+  cases = [
+    (["--workdir", str(tmp_path / "nope"), "--out", str(tmp_path / "o")], "no checkpoint"),
+    (["--workdir", str(tmp_path), "--out", str(tmp_path / "o")], "no checkpoint"),
+    (["--workdir", str(tmp_path), "--out", str(a_file)], "--out"),
+    (["--workdir", str(tmp_path), "--out", str(a_file / "sub")], "--out"),
+    (["--workdir", str(tmp_path), "--out", str(tmp_path / "o"), "--dtype", "f8"], "dtype"),
+  ]
   for argv, says in cases:
     assert _exit_code(argv) == 2, argv
     err = capsys.readouterr().err
@@ -217,14 +251,16 @@ def _exit_code(argv) -> int:
 
 def test_reference_needs_only_numpy(exported):
   """reference.py copied out of the package runs with jax, flax and safetensors unimportable."""
-  code = ("import sys, importlib.util\n"
-          "for name in ('jax', 'flax', 'safetensors', 'ml_dtypes', 'fimjax'):\n"
-          "  sys.modules[name] = None\n"
-          f"spec = importlib.util.spec_from_file_location('reference', {reference.__file__!r})\n"
-          "ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)\n"
-          f"m = ref.load({exported!r})\n"
-          "t, p, g = ref.fim_prompt([5, 6], [7], m.special, m.positions)\n"
-          "print(ref.forward(m, t, p, g).shape)\n")
+  code = (
+    "import sys, importlib.util\n"
+    "for name in ('jax', 'flax', 'safetensors', 'ml_dtypes', 'fimjax'):\n"
+    "  sys.modules[name] = None\n"
+    f"spec = importlib.util.spec_from_file_location('reference', {reference.__file__!r})\n"
+    "ref = importlib.util.module_from_spec(spec); spec.loader.exec_module(ref)\n"
+    f"m = ref.load({exported!r})\n"
+    "t, p, g = ref.fim_prompt([5, 6], [7], m.special, m.positions)\n"
+    "print(ref.forward(m, t, p, g).shape)\n"
+  )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   vocab = json.load(open(os.path.join(exported, "config.json")))["architecture"]["vocab_size"]
   assert out.stdout.strip() == f"(7, {vocab})"  # BOS 5 6 MASK 7 EOS MID

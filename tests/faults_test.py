@@ -45,8 +45,9 @@ def _data_config(**overrides):
 
 
 def _small_cache(path: pathlib.Path, corpus="synthetic:20") -> pathlib.Path:
-  cache.build_cache([corpus], path, tokenizer="bpe", bpe_vocab_size=300, progress=False,
-                    log=lambda s: None)
+  cache.build_cache(
+    [corpus], path, tokenizer="bpe", bpe_vocab_size=300, progress=False, log=lambda s: None
+  )
   return path
 
 
@@ -69,8 +70,10 @@ def test_rebuild_never_deletes_files_that_are_not_the_caches(tmp_path):
   (out / "metrics.jsonl").write_text("{}\n")
   before = _snapshot(tmp_path)
   data = _data_config(corpus="synthetic:21")  # stale: would rebuild
-  for attempt in (lambda: cache.ensure_cache(data, out, progress=False, log=lambda s: None),
-                  lambda: _small_cache(out, "synthetic:21")):
+  for attempt in (
+    lambda: cache.ensure_cache(data, out, progress=False, log=lambda s: None),
+    lambda: _small_cache(out, "synthetic:21"),
+  ):
     with pytest.raises(cache.CacheError, match=r"checkpoints, metrics\.jsonl.*data\.cache_dir"):
       attempt()
   assert _snapshot(tmp_path) == before
@@ -100,8 +103,12 @@ def corpus_run(tmp_path_factory):
   for name, text in synthetic.synthetic(40):
     (corpus / name.replace("/", "_")).write_text(text)
   workdir = root / "run"
-  run_main(workdir, *_corpus_flags(corpus), "--config.train.stop_after_steps=2",
-           cache_dir=workdir / "cache")
+  run_main(
+    workdir,
+    *_corpus_flags(corpus),
+    "--config.train.stop_after_steps=2",
+    cache_dir=workdir / "cache",
+  )
   return corpus, workdir
 
 
@@ -113,8 +120,13 @@ def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run
   try:
     before = _snapshot(workdir)
     # 3: a refused config change is found before the (now stale) cache is rebuilt
-    proc = run_main(workdir, *_corpus_flags(corpus), "--config.model.d_model=64",
-                    cache_dir=workdir / "cache", check=False)
+    proc = run_main(
+      workdir,
+      *_corpus_flags(corpus),
+      "--config.model.d_model=64",
+      cache_dir=workdir / "cache",
+      check=False,
+    )
     assert "model.d_model: saved 32, now 64" in _one_error_line(proc)
     assert _snapshot(workdir) == before
     # 2: the grown corpus would retrain the BPE; the run's weights know the old ids: refused
@@ -135,8 +147,13 @@ def test_changed_corpus_or_config_is_refused_before_touching_anything(corpus_run
   old = cache.load_cache(workdir / "cache").meta
   for i, path in enumerate(added):
     path.write_text(synthetic.generate(1000 + i, 7))
-  proc = run_main(workdir, *_corpus_flags(corpus), "--config.train.steps=6", "--keep_tokenizer",
-                  cache_dir=workdir / "cache")
+  proc = run_main(
+    workdir,
+    *_corpus_flags(corpus),
+    "--config.train.steps=6",
+    "--keep_tokenizer",
+    cache_dir=workdir / "cache",
+  )
   assert "Resuming from step 4" in proc.stdout and "with its own tokenizer" in proc.stdout
   new = cache.load_cache(workdir / "cache").meta
   assert cache.tokenizer_id(new) == cache.tokenizer_id(old)
@@ -192,8 +209,11 @@ def test_read_only_workdir_is_refused_before_any_work(tmp_path, monkeypatch):
   workdir.mkdir()
   # root ignores permission bits: answer as a read-only folder does
   monkeypatch.setattr(os, "access", lambda path, mode: path != str(workdir))
-  with pytest.raises(ValueError, match=rf"^--workdir {workdir}: {workdir} is not writable; "
-                     "choose another --workdir$"):
+  with pytest.raises(
+    ValueError,
+    match=rf"^--workdir {workdir}: {workdir} is not writable; "
+    "choose another --workdir$",
+  ):
     train.train_and_evaluate(_tiny_config(tmp_path), str(workdir))
   assert not any(workdir.iterdir()) and not (tmp_path / "cache").exists()
 
@@ -209,26 +229,38 @@ def test_workdir_that_is_a_file_is_one_line(tmp_path):
 def test_gs_workdir_without_gcsfs_names_the_extra(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, "gcsfs", None)  # as if not installed
   monkeypatch.setenv("FIMJAX_LOCAL_DIR", str(tmp_path / "local"))
-  with pytest.raises(ValueError, match=r"gs://b/run: gs:// workdirs need gcsfs.*"
-                     r"pip install 'fimjax\[gcs\]'"):
+  with pytest.raises(
+    ValueError,
+    match=r"gs://b/run: gs:// workdirs need gcsfs.*"
+    r"pip install 'fimjax\[gcs\]'",
+  ):
     train.train_and_evaluate(_tiny_config(tmp_path), "gs://b/run")
   assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("field, value, message", [
+@pytest.mark.parametrize(
+  "field, value, message",
+  [
     ("model.mlp_ratio", 0, "--config.model.mlp_ratio=0: must be >= 1"),
     ("fim.rate", 1.5, "--config.fim.rate=1.5: must be in [0, 1]"),
     ("optim.lr", float("nan"), "--config.optim.lr=nan: must be > 0"),
     ("optim.b2", 1.0, "--config.optim.b2=1.0: must be in [0, 1)"),
     ("optim.grad_clip", -1.0, "--config.optim.grad_clip=-1.0: must be >= 0"),
-    ("train.checkpoint_every_minutes", float("inf"),
-     "--config.train.checkpoint_every_minutes=inf: must be a finite number"),
+    (
+      "train.checkpoint_every_minutes",
+      float("inf"),
+      "--config.train.checkpoint_every_minutes=inf: must be a finite number",
+    ),
     ("mesh.data", 0, "--config.mesh.data=0: must be -1 (the devices the other axes leave) or >= 1"),
     ("mesh.tensor", 3, "--config.mesh.tensor=3: must divide model.num_heads=4"),
-    ("model.d_model", 100, "--config.model.d_model=100: head dim d_model / model.num_heads=4 is "
-     "25, must be even (RoPE"),
+    (
+      "model.d_model",
+      100,
+      "--config.model.d_model=100: head dim d_model / model.num_heads=4 is 25, must be even (RoPE",
+    ),
     ("fim.mix.line", -0.5, "--config.fim.mix.line=-0.5: must be >= 0"),
-])
+  ],
+)
 def test_every_numeric_field_is_range_checked_naming_the_flag(field, value, message):
   c = config_base.base_config("tiny")
   *parents, name = field.split(".")
@@ -249,17 +281,27 @@ def shared_cache(tmp_path_factory):
 
 
 def test_batch_the_devices_cannot_split_leaves_no_writer_traceback(tmp_path, shared_cache):
-  proc = run_main(tmp_path / "run", "--config.train.steps=2", "--config.train.batch_size=6",
-                  cache_dir=shared_cache, check=False,
-                  env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+  proc = run_main(
+    tmp_path / "run",
+    "--config.train.steps=2",
+    "--config.train.batch_size=6",
+    cache_dir=shared_cache,
+    check=False,
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+  )
   line = _one_error_line(proc)  # and no TensorBoard writer's traceback at exit
   assert "train.batch_size=6 / train.microbatches=1 must be a multiple of data*fsdp=4" in line
   assert "set --config.train.batch_size=8" in line
 
 
 def test_data_workers_end_without_tracebacks(tmp_path, shared_cache):
-  proc = run_main(tmp_path / "run", "--config.train.steps=2", "--config.data.num_workers=2",
-                  "--config.eval.in_loop=False", cache_dir=shared_cache)
+  proc = run_main(
+    tmp_path / "run",
+    "--config.train.steps=2",
+    "--config.data.num_workers=2",
+    "--config.eval.in_loop=False",
+    cache_dir=shared_cache,
+  )
   assert "Traceback" not in proc.stderr, proc.stderr
 
 
@@ -279,15 +321,33 @@ sys.exit(train.main())
 def test_ctrl_c_during_the_cache_build_is_one_line_and_leaves_no_cache(tmp_path):
   workdir, cache_dir = tmp_path / "run", tmp_path / "cache"
   proc = subprocess.run(
-      [sys.executable, "-c", _INTERRUPT_IN_BUILD, "--config", str(REPO / "configs/tiny.py"),
-       "--workdir", str(workdir), f"--config.data.cache_dir={cache_dir}",
-       "--config.data.corpus=synthetic:20", "--config.data.tokenizer=bpe",
-       "--config.data.bpe_vocab_size=300", "--config.train.progress=False"],
-      cwd=REPO, capture_output=True, text=True, timeout=240)
+    [
+      sys.executable,
+      "-c",
+      _INTERRUPT_IN_BUILD,
+      "--config",
+      str(REPO / "configs/tiny.py"),
+      "--workdir",
+      str(workdir),
+      f"--config.data.cache_dir={cache_dir}",
+      "--config.data.corpus=synthetic:20",
+      "--config.data.tokenizer=bpe",
+      "--config.data.bpe_vocab_size=300",
+      "--config.train.progress=False",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=240,
+  )
   assert proc.returncode == 130, proc.stderr
   line = _one_error_line(proc)
-  assert f"interrupted while building or checking the token cache {cache_dir}; an unfinished " \
-         "build is not kept" in line and "rerun the same command to build it" in line
+  assert (
+    f"interrupted while building or checking the token cache {cache_dir}; an unfinished "
+    "build is not kept"
+    in line
+    and "rerun the same command to build it" in line
+  )
   assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no cache, no temp folder
   assert not (workdir / lock.LOCK_FILE).exists()
 
@@ -296,8 +356,13 @@ def test_a_damaged_metrics_line_costs_the_plot_not_the_run(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
   (workdir / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\nnot json\n{"step": 2}\n')
-  proc = run_main(workdir, "--config.train.steps=2", "--config.eval.in_loop=False",
-                  cache_dir=tmp_path / "cache", check=False)
+  proc = run_main(
+    workdir,
+    "--config.train.steps=2",
+    "--config.eval.in_loop=False",
+    cache_dir=tmp_path / "cache",
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr
   assert "no loss plot" in proc.stderr and "metrics.jsonl:2" in proc.stderr
   assert "Traceback" not in proc.stderr

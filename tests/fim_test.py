@@ -67,7 +67,7 @@ def test_fim_rate_zero_is_next_token_training():
   rows, meta = rows_for(docs, fim.FimConfig(rate=0.0))
   assert (meta["kind"] == fim.AR).all()
   for i in range(len(meta["doc"])):
-    w = ext(docs, meta["doc"][i])[meta["start"][i]:][:meta["n"][i]]
+    w = ext(docs, meta["doc"][i])[meta["start"][i] :][: meta["n"][i]]
     k = len(w) - 1
     np.testing.assert_array_equal(rows["tokens"][i, :k], w[:-1])
     np.testing.assert_array_equal(rows["targets"][i, :k], w[1:])
@@ -90,7 +90,7 @@ def _check_fim(tokens, targets, pos, gap, loss, w, start, kind, g, m, step=0):
   assert mid_at[0] == n - m + 1 and pos[mid_at[0]] == start + g and gap[mid_at[0]] == 1
   # Middle: MID then the middle tokens; their targets are the true middle and finally EOM.
   q = mid_at[0]
-  np.testing.assert_array_equal(targets[q:], np.concatenate([w[g:g + m], [SP["eom"]]]))
+  np.testing.assert_array_equal(targets[q:], np.concatenate([w[g : g + m], [SP["eom"]]]))
   np.testing.assert_array_equal(gap[q:], np.arange(1, m + 2))
   np.testing.assert_array_equal(pos[q:], start + g + step * np.arange(m + 1))
   assert (loss[q:] == 1).all()
@@ -111,7 +111,7 @@ def _check_fim(tokens, targets, pos, gap, loss, w, start, kind, g, m, step=0):
   else:
     np.testing.assert_array_equal(tokens[:g], w[:g])
   np.testing.assert_array_equal(loss, (~no_loss).astype(np.float32))
-  assert (w[g:g + m] < V).all()  # BOS / EOS are never in the middle
+  assert (w[g : g + m] < V).all()  # BOS / EOS are never in the middle
 
 
 @pytest.mark.parametrize("policy", ["token", "uniform", "split", "mixed"])
@@ -119,12 +119,19 @@ def _check_fim(tokens, targets, pos, gap, loss, w, start, kind, g, m, step=0):
 @pytest.mark.parametrize("positions", ["collapsed", "continued"])
 def test_fim_examples(policy, spm_rate, positions):
   docs = make_docs(LENGTHS * 3, seed=1)  # no structure marks: structure kinds cut split holes
-  cfg = fim.FimConfig(rate=1.0, span_policy=policy, max_span=5, spm_rate=spm_rate, seed=7,
-                      positions=positions, mix=(0.3, 0.3, 0.0, 0.4, 0, 0, 0, 0))
+  cfg = fim.FimConfig(
+    rate=1.0,
+    span_policy=policy,
+    max_span=5,
+    spm_rate=spm_rate,
+    seed=7,
+    positions=positions,
+    mix=(0.3, 0.3, 0.0, 0.4, 0, 0, 0, 0),
+  )
   rows, meta = rows_for(docs, cfg, epoch=2)
   assert (meta["kind"][meta["n"] > 3] != fim.AR).all()
   for i in range(len(meta["doc"])):
-    w = ext(docs, meta["doc"][i])[meta["start"][i]:][:meta["n"][i]]
+    w = ext(docs, meta["doc"][i])[meta["start"][i] :][: meta["n"][i]]
     k = meta["lengths"][i]
     r = {f: rows[f][i] for f in fim.FIELDS}
     assert (r["segment_ids"][:k] == 1).all() and (r["segment_ids"][k:] == 0).all()
@@ -137,9 +144,19 @@ def test_fim_examples(policy, spm_rate, positions):
       assert m == 1
     elif policy == "uniform":
       assert 1 <= m <= 5
-    _check_fim(r["tokens"][:k], r["targets"][:k], r["pos"][:k], r["gap"][:k],
-               r["loss_mask"][:k], w, meta["start"][i], meta["kind"][i], g, m,
-               step=fim.middle_pos_step(positions))
+    _check_fim(
+      r["tokens"][:k],
+      r["targets"][:k],
+      r["pos"][:k],
+      r["gap"][:k],
+      r["loss_mask"][:k],
+      w,
+      meta["start"][i],
+      meta["kind"][i],
+      g,
+      m,
+      step=fim.middle_pos_step(positions),
+    )
 
 
 def test_special_ids_never_collide_with_content():
@@ -191,14 +208,14 @@ def test_packing_keeps_examples_intact():
   for i in range(len(pmeta["doc"])):
     r, o, k = pmeta["row"][i], pmeta["offset"][i], pmeta["lengths"][i]
     seg = packed["segment_ids"][r, o]
-    assert seg >= 1 and (packed["segment_ids"][r, o:o + k] == seg).sum() == k
+    assert seg >= 1 and (packed["segment_ids"][r, o : o + k] == seg).sum() == k
     for f in ("tokens", "targets", "pos", "gap", "loss_mask"):  # pos/gap stay per document
-      np.testing.assert_array_equal(packed[f][r, o:o + k], flat[f][i, :k])
+      np.testing.assert_array_equal(packed[f][r, o : o + k], flat[f][i, :k])
   # Segments are numbered 1.. from the left of each row; padding only at the end.
   for row in packed["segment_ids"]:
     real_row = row[row > 0]
     assert (np.diff(real_row) >= 0).all() and (np.diff(real_row) <= 1).all() and real_row[0] == 1
-    assert (row[len(real_row):] == 0).all()
+    assert (row[len(real_row) :] == 0).all()
   assert (packed["tokens"][packed["segment_ids"] == 0] == SP["pad"]).all()
 
 
@@ -212,10 +229,12 @@ def test_a_worked_example_literally():
   assert ex["pos"] == [0, 1, 2, 3, 4, 5, 3, 4, 5]  # suffix collapsed onto MASK; middle continues
   assert ex["gap"] == [0, 0, 0, 0, 0, 0, 1, 2, 3]
   assert ex["loss_mask"] == [1, 1, 0, 1, 1, 0, 1, 1, 1]  # no loss on MASK and MID as targets
-  assert fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.PSM, SP,
-                         positions="collapsed")["pos"] == [0, 1, 2, 3, 4, 5, 3, 3, 3]
-  assert fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.PSM, SP,
-                         positions="sequential")["pos"] == list(range(9))
+  assert fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.PSM, SP, positions="collapsed")[
+    "pos"
+  ] == [0, 1, 2, 3, 4, 5, 3, 3, 3]
+  assert fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.PSM, SP, positions="sequential")[
+    "pos"
+  ] == list(range(9))
   spm = fim.fim_example([B, a, b, c, d, e, E], 3, 2, fim.SPM, SP, positions="continued")
   assert spm["tokens"] == [M, e, E, B, a, b, I, c, d]
   assert spm["pos"] == [3, 4, 5, 0, 1, 2, 3, 4, 5]  # each token keeps its (pos, gap)
@@ -230,9 +249,17 @@ def test_vectorised_examples_equal_the_reference(positions):
   rows, meta = rows_for(docs, cfg, epoch=1, table=table)
   assert (meta["kind"] != fim.AR).any() and (meta["kind"] == fim.SPM).any()
   for i in range(len(meta["doc"])):
-    w = ext(docs, meta["doc"][i])[meta["start"][i]:][:meta["n"][i]]
-    ref = fim.fim_example(w, int(meta["g"][i]), int(meta["m"][i]), int(meta["kind"][i]), SP,
-                          start=int(meta["start"][i]), positions=positions, eom_weight=2.5)
+    w = ext(docs, meta["doc"][i])[meta["start"][i] :][: meta["n"][i]]
+    ref = fim.fim_example(
+      w,
+      int(meta["g"][i]),
+      int(meta["m"][i]),
+      int(meta["kind"][i]),
+      SP,
+      start=int(meta["start"][i]),
+      positions=positions,
+      eom_weight=2.5,
+    )
     k = meta["lengths"][i]
     for f in ("tokens", "targets", "pos", "gap", "loss_mask"):
       np.testing.assert_array_equal(rows[f][i, :k], ref[f], err_msg=f"{f} of example {i}")

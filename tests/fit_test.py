@@ -18,14 +18,22 @@ from fimjax import aot
 from tests.conftest import REPO
 
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
-needs_libtpu = pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu not installed (pip install "
-                                  "libtpu, or the dev extra): no compile-only TPU devices")
+needs_libtpu = pytest.mark.skipif(
+  not HAS_LIBTPU,
+  reason="libtpu not installed (pip install libtpu, or the dev extra): no compile-only TPU devices",
+)
 
 
 def _fit(*args, timeout=900):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run([sys.executable, "-m", "fimjax.fit", *map(str, args)], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", "fimjax.fit", *map(str, args)],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def _error_line(proc) -> str:
@@ -44,11 +52,28 @@ TARGETS = (("small", "v5e:2x2", ()), ("tiny", "v5p:2x2x1", ("--config.mesh.fsdp=
 def test_compiles_for_tpu_slices_and_fits():
   """Both compiles at once (one process each), so the test takes the longer one's time."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "fimjax.fit", "--config", str(REPO / f"configs/{config}.py"),
-       "--topology", topology, "--json", "--check", *flags], cwd=REPO, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-      for config, topology, flags in TARGETS]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        "-m",
+        "fimjax.fit",
+        "--config",
+        str(REPO / f"configs/{config}.py"),
+        "--topology",
+        topology,
+        "--json",
+        "--check",
+        *flags,
+      ],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for config, topology, flags in TARGETS
+  ]
   outs = [p.communicate(timeout=880) for p in procs]
   for (config, topology, _), p, (out, err) in zip(TARGETS, procs, outs):
     assert p.returncode == 0, err[-3000:]
@@ -63,14 +88,18 @@ def test_compiles_for_tpu_slices_and_fits():
       assert r["mesh"]["fsdp"] == 4 and s["params"] == r["params"]
     else:  # tiny's fixed costs dwarf its state, so only a real model tests the estimate
       assert abs(r["per_device_bytes"] / r["estimate_bytes"] - 1) < 0.25, (
-          config, r["per_device_bytes"], r["estimate_bytes"])
+        config,
+        r["per_device_bytes"],
+        r["estimate_bytes"],
+      )
     assert 0 < r["est_step_s"] and 0 < r["mfu"] <= 1
 
 
 def test_without_libtpu_says_how_to_get_it(monkeypatch):
   real = importlib.util.find_spec
-  monkeypatch.setattr(importlib.util, "find_spec",
-                      lambda name, *a: None if name == "libtpu" else real(name, *a))
+  monkeypatch.setattr(
+    importlib.util, "find_spec", lambda name, *a: None if name == "libtpu" else real(name, *a)
+  )
   with pytest.raises(ValueError, match=r"^--topology=v5e:2x2 needs libtpu .*pip install libtpu"):
     aot.target_devices("v5e:2x2")
 
@@ -91,6 +120,7 @@ def test_a_gpu_target_without_the_cuda_plugin_is_one_line():
 def test_estimate_counts_state_grads_and_activations():
   from fimjax import config_base
   from fimjax import model as model_lib
+
   c = config_base.load_config_file(REPO / "configs/small.py")
   cfg = model_lib.ModelConfig.from_config(c, 8197)
   mesh = {"data": 4, "fsdp": 1, "tensor": 1}

@@ -17,10 +17,19 @@ def test_small_flops_per_token_formula():
   assert flops.model_flops_per_token(cfg) == 122_978_304  # ~123M FLOPs per token
 
 
-@pytest.mark.parametrize("kind,tflops", [
-    ("NVIDIA H100 80GB HBM3", 989), ("NVIDIA H200", 989), ("NVIDIA A100-SXM4-40GB", 312),
-    ("NVIDIA L4", 121), ("TPU v4", 275), ("TPU v5 lite", 197), ("TPU v5p", 459),
-    ("TPU v6 lite", 918)])
+@pytest.mark.parametrize(
+  "kind,tflops",
+  [
+    ("NVIDIA H100 80GB HBM3", 989),
+    ("NVIDIA H200", 989),
+    ("NVIDIA A100-SXM4-40GB", 312),
+    ("NVIDIA L4", 121),
+    ("TPU v4", 275),
+    ("TPU v5 lite", 197),
+    ("TPU v5p", 459),
+    ("TPU v6 lite", 918),
+  ],
+)
 def test_peak_table(kind, tflops):
   assert flops.table_peak_flops(kind) == tflops * 1e12
 
@@ -44,6 +53,7 @@ def test_mfu():
 
 def test_fit_reports_memory_without_running():
   from fimjax import fit
+
   c = config_base.base_config("tiny")
   c.model.d_model, c.model.num_layers, c.model.num_heads, c.model.context = 32, 1, 2, 32
   c.train.batch_size, c.train.microbatches, c.model.remat = 4, 2, True  # bf16 by default

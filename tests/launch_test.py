@@ -70,13 +70,22 @@ def fake_gcloud(tmp_path):
 
 
 def tpu(env, *args, timeout=20):
-  return subprocess.run(["bash", str(TPU), *args], env=env, capture_output=True, text=True,
-                        timeout=timeout)
+  return subprocess.run(
+    ["bash", str(TPU), *args], env=env, capture_output=True, text=True, timeout=timeout
+  )
 
 
 BASE = ["--name", "fim-pod", "--zone", "us-central2-b"]
-UP = BASE + ["--type", "v4-32", "--project", "my-proj", "--config", "configs/large.py",
-             "--workdir", "gs://bucket/runs/large"]
+UP = BASE + [
+  "--type",
+  "v4-32",
+  "--project",
+  "my-proj",
+  "--config",
+  "configs/large.py",
+  "--workdir",
+  "gs://bucket/runs/large",
+]
 
 
 def test_scripts_parse():
@@ -98,16 +107,28 @@ def test_dry_run_up_prints_commands_and_calls_nothing(fake_gcloud):
   env, log = fake_gcloud
   env["FAKE_GCLOUD_FORBID"] = "1"
   env["FIMJAX_REPO"] = "https://example.com/me/fimjax-fork"
-  r = tpu(env, *UP, "--dry-run", "--config.train.steps=50", "--config.data.corpus=a b,c",
-          "--", "--extra_flag")
+  r = tpu(
+    env,
+    *UP,
+    "--dry-run",
+    "--config.train.steps=50",
+    "--config.data.corpus=a b,c",
+    "--",
+    "--extra_flag",
+  )
   assert r.returncode == 0, r.stderr
   assert not log.exists(), "gcloud was called in a dry run"
   out = r.stdout
   commands = [line for line in out.splitlines() if line.startswith("+ gcloud")]
   create = [c for c in commands if " tpu-vm create " in c]
   assert len(create) == 1
-  for part in ("fim-pod", "--zone=us-central2-b", "--project=my-proj", "--accelerator-type=v4-32",
-               "--version=tpu-ubuntu2204-base"):
+  for part in (
+    "fim-pod",
+    "--zone=us-central2-b",
+    "--project=my-proj",
+    "--accelerator-type=v4-32",
+    "--version=tpu-ubuntu2204-base",
+  ):
     assert part in create[0]
   # Each printed command runs from its "+ gcloud" line to the next "+ " or "# " line.
   blocks = re.split(r"(?m)^(?=\+ |# )", out)
@@ -119,10 +140,13 @@ def test_dry_run_up_prints_commands_and_calls_nothing(fake_gcloud):
   assert "[tpu]" in install and "pip install" in install and "--python 3.12" in install
   assert "fimjax.main" not in install
   assert "nohup" in start
-  assert ("-m fimjax.fit --config configs/large.py --topology v4:2x2x4 --check "
-          "--config.train.steps=50") in out
-  assert ("-m fimjax.main --config configs/large.py --workdir gs://bucket/runs/large "
-          "--config.train.steps=50") in start
+  assert (
+    "-m fimjax.fit --config configs/large.py --topology v4:2x2x4 --check --config.train.steps=50"
+  ) in out
+  assert (
+    "-m fimjax.main --config configs/large.py --workdir gs://bucket/runs/large "
+    "--config.train.steps=50"
+  ) in start
   assert "--config.data.corpus=a b,c" in start and "--extra_flag" in start
   assert out.index(create[0]) < out.index(install) < out.index(start)
 
@@ -130,8 +154,11 @@ def test_dry_run_up_prints_commands_and_calls_nothing(fake_gcloud):
 def test_default_runtime_follows_type(fake_gcloud):
   env, _ = fake_gcloud
   env["FAKE_GCLOUD_FORBID"] = "1"
-  for acc, version in [("v5litepod-16", "v2-alpha-tpuv5-lite"), ("v5p-8", "v2-alpha-tpuv5"),
-                       ("v6e-8", "v2-alpha-tpuv6e")]:
+  for acc, version in [
+    ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+    ("v5p-8", "v2-alpha-tpuv5"),
+    ("v6e-8", "v2-alpha-tpuv6e"),
+  ]:
     r = tpu(env, *BASE, "create", "--type", acc, "--dry-run", "--spot")
     assert r.returncode == 0, r.stderr
     assert f"--accelerator-type={acc} --version={version} --spot" in r.stdout
@@ -139,18 +166,21 @@ def test_default_runtime_follows_type(fake_gcloud):
   assert "--version=custom-rt" in r.stdout
 
 
-@pytest.mark.parametrize("drop, message", [
+@pytest.mark.parametrize(
+  "drop, message",
+  [
     ("--name", "--name is required"),
     ("--zone", "--zone is required"),
     ("--type", "--type is required"),
     ("--config", "--config is required"),
     ("--workdir", "--workdir is required"),
-])
+  ],
+)
 def test_missing_required_flag(fake_gcloud, drop, message):
   env, log = fake_gcloud
   args = list(UP)
   i = args.index(drop)
-  del args[i:i + 2]
+  del args[i : i + 2]
   r = tpu(env, *args, "--dry-run")
   assert r.returncode != 0
   assert message in r.stderr
@@ -190,8 +220,10 @@ def test_create_only_when_missing(fake_gcloud):
   env, log = fake_gcloud
   r = tpu(env, "create", *BASE, "--type", "v4-8")
   assert r.returncode == 0, r.stderr
-  assert log.read_text().split("\n")[:2] == ["compute tpus tpu-vm describe fim-pod",
-                                               "compute tpus tpu-vm create fim-pod"]
+  assert log.read_text().split("\n")[:2] == [
+    "compute tpus tpu-vm describe fim-pod",
+    "compute tpus tpu-vm create fim-pod",
+  ]
   log.unlink()
   env["FAKE_GCLOUD_EXISTS"] = "1"
   r = tpu(env, "create", *BASE, "--type", "v4-8")
@@ -222,25 +254,45 @@ def fake_fit(fake_gcloud, tmp_path):
 def test_refuses_to_create_a_slice_the_config_does_not_fit(fake_fit):
   env, log, fit_log = fake_fit
   env["FAKE_FIT_RC"] = "3"
-  r = tpu(env, "create", *BASE, "--type", "v5litepod-4", "--config", "configs/large.py",
-          "--config.model.remat=False", "--", "--extra_flag")
+  r = tpu(
+    env,
+    "create",
+    *BASE,
+    "--type",
+    "v5litepod-4",
+    "--config",
+    "configs/large.py",
+    "--config.model.remat=False",
+    "--",
+    "--extra_flag",
+  )
   assert r.returncode == 1
   assert "configs/large.py does not fit the memory of v5litepod-4's chips" in r.stderr
   assert "--skip-fit-check" in r.stderr
-  assert fit_log.read_text().strip() == ("-m fimjax.fit --config configs/large.py --topology "
-                                         "v5e:2x2 --check --config.model.remat=False")
+  assert fit_log.read_text().strip() == (
+    "-m fimjax.fit --config configs/large.py --topology v5e:2x2 --check --config.model.remat=False"
+  )
   assert log.read_text().splitlines() == ["compute tpus tpu-vm describe fim-pod"]  # no create
 
 
-@pytest.mark.parametrize("acc, topology", [("v4-32", "v4:2x2x4"), ("v5p-8", "v5p:2x2x1"),
-                                           ("v6e-8", "v6e:2x4"), ("v5litepod-16", "v5e:4x4")])
+@pytest.mark.parametrize(
+  "acc, topology",
+  [
+    ("v4-32", "v4:2x2x4"),
+    ("v5p-8", "v5p:2x2x1"),
+    ("v6e-8", "v6e:2x4"),
+    ("v5litepod-16", "v5e:4x4"),
+  ],
+)
 def test_fit_check_passes_then_creates(fake_fit, acc, topology):
   env, log, fit_log = fake_fit
   r = tpu(env, "create", *BASE, "--type", acc, "--config", "configs/small.py")
   assert r.returncode == 0, r.stderr
   assert f"--topology {topology} --check" in fit_log.read_text()
-  assert log.read_text().splitlines()[:2] == ["compute tpus tpu-vm describe fim-pod",
-                                                "compute tpus tpu-vm create fim-pod"]
+  assert log.read_text().splitlines()[:2] == [
+    "compute tpus tpu-vm describe fim-pod",
+    "compute tpus tpu-vm create fim-pod",
+  ]
 
 
 def test_fit_check_that_cannot_run_refuses_or_is_skipped(fake_fit):
@@ -280,16 +332,28 @@ def test_start_status_stop_on_a_fake_worker(fake_gcloud, tmp_path):
   env["FAKE_GCLOUD_EXISTS"] = "1"
   pid_file, run_log = home / "fimjax-run.pid", home / "fimjax-run.log"
   try:
-    r = tpu(env, "start", *BASE, "--config", "configs/tiny.py", "--workdir", "gs://b/w",
-            "--config.train.steps=7", "--env", "FOO=bar baz")
+    r = tpu(
+      env,
+      "start",
+      *BASE,
+      "--config",
+      "configs/tiny.py",
+      "--workdir",
+      "gs://b/w",
+      "--config.train.steps=7",
+      "--env",
+      "FOO=bar baz",
+    )
     assert r.returncode == 0, r.stderr
     assert "fimjax started on" in r.stdout
     for _ in range(50):
       if "fake python args" in run_log.read_text():
         break
       time.sleep(0.1)
-    assert ("fake python args: -m fimjax.main --config configs/tiny.py --workdir gs://b/w "
-            "--config.train.steps=7") in run_log.read_text()
+    assert (
+      "fake python args: -m fimjax.main --config configs/tiny.py --workdir gs://b/w "
+      "--config.train.steps=7"
+    ) in run_log.read_text()
     assert "FOO=bar baz" in run_log.read_text()
     # A second start refuses while one runs.
     r = tpu(env, "start", *BASE, "--config", "configs/tiny.py", "--workdir", "gs://b/w")
@@ -318,22 +382,48 @@ def test_start_status_stop_on_a_fake_worker(fake_gcloud, tmp_path):
 def test_sbatch_directives_and_dry_run(tmp_path):
   text = SBATCH.read_text()
   directives = [line for line in text.splitlines() if line.startswith("#SBATCH ")]
-  for option in ("--nodes=", "--ntasks-per-node=", "--gpus-per-node=", "--time=", "--signal=TERM@",
-                 "--output="):
+  for option in (
+    "--nodes=",
+    "--ntasks-per-node=",
+    "--gpus-per-node=",
+    "--time=",
+    "--signal=TERM@",
+    "--output=",
+  ):
     assert any(option in d for d in directives), option
   assert "[cuda]" in text and "srun" in text
-  env = dict(os.environ, FIMJAX_DRY_RUN="1", SLURM_SUBMIT_DIR=str(REPO),
-             FIMJAX_HOME=str(tmp_path / "fj"), SLURM_JOB_ID="123", SLURM_CPUS_PER_TASK="4")
-  r = subprocess.run(["bash", str(SBATCH), "--config", "configs/large.py", "--workdir", "runs/x",
-                      "--config.train.steps=5"], env=env, capture_output=True, text=True,
-                     timeout=20)
+  env = dict(
+    os.environ,
+    FIMJAX_DRY_RUN="1",
+    SLURM_SUBMIT_DIR=str(REPO),
+    FIMJAX_HOME=str(tmp_path / "fj"),
+    SLURM_JOB_ID="123",
+    SLURM_CPUS_PER_TASK="4",
+  )
+  r = subprocess.run(
+    [
+      "bash",
+      str(SBATCH),
+      "--config",
+      "configs/large.py",
+      "--workdir",
+      "runs/x",
+      "--config.train.steps=5",
+    ],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=20,
+  )
   assert r.returncode == 0, r.stderr
   assert f"-m pip install --quiet -e {REPO}\\[cuda\\]" in r.stdout
   srun = [line for line in r.stdout.splitlines() if line.startswith("+ srun")]
   assert len(srun) == 1
   assert "--cpus-per-task=4" in srun[0] and "--kill-on-bad-exit=1" in srun[0]
-  assert (f"-m fimjax.main --config {REPO}/configs/large.py --workdir {REPO}/runs/x "
-          "--config.train.steps=5") in srun[0]
+  assert (
+    f"-m fimjax.main --config {REPO}/configs/large.py --workdir {REPO}/runs/x "
+    "--config.train.steps=5"
+  ) in srun[0]
   assert not (tmp_path / "fj").exists()
 
 

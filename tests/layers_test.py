@@ -45,14 +45,20 @@ def _imports(source: str, known: set[str], *, top_level_only: bool) -> set[str]:
     if isinstance(node, ast.Import):
       out |= {a.name for a in node.names if a.name.split(".")[0] == "fimjax"}
     elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "fimjax":
-      out |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
-              for a in node.names}
+      out |= {
+        f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+        for a in node.names
+      }
   return out
 
 
 def _is_command(name: str) -> bool:
-  return (name == "fimjax.cli" or name.startswith("fimjax.cli.") or name in SHIMS
-          or name.endswith(".__main__"))
+  return (
+    name == "fimjax.cli"
+    or name.startswith("fimjax.cli.")
+    or name in SHIMS
+    or name.endswith(".__main__")
+  )
 
 
 def layer_violations(srcs: dict[str, str]) -> list[str]:
@@ -80,7 +86,7 @@ def import_cycles(srcs: dict[str, str]) -> list[list[str]]:
     state[node] = "open"
     for nxt in sorted(graph.get(node, ())):
       if state.get(nxt) == "open":
-        cycles.append(path[path.index(nxt):] + [nxt])
+        cycles.append(path[path.index(nxt) :] + [nxt])
       elif nxt not in state:
         visit(nxt, path + [nxt])
     state[node] = "done"
@@ -100,17 +106,24 @@ def test_no_import_cycles():
 
 
 def test_the_checks_catch_what_they_are_for():
-  srcs = {"fimjax.data.fim": "from fimjax import checkpoint\n",
-          "fimjax.checkpoint": "import fimjax.cli.train\n",
-          "fimjax.cli.train": "from fimjax import checkpoint\n",
-          "fimjax.model": "def f():\n  from fimjax.cli import common\n",
-          "fimjax.a": "from fimjax import b\n", "fimjax.b": "def f():\n  pass\nimport fimjax.a\n",
-          "fimjax.c": "def f():\n  from fimjax import a\n"}
-  assert layer_violations(srcs) == ["fimjax.data.fim (data) imports fimjax.checkpoint",
-                                    "fimjax.checkpoint (core) imports the command fimjax.cli.train",
-                                    "fimjax.model (core) imports the command fimjax.cli"]
-  assert import_cycles(srcs) == [["fimjax.a", "fimjax.b", "fimjax.a"],
-                                 ["fimjax.checkpoint", "fimjax.cli.train", "fimjax.checkpoint"]]
+  srcs = {
+    "fimjax.data.fim": "from fimjax import checkpoint\n",
+    "fimjax.checkpoint": "import fimjax.cli.train\n",
+    "fimjax.cli.train": "from fimjax import checkpoint\n",
+    "fimjax.model": "def f():\n  from fimjax.cli import common\n",
+    "fimjax.a": "from fimjax import b\n",
+    "fimjax.b": "def f():\n  pass\nimport fimjax.a\n",
+    "fimjax.c": "def f():\n  from fimjax import a\n",
+  }
+  assert layer_violations(srcs) == [
+    "fimjax.data.fim (data) imports fimjax.checkpoint",
+    "fimjax.checkpoint (core) imports the command fimjax.cli.train",
+    "fimjax.model (core) imports the command fimjax.cli",
+  ]
+  assert import_cycles(srcs) == [
+    ["fimjax.a", "fimjax.b", "fimjax.a"],
+    ["fimjax.checkpoint", "fimjax.cli.train", "fimjax.checkpoint"],
+  ]
 
 
 # Imports the third-party modules the package imports at its top level once, then forks a child
@@ -159,9 +172,14 @@ def _third_party(srcs: dict[str, str]) -> list[str]:
 def import_each(names: list[str], srcs: dict[str, str]) -> dict[str, str]:
   """Module -> the end of its traceback, for every module of `names` that fails to import
   alone."""
-  proc = subprocess.run([sys.executable, "-c", _IMPORT_EACH, json.dumps(_third_party(srcs)),
-                         json.dumps(names)], cwd=REPO, capture_output=True, text=True,
-                        timeout=300, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+    [sys.executable, "-c", _IMPORT_EACH, json.dumps(_third_party(srcs)), json.dumps(names)],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   assert proc.returncode == 0, proc.stderr
   return json.loads(proc.stdout.splitlines()[-1])
 
@@ -182,8 +200,9 @@ def test_a_module_that_cannot_import_alone_is_reported():
 def test_every_command_runs_in_one_process_with_one_flag_spelling(capsys):
   """Commands define their flags on FlagValues of their own: all of them import and parse in
   one process; dashes in a flag name read as underscores."""
-  commands = sorted(p.stem for p in (PACKAGE / "cli").glob("*.py")
-                    if p.stem not in ("__init__", "common"))
+  commands = sorted(
+    p.stem for p in (PACKAGE / "cli").glob("*.py") if p.stem not in ("__init__", "common")
+  )
   assert len(commands) >= 11
   for name in commands:
     main = importlib.import_module(f"fimjax.cli.{name}").main
@@ -193,6 +212,6 @@ def test_every_command_runs_in_one_process_with_one_flag_spelling(capsys):
   fv = common.flags.FlagValues()
   common.sampling_flags(fv, temperature=0.0, max_tokens=8)
   common.flags.DEFINE_bool("progress", True, "", flag_values=fv)
-  assert common.normalise(["--top-k", "5", "--max-tokens=3", "--no-progress", "-", "--",
-                           "--top-p"], fv) == ["--top_k", "5", "--max_tokens=3", "--noprogress",
-                                               "-", "--", "--top-p"]
+  assert common.normalise(
+    ["--top-k", "5", "--max-tokens=3", "--no-progress", "-", "--", "--top-p"], fv
+  ) == ["--top_k", "5", "--max_tokens=3", "--noprogress", "-", "--", "--top-p"]

@@ -15,8 +15,10 @@ def test_writer_appends_json_lines_and_mirrors_them(tmp_path):
   w.write(2, {"loss": 2.0, "eval_loss": 2.2})
   w.flush()
   lines = [json.loads(l) for l in (local / "metrics.jsonl").read_text().splitlines()]
-  assert lines == [{"step": 1, "loss": 2.5, "grad_norm": "nan"},
-                   {"step": 2, "loss": 2.0, "eval_loss": 2.2}]
+  assert lines == [
+    {"step": 1, "loss": 2.5, "grad_norm": "nan"},
+    {"step": 2, "loss": 2.0, "eval_loss": 2.2},
+  ]
   assert (remote / "metrics.jsonl").read_text() == (local / "metrics.jsonl").read_text()
   w.close()
   assert metrics.read_metrics(str(local))[1]["eval_loss"] == 2.2

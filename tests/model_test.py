@@ -16,8 +16,14 @@ from tests.step_test import micro_config
 REPO = pathlib.Path(__file__).resolve().parent.parent
 VOCAB = 8197  # 8192 tokenizer ids (PAD included) + 5 specials
 # The design's table: 2*V*d + 12*L*d^2 at V=8192, in millions (one decimal).
-DESIGN_PARAMS_M = {"small": 20.4, "medium_small": 27.5, "medium": 83.4, "medium_512": 83.4,
-                   "large_512": 167.8, "large": 167.8}
+DESIGN_PARAMS_M = {
+  "small": 20.4,
+  "medium_small": 27.5,
+  "medium": 83.4,
+  "medium_512": 83.4,
+  "large_512": 167.8,
+  "large": 167.8,
+}
 
 
 def micro_cfg(**kw):
@@ -44,8 +50,9 @@ def test_param_count_matches_design(path):
 
 def _logits(cfg, params, tokens, pos, gap, seg):
   f = jax.jit(model_lib.apply, static_argnums=0)
-  return np.asarray(f(cfg, params, *(jnp.asarray(a, jnp.int32)[None] for a in
-                                     (tokens, pos, gap, seg)))[0])
+  return np.asarray(
+    f(cfg, params, *(jnp.asarray(a, jnp.int32)[None] for a in (tokens, pos, gap, seg)))[0]
+  )
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +67,25 @@ def test_segments_isolated(micro):
   la, lb, n = 12, 15, cfg.context
   a, b = rng.integers(0, 8192, la), rng.integers(0, 8192, lb)
   packed = np.zeros(n, np.int64)
-  packed[:la], packed[la:la + lb] = a, b
+  packed[:la], packed[la : la + lb] = a, b
   pos = np.zeros(n, np.int64)
-  pos[:la], pos[la:la + lb] = np.arange(la), np.arange(lb)
+  pos[:la], pos[la : la + lb] = np.arange(la), np.arange(lb)
   seg = np.zeros(n, np.int64)
-  seg[:la], seg[la:la + lb] = 1, 2
+  seg[:la], seg[la : la + lb] = 1, 2
   got = _logits(cfg, params, packed, pos, np.zeros(n), seg)
   for toks, start in ((a, 0), (b, la)):
     k = len(toks)
     alone = np.zeros(n, np.int64)
     alone[:k] = toks
-    ref = _logits(cfg, params, alone, np.where(np.arange(n) < k, np.arange(n), 0),
-                  np.zeros(n), (np.arange(n) < k).astype(np.int64))
-    np.testing.assert_allclose(got[start:start + k], ref[:k], atol=2e-5, rtol=1e-5)
+    ref = _logits(
+      cfg,
+      params,
+      alone,
+      np.where(np.arange(n) < k, np.arange(n), 0),
+      np.zeros(n),
+      (np.arange(n) < k).astype(np.int64),
+    )
+    np.testing.assert_allclose(got[start : start + k], ref[:k], atol=2e-5, rtol=1e-5)
 
 
 def test_causal(micro):
@@ -92,8 +105,9 @@ def _fim_row(rng, n):
   positions): tokens, pos, gap, segment ids, and the indices of MID and the middle."""
   sp = {"mask": 8194, "mid": 8195, "eom": 8196}
   pre, suf, mid = (rng.integers(0, 8192, k).tolist() for k in (6, 7, 5))
-  ex = fim.fim_example(pre + mid + suf, 6, 5, fim.PSM, sp,
-                       positions=config_base.base_config("tiny").fim.positions)
+  ex = fim.fim_example(
+    pre + mid + suf, 6, 5, fim.PSM, sp, positions=config_base.base_config("tiny").fim.positions
+  )
   pad = np.zeros(n - len(ex["tokens"]), np.int64)
   row = [np.concatenate([np.asarray(ex[k], np.int64), pad]) for k in ("tokens", "pos", "gap")]
   return (*row, np.concatenate([np.ones(len(ex["tokens"])), pad]), np.arange(14, 20))
@@ -123,20 +137,26 @@ def test_remat_and_attention_blocks_same_loss(micro):
   cfg, params = micro
   rng = np.random.default_rng(4)
   n = cfg.context
-  batch = {"tokens": rng.integers(0, 8192, (2, n)), "pos": np.tile(np.arange(n), (2, 1)),
-           "gap": np.zeros((2, n)), "targets": rng.integers(0, 8192, (2, n)),
-           "segment_ids": np.ones((2, n))}
+  batch = {
+    "tokens": rng.integers(0, 8192, (2, n)),
+    "pos": np.tile(np.arange(n), (2, 1)),
+    "gap": np.zeros((2, n)),
+    "targets": rng.integers(0, 8192, (2, n)),
+    "segment_ids": np.ones((2, n)),
+  }
   batch = {k: jnp.asarray(v, jnp.int32) for k, v in batch.items()}
 
   def loss_and_grad(c):
     f = lambda p: jnp.mean(step_lib.token_losses(c, p, batch))
     return jax.jit(jax.value_and_grad(f))(params)
+
   ref_loss, ref_grad = loss_and_grad(cfg)
   for other in (micro_cfg(remat=True), micro_cfg(attn_block=8)):
     loss, grad = loss_and_grad(other)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
-                 grad, ref_grad)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), grad, ref_grad
+    )
 
 
 def test_cache_gives_the_logits_of_the_whole_row(micro):
@@ -147,8 +167,9 @@ def test_cache_gives_the_logits_of_the_whole_row(micro):
   pos, gap = jnp.tile(jnp.arange(n, dtype=jnp.int32), (2, 1)), jnp.zeros_like(toks)
   whole = model_lib.apply(cfg, params, toks, pos, gap)
   model, start = model_lib.from_params(cfg, params), jnp.zeros((2,), jnp.int32)
-  a, cache = model(toks[:, :10], pos[:, :10], gap[:, :10], cache=model_lib.init_cache(cfg, 2, n),
-                   cache_start=start)
+  a, cache = model(
+    toks[:, :10], pos[:, :10], gap[:, :10], cache=model_lib.init_cache(cfg, 2, n), cache_start=start
+  )
   b, _ = model(toks[:, 10:], pos[:, 10:], gap[:, 10:], cache=cache, cache_start=start + 10)
   np.testing.assert_allclose(jnp.concatenate([a, b], axis=1), whole, atol=2e-5, rtol=1e-5)
 
@@ -159,7 +180,7 @@ def _packed_qkv(seed=5, b=2, l=256, h=2, k=32):
   q, kk, v = (jnp.asarray(rng.normal(size=(b, l, h, k)), jnp.float32) for _ in range(3))
   seg = np.zeros((b, l), np.int32)
   seg[0, :100], seg[0, 100:230], seg[1, :] = 1, 2, 1  # row 0: two segments, then padding (0)
-  return q * k ** -0.5, kk, v, jnp.asarray(seg)
+  return q * k**-0.5, kk, v, jnp.asarray(seg)
 
 
 @pytest.mark.parametrize("with_segments", [True, False])
@@ -174,6 +195,7 @@ def test_splash_matches_xla_in_interpret_mode(with_segments):
 
   def loss(fn):
     return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2)))
+
   splash = loss(lambda q, k, v: model_lib.splash_attention(q, k, v, seg, interpret=True))
   xla = loss(lambda q, k, v: model_lib.attention(q, k, v, seg, block=128, impl="xla"))
   (ls, gs), (lx, gx) = splash(q, k, v), xla(q, k, v)
@@ -185,6 +207,7 @@ def test_splash_matches_xla_in_interpret_mode(with_segments):
 def test_splash_under_a_mesh_runs_per_device(micro):
   """Under a mesh the kernel runs in a shard_map (Mosaic kernels are not auto-partitioned)."""
   from fimjax import sharding as shd
+
   q, k, v, seg = _packed_qkv(b=4)
   mesh = shd.make_mesh(micro_config().mesh, jax.devices()[:1])
   with jax.set_mesh(mesh):

@@ -23,7 +23,7 @@ def unique_docs(num=40, seed=0):
   """Documents whose content tokens are all distinct, so a token names its place."""
   lengths = np.random.default_rng(seed).integers(0, 80, num)
   lengths[:3] = [0, L - 3, 2 * (L - 3)]  # empty, exact multiples of the window
-  ids = np.random.default_rng(seed + 1).permutation(V - 1)[:lengths.sum()]
+  ids = np.random.default_rng(seed + 1).permutation(V - 1)[: lengths.sum()]
   return Documents.from_lists(np.split(ids, np.cumsum(lengths)[:-1]))
 
 
@@ -54,8 +54,9 @@ def expected_targets(docs):
 @pytest.mark.parametrize("pack", [False, True])
 def test_batches_have_the_contract_shapes(pack):
   docs = unique_docs()
-  it = iter(pipeline.make_train_dataset(make_config(pack=pack), docs, SP, process_index=0,
-                                        process_count=1))
+  it = iter(
+    pipeline.make_train_dataset(make_config(pack=pack), docs, SP, process_index=0, process_count=1)
+  )
   for b in take(it, 3):
     assert set(b) == set(fim.FIELDS)
     for k, v in b.items():
@@ -72,15 +73,20 @@ def test_two_hosts_are_disjoint_and_cover_each_epoch():
   c = make_config(rate=0.0, batch=8)
   n = fim.WindowTable(docs.lengths, L).num_windows
   per_host = -(-2 * n // 8) + 1
-  hosts = [rows(take(iter(pipeline.make_train_dataset(c, docs, SP, process_index=p,
-                                                      process_count=2)), per_host))
-           for p in range(2)]
+  hosts = [
+    rows(
+      take(
+        iter(pipeline.make_train_dataset(c, docs, SP, process_index=p, process_count=2)), per_host
+      )
+    )
+    for p in range(2)
+  ]
   assert all(len(h["tokens"]) == per_host * 4 for h in hosts)
   # Global example i is host i % 2's row i // 2.
   glob = {k: np.stack([hosts[0][k], hosts[1][k]], 1).reshape(-1, L) for k in hosts[0]}
   first_tokens = []
   for epoch in range(2):
-    r = {k: v[epoch * n:(epoch + 1) * n] for k, v in glob.items()}
+    r = {k: v[epoch * n : (epoch + 1) * n] for k, v in glob.items()}
     assert collections.Counter(loss_targets(r).tolist()) == expected_targets(docs)
     first_tokens.append(set(r["tokens"][:, 0].tolist()))
   assert first_tokens[0] != first_tokens[1]  # cut points move between epochs
@@ -92,8 +98,11 @@ def test_fim_epoch_contains_every_token():
   docs = unique_docs()
   c = make_config(rate=0.5, batch=4)
   n = fim.WindowTable(docs.lengths, L).num_windows
-  r = rows(take(iter(pipeline.make_train_dataset(c, docs, SP, process_index=0,
-                                                 process_count=1)), -(-n // 4)))
+  r = rows(
+    take(
+      iter(pipeline.make_train_dataset(c, docs, SP, process_index=0, process_count=1)), -(-n // 4)
+    )
+  )
   r = {k: v[:n] for k, v in r.items()}
   seen = set(r["tokens"][r["segment_ids"] > 0].tolist())
   assert set(np.asarray(docs.tokens).tolist()) <= seen
@@ -147,9 +156,14 @@ def test_eval_covers_every_validation_token_once(pack, procs):
   c = make_config(rate=0.5, pack=pack)
   table = fim.WindowTable(docs.lengths, L, shift=False)
   for use_fim in (False, True):
-    shards = [list(pipeline.make_eval_batches(c, docs, SP, fim=use_fim, batch_size=6,
-                                              process_index=p, process_count=procs))
-              for p in range(procs)]
+    shards = [
+      list(
+        pipeline.make_eval_batches(
+          c, docs, SP, fim=use_fim, batch_size=6, process_index=p, process_count=procs
+        )
+      )
+      for p in range(procs)
+    ]
     assert len({len(s) for s in shards}) == 1  # same number of steps on every process
     for s in shards:
       assert all(b["tokens"].shape == (6 // procs, L) for b in s)
@@ -161,8 +175,11 @@ def test_eval_covers_every_validation_token_once(pack, procs):
       assert (r["tokens"] == SP["mid"]).sum() == eligible  # every window once, all FIM
       assert set(np.asarray(docs.tokens).tolist()) <= set(r["tokens"].ravel().tolist())
       assert (r["gap"] > 0).sum() > 0
-  again = list(pipeline.make_eval_batches(c, docs, SP, fim=True, batch_size=6, process_index=0,
-                                          process_count=procs))
+  again = list(
+    pipeline.make_eval_batches(
+      c, docs, SP, fim=True, batch_size=6, process_index=0, process_count=procs
+    )
+  )
   for a, b in zip(again, shards[0]):
     np.testing.assert_array_equal(a["tokens"], b["tokens"])  # deterministic
 
@@ -176,7 +193,7 @@ def test_show_examples_one_per_window():
     for ex in exs:
       d, s, w = ex["doc_index"], ex["window_start"], ex["window"]
       full = [SP["bos"]] + docs[d].tolist() + [SP["eos"]]
-      assert full[s:s + len(w)] == w
+      assert full[s : s + len(w)] == w
       assert len(ex["tokens"]) == len(w) + (2 if ex["is_fim"] else -1)
       assert ex["special_ids"] == SP
   packed = pipeline.show_examples(c, docs, SP, num=3, packed=True)
@@ -185,23 +202,51 @@ def test_show_examples_one_per_window():
 
 def test_show_cli_json(tmp_path):
   """`python -m fimjax.data.pipeline show ... --json` on the tiny config's default corpus."""
-  cmd = [sys.executable, "-m", "fimjax.data.pipeline", "show", "--config", "configs/tiny.py",
-         "--config.data.corpus=synthetic:50", "--config.data.bpe_vocab_size=600",
-         f"--workdir={tmp_path}", "--num", "3", "--json"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "fimjax.data.pipeline",
+    "show",
+    "--config",
+    "configs/tiny.py",
+    "--config.data.corpus=synthetic:50",
+    "--config.data.bpe_vocab_size=600",
+    f"--workdir={tmp_path}",
+    "--num",
+    "3",
+    "--json",
+  ]
   out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
   lines = [json.loads(x) for x in out.stdout.splitlines()]
   assert len(lines) == 3
-  keys = {"tokens", "pos", "gap", "targets", "loss_mask", "doc_index", "window_start", "window",
-          "is_fim", "special_ids"}
+  keys = {
+    "tokens",
+    "pos",
+    "gap",
+    "targets",
+    "loss_mask",
+    "doc_index",
+    "window_start",
+    "window",
+    "is_fim",
+    "special_ids",
+  }
   assert all(keys <= set(x) for x in lines)
-  readable = subprocess.run(cmd[:-1] + ["--packed", "--num", "1"], cwd=REPO, capture_output=True,
-                            text=True, timeout=120, check=True)
+  readable = subprocess.run(
+    cmd[:-1] + ["--packed", "--num", "1"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+    check=True,
+  )
   assert "segment 1" in readable.stdout
 
 
 def test_memmapped_documents_pickle_as_their_file(tmp_path):
   """Workers get the file's path, not its content (np.memmap pickles every byte)."""
   import pickle  # pylint: disable=g-import-not-at-top
+
   tokens = np.arange(100_000, dtype=np.uint16)
   np.save(tmp_path / "tokens.npy", tokens)
   mm = np.load(tmp_path / "tokens.npy", mmap_mode="r")

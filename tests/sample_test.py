@@ -11,8 +11,9 @@ from fimjax import sample as sample_lib
 V = 99  # tokenizer vocab (PAD = 98); specials after it
 SP = {"pad": 98, "bos": 99, "eos": 100, "mask": 101, "mid": 102, "eom": 103}
 MODEL_VOCAB = 104
-CFG = model_lib.ModelConfig(vocab_size=128, d_model=32, num_layers=2, num_heads=2, context=64,
-                            dtype="float32")
+CFG = model_lib.ModelConfig(
+  vocab_size=128, d_model=32, num_layers=2, num_heads=2, context=64, dtype="float32"
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +23,14 @@ def params():
 
 def _prompts(seed=0):
   rng = np.random.default_rng(seed)
-  return [sample_lib.infill_prompt(rng.integers(0, 98, 5), rng.integers(0, 98, 9), SP,
-                                   positions="continued"),
-          sample_lib.infill_prompt(rng.integers(0, 98, 14), rng.integers(0, 98, 2), SP,
-                                   positions="continued")]
+  return [
+    sample_lib.infill_prompt(
+      rng.integers(0, 98, 5), rng.integers(0, 98, 9), SP, positions="continued"
+    ),
+    sample_lib.infill_prompt(
+      rng.integers(0, 98, 14), rng.integers(0, 98, 2), SP, positions="continued"
+    ),
+  ]
 
 
 _apply = jax.jit(lambda p, t, q, g: model_lib.apply(CFG, p, t, q, g))
@@ -59,15 +64,15 @@ def test_cached_decoding_equals_recomputing(params, mode):
   else:
     prompts = [sample_lib.generate_prompt(SP), sample_lib.generate_prompt(SP, [5, 6, 7, 8])]
   sc = sample_lib.SampleConfig(temperature=0.0, max_new=8)
-  res = sample_lib.sample(CFG, params, prompts, SP, MODEL_VOCAB, mode=mode, sc=sc,
-                          with_logits=True)
-  nocache = sample_lib.sample(CFG, params, prompts, SP, MODEL_VOCAB, mode=mode, sc=sc,
-                              use_cache=False)
+  res = sample_lib.sample(CFG, params, prompts, SP, MODEL_VOCAB, mode=mode, sc=sc, with_logits=True)
+  nocache = sample_lib.sample(
+    CFG, params, prompts, SP, MODEL_VOCAB, mode=mode, sc=sc, use_cache=False
+  )
   for i, p in enumerate(prompts):
     ref, ref_logits = _reference(params, p, mode, 8)
     assert res.tokens[i] == [t for t in ref if t != SP["eom"]]
     assert nocache.tokens[i] == res.tokens[i]
-    np.testing.assert_allclose(res.logits[i, :len(ref)], ref_logits, atol=2e-5, rtol=1e-5)
+    np.testing.assert_allclose(res.logits[i, : len(ref)], ref_logits, atol=2e-5, rtol=1e-5)
 
 
 def test_infill_layout_positions():
@@ -75,8 +80,9 @@ def test_infill_layout_positions():
   assert p.tokens.tolist() == [SP["bos"], 7, 8, SP["mask"], 9, SP["eos"], SP["mid"]]
   assert p.pos.tolist() == [0, 1, 2, 3, 4, 5, 3]
   assert p.gap.tolist() == [0, 0, 0, 0, 0, 0, 1]
-  cropped = sample_lib.infill_prompt([7, 8], [9], SP, start=10, bos=False, eos=False,
-                                     positions="continued")
+  cropped = sample_lib.infill_prompt(
+    [7, 8], [9], SP, start=10, bos=False, eos=False, positions="continued"
+  )
   assert cropped.pos.tolist() == [10, 11, 12, 13, 12]
   seq = sample_lib.infill_prompt([7, 8], [9], SP, positions="sequential")
   assert seq.pos.tolist() == list(range(7))
@@ -87,11 +93,11 @@ def test_stop_before_ends_a_row_without_keeping_the_token(params):
   forced = _forced(params, 5)
   stop = np.zeros(V, bool)
   stop[5] = True
-  plain = sample_lib.sample(CFG, forced, _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL,
-                            sc=sc)
+  plain = sample_lib.sample(CFG, forced, _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL, sc=sc)
   assert plain.tokens == [[5] * 6] * 2 and plain.stopped == [False, False]
-  cut = sample_lib.sample(CFG, forced, _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL,
-                          sc=sc, stop_before=stop)
+  cut = sample_lib.sample(
+    CFG, forced, _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL, sc=sc, stop_before=stop
+  )
   assert cut.tokens == [[5], [5]] and cut.stopped == [True, True]  # the first token is kept
 
 
@@ -105,23 +111,35 @@ def _forced(params, token):
 
 def test_eom_stops_infill_and_eos_stops_generation(params):
   sc = sample_lib.SampleConfig(temperature=0.0, max_new=6)
-  res = sample_lib.sample(CFG, _forced(params, SP["eom"]), _prompts(), SP, MODEL_VOCAB,
-                          mode=sample_lib.INFILL, sc=sc)
+  res = sample_lib.sample(
+    CFG, _forced(params, SP["eom"]), _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL, sc=sc
+  )
   assert res.stopped == [True, True] and res.tokens == [[], []]
   # EOS is banned while infilling, EOM while generating.
-  res = sample_lib.sample(CFG, _forced(params, SP["eos"]), _prompts(), SP, MODEL_VOCAB,
-                          mode=sample_lib.INFILL, sc=sc)
+  res = sample_lib.sample(
+    CFG, _forced(params, SP["eos"]), _prompts(), SP, MODEL_VOCAB, mode=sample_lib.INFILL, sc=sc
+  )
   assert res.stopped == [False, False] and all(len(t) == 6 for t in res.tokens)
   assert all(t < 98 for row in res.tokens for t in row)
-  gen = sample_lib.sample(CFG, _forced(params, SP["eos"]), [sample_lib.generate_prompt(SP)], SP,
-                          MODEL_VOCAB, mode=sample_lib.GENERATE, sc=sc)
+  gen = sample_lib.sample(
+    CFG,
+    _forced(params, SP["eos"]),
+    [sample_lib.generate_prompt(SP)],
+    SP,
+    MODEL_VOCAB,
+    mode=sample_lib.GENERATE,
+    sc=sc,
+  )
   assert gen.stopped == [True] and gen.tokens == [[]]
 
 
 def test_top_k_1_is_greedy_and_seeds_are_deterministic(params):
   prompts = _prompts(1)
-  run = lambda sc, seed: sample_lib.sample(CFG, params, prompts, SP, MODEL_VOCAB,
-                                           mode=sample_lib.INFILL, sc=sc, seed=seed).tokens
+  run = lambda sc, seed: (
+    sample_lib.sample(
+      CFG, params, prompts, SP, MODEL_VOCAB, mode=sample_lib.INFILL, sc=sc, seed=seed
+    ).tokens
+  )
   greedy = run(sample_lib.SampleConfig(temperature=0.0, max_new=8), 0)
   assert run(sample_lib.SampleConfig(temperature=1.5, top_k=1, max_new=8), 3) == greedy
   hot = sample_lib.SampleConfig(temperature=2.0, max_new=8)
@@ -134,7 +152,7 @@ def test_top_k_1_is_greedy_and_seeds_are_deterministic(params):
 def test_filter_logits_top_k_and_top_p():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   allowed = np.ones(4, bool)
-  kept = lambda sc: (np.asarray(sample_lib.filter_logits(logits, sc, allowed))[0] > -1e30)
+  kept = lambda sc: np.asarray(sample_lib.filter_logits(logits, sc, allowed))[0] > -1e30
   assert kept(sample_lib.SampleConfig(top_k=2)).tolist() == [True, True, False, False]
   assert kept(sample_lib.SampleConfig(top_p=0.7)).tolist() == [True, True, False, False]
   assert kept(sample_lib.SampleConfig(top_p=0.9)).tolist() == [True, True, True, False]
@@ -145,8 +163,15 @@ def test_filter_logits_top_k_and_top_p():
 def test_prompt_too_long_is_refused(params):
   long = sample_lib.generate_prompt(SP, list(range(60)))
   with pytest.raises(ValueError, match="exceeds the model's context"):
-    sample_lib.sample(CFG, params, [long], SP, MODEL_VOCAB, mode=sample_lib.GENERATE,
-                      sc=sample_lib.SampleConfig(max_new=8))
+    sample_lib.sample(
+      CFG,
+      params,
+      [long],
+      SP,
+      MODEL_VOCAB,
+      mode=sample_lib.GENERATE,
+      sc=sample_lib.SampleConfig(max_new=8),
+    )
 
 
 @pytest.mark.parametrize("max_tokens, calls", [(10, [8, 2] * 2), (0, [])])
@@ -154,6 +179,7 @@ def test_generate_without_eos_stops_at_max_tokens(monkeypatch, max_tokens, calls
   # A sample that never draws EOS is "not decoded" and leaves the loop at --max-tokens: no
   # one-token calls after it (the old loop sampled it until EOS and counted it decoded).
   from fimjax import generate
+
   seen = []
 
   def fake_sample(cfg, params, prompts, *args, sc, **kw):
@@ -161,16 +187,31 @@ def test_generate_without_eos_stops_at_max_tokens(monkeypatch, max_tokens, calls
     return sample_lib.Result([[5] * sc.max_new for _ in prompts], [False] * len(prompts))
 
   monkeypatch.setattr(sample_lib, "sample", fake_sample)
-  out = generate.generate_tokens(CFG, None, SP, MODEL_VOCAB, 3, sc=sample_lib.SampleConfig(
-      max_new=8), max_tokens=max_tokens, batch_size=2)
+  out = generate.generate_tokens(
+    CFG,
+    None,
+    SP,
+    MODEL_VOCAB,
+    3,
+    sc=sample_lib.SampleConfig(max_new=8),
+    max_tokens=max_tokens,
+    batch_size=2,
+  )
   assert seen == calls  # two batches of 2 rows: 8 tokens, then the last 2 of 10
   assert [(len(d), f) for d, f in out] == [(max_tokens, False)] * 3
 
 
 def test_generate_counts_eos_as_finished(monkeypatch):
   from fimjax import generate
-  monkeypatch.setattr(sample_lib, "sample", lambda cfg, params, prompts, *a, sc, **kw:
-                      sample_lib.Result([[7, 7] for _ in prompts], [True] * len(prompts)))
-  out = generate.generate_tokens(CFG, None, SP, MODEL_VOCAB, 2, sc=sample_lib.SampleConfig(),
-                                 max_tokens=10, batch_size=2)
+
+  monkeypatch.setattr(
+    sample_lib,
+    "sample",
+    lambda cfg, params, prompts, *a, sc, **kw: sample_lib.Result(
+      [[7, 7] for _ in prompts], [True] * len(prompts)
+    ),
+  )
+  out = generate.generate_tokens(
+    CFG, None, SP, MODEL_VOCAB, 2, sc=sample_lib.SampleConfig(), max_tokens=10, batch_size=2
+  )
   assert out == [([7, 7], True), ([7, 7], True)]

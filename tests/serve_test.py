@@ -31,8 +31,9 @@ def model(trained_workdir):
 
 @pytest.fixture(scope="module")
 def server(model):
-  with serve.Server(model, port=0, max_batch=MAX_BATCH, max_request_bytes=LIMIT,
-                    verbose=False) as s:
+  with serve.Server(
+    model, port=0, max_batch=MAX_BATCH, max_request_bytes=LIMIT, verbose=False
+  ) as s:
     yield s
 
 
@@ -67,17 +68,17 @@ PROMPT, SUFFIX = "name: CI\non: push\njobs:\n  build:\n    runs-on:", "\n    ste
 
 def test_completions_fill_between_prompt_and_suffix_as_infill_does(server, model):
   """The OpenAI shape: with a suffix, the middle (what /infill writes into a span hole there)."""
-  body = {"model": "fimjax", "prompt": PROMPT, "suffix": SUFFIX, "temperature": 0, "n": 2,
-          **OPTS}
+  body = {"model": "fimjax", "prompt": PROMPT, "suffix": SUFFIX, "temperature": 0, "n": 2, **OPTS}
   status, out = call(server, "POST", "/v1/completions", body)
   assert status == 200, out
   filled = model.infill(PROMPT + "<FILL>" + SUFFIX, **OPTS)
-  middle = filled[len(PROMPT):len(filled) - len(SUFFIX)]
+  middle = filled[len(PROMPT) : len(filled) - len(SUFFIX)]
   assert [c["text"] for c in out["choices"]] == [middle, middle]
   assert [c["index"] for c in out["choices"]] == [0, 1] and out["object"] == "text_completion"
   assert all(c["finish_reason"] in ("stop", "length") for c in out["choices"])
   assert out["usage"]["prompt_tokens"] == len(model.tokenizer.encode(PROMPT)) + len(
-      model.tokenizer.encode(SUFFIX))
+    model.tokenizer.encode(SUFFIX)
+  )
 
 
 def test_completions_without_suffix_continue_the_prompt_up_to_a_stop(server, model):
@@ -113,8 +114,10 @@ def test_health_names_the_model_step_and_tokenizer(server, model):
 
 
 def test_ten_concurrent_infills_are_answered_in_batches(server, model):
-  texts = [f"name: ci{i}\non: push\njobs:\n  b{i}:\n    runs-on: <FILL>\n    steps:\n<FILL>\n"
-           for i in range(10)]
+  texts = [
+    f"name: ci{i}\non: push\njobs:\n  b{i}:\n    runs-on: <FILL>\n    steps:\n<FILL>\n"
+    for i in range(10)
+  ]
   before = server.worker.snapshot()["batch_sizes"].get(str(MAX_BATCH), 0)
   answers = [None] * len(texts)
 
@@ -143,8 +146,12 @@ def test_concurrent_completions_share_one_sampler_call(server):
   answers = [None] * 3
 
   def send(i):
-    answers[i] = call(server, "POST", "/v1/completions",
-                      {"prompt": PROMPT + f" # {i}", "suffix": SUFFIX, "temperature": 0, **OPTS})
+    answers[i] = call(
+      server,
+      "POST",
+      "/v1/completions",
+      {"prompt": PROMPT + f" # {i}", "suffix": SUFFIX, "temperature": 0, **OPTS},
+    )
 
   calls = server.worker.snapshot()["sampler_calls"]
   server.worker.gate.clear()
@@ -163,19 +170,24 @@ def test_concurrent_completions_share_one_sampler_call(server):
 
 @pytest.mark.parametrize("stop", ["eom", "line"])
 def test_a_batch_of_texts_with_uneven_holes_fills_each_as_alone(model, stop):
-  texts = ["on: push\njobs:\n  a:\n    runs-on: <FILL>\n",
-           "name: x\non: <FILL>\njobs:\n  b:\n<FILL>\n",
-           "name: <FILL>\non: [push]\njobs:\n<FILL>\n    runs-on: <FILL>\n",
-           "jobs:\n  c:\n    steps:\n<FILL>\n      - run: make\n",
-           "on: <FILL>\njobs:\n  d:\n    runs-on: ubuntu-latest<FILL>\n"]
+  texts = [
+    "on: push\njobs:\n  a:\n    runs-on: <FILL>\n",
+    "name: x\non: <FILL>\njobs:\n  b:\n<FILL>\n",
+    "name: <FILL>\non: [push]\njobs:\n<FILL>\n    runs-on: <FILL>\n",
+    "jobs:\n  c:\n    steps:\n<FILL>\n      - run: make\n",
+    "on: <FILL>\njobs:\n  d:\n    runs-on: ubuntu-latest<FILL>\n",
+  ]
   worker = serve.Worker(model, MAX_BATCH)  # no thread: fill is what the worker runs
-  assert worker.fill(texts, temperature=0.0, top_k=0, top_p=1.0, stop=stop, seed=0,
-                     **OPTS) == [model.infill(t, stop=stop, **OPTS) for t in texts]
+  assert worker.fill(texts, temperature=0.0, top_k=0, top_p=1.0, stop=stop, seed=0, **OPTS) == [
+    model.infill(t, stop=stop, **OPTS) for t in texts
+  ]
   # One call per round (3 rounds); with stop "line", line and span holes of a round apart.
   assert worker.stats["calls"] == (3 if stop == "eom" else 5)
 
 
-@pytest.mark.parametrize("method, path, body, status, says", [
+@pytest.mark.parametrize(
+  "method, path, body, status, says",
+  [
     ("POST", "/infill", b"{\"text\": ", 400, "bad JSON"),
     ("POST", "/infill", b"\xff\xfe", 400, "bad JSON"),
     ("POST", "/infill", [TEXT], 400, "send a JSON object"),
@@ -200,9 +212,11 @@ def test_a_batch_of_texts_with_uneven_holes_fills_each_as_alone(model, stop):
     ("POST", "/v1/completions", {"prompt": "a", "suffix": 1}, 400, "a string or null"),
     ("POST", "/v1/completions", {"prompt": "a", "echo": True}, 400, "unknown field 'echo'"),
     ("GET", "/infill", None, 405, "use POST"),
-])
-def test_a_bad_request_is_refused_with_one_line_and_serving_goes_on(server, method, path, body,
-                                                                      status, says):
+  ],
+)
+def test_a_bad_request_is_refused_with_one_line_and_serving_goes_on(
+  server, method, path, body, status, says
+):
   got, out = call(server, method, path, body)
   assert (got, "\n" in out["error"]) == (status, False), out
   assert says in out["error"], out
@@ -212,6 +226,7 @@ def test_a_bad_request_is_refused_with_one_line_and_serving_goes_on(server, meth
 def test_an_error_in_the_worker_answers_500_and_the_worker_goes_on(server, model, monkeypatch):
   def boom(text):
     raise RuntimeError(f"broken on {text!r}\nsecond line")
+
   monkeypatch.setattr(model, "score", boom)
   status, out = call(server, "POST", "/score", {"text": "a"})
   assert (status, out["error"]) == (500, "internal error: RuntimeError: broken on 'a'")
@@ -221,8 +236,12 @@ def test_an_error_in_the_worker_answers_500_and_the_worker_goes_on(server, model
 
 
 def test_the_cli_serves_until_interrupted(trained_workdir):
-  proc = subprocess.Popen([sys.executable, "-m", "fimjax.serve", "--model", str(trained_workdir),
-                           "--port", "0"], cwd=REPO, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "fimjax.serve", "--model", str(trained_workdir), "--port", "0"],
+    cwd=REPO,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   lines = queue.Queue()
   threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
   try:

@@ -26,9 +26,14 @@ def test_mesh_shape_resolves_minus_one():
   assert shd.mesh_shape(mesh_cfg(1, 1, -1), 4) == (1, 1, 4)
 
 
-@pytest.mark.parametrize("sizes,msg", [((2, 2, 1), "multiply to 4, but there are 8 devices"),
-                                       ((3, -1, 1), "do not divide the 8 devices"),
-                                       ((-1, -1, 1), "at most one may be -1")])
+@pytest.mark.parametrize(
+  "sizes,msg",
+  [
+    ((2, 2, 1), "multiply to 4, but there are 8 devices"),
+    ((3, -1, 1), "do not divide the 8 devices"),
+    ((-1, -1, 1), "at most one may be -1"),
+  ],
+)
 def test_mesh_shape_errors(sizes, msg):
   with pytest.raises(ValueError, match=msg):
     shd.mesh_shape(mesh_cfg(*sizes), 8)
@@ -45,11 +50,17 @@ def test_make_mesh_default_and_rules():
 
 def test_layouts_match_one_device():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, str(HERE / "sharding_worker.py")], env=env,
-                        capture_output=True, text=True, timeout=240, cwd=HERE.parent)
+  proc = subprocess.run(
+    [sys.executable, str(HERE / "sharding_worker.py")],
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=240,
+    cwd=HERE.parent,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1]
-  results = json.loads(line[len("RESULT "):])
+  results = json.loads(line[len("RESULT ") :])
   for layout, r in results.items():
     assert r["loss_rel"] < 2e-5, (layout, r)
     assert r["param_abs"] < 1e-5, (layout, r)

@@ -8,8 +8,9 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                           + " --xla_force_host_platform_device_count=8")
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -22,15 +23,20 @@ from fimjax import step as step_lib  # noqa: E402
 
 # (data, fsdp, tensor), microbatches, whether to initialise on the mesh (else: copy the
 # 1-device init there; initialising costs a compile, and the test must stay fast).
-LAYOUTS = [((8, 1, 1), 1, False), ((1, 8, 1), 1, False), ((2, 2, 2), 1, True),
-           ((1, 1, 2), 1, False), ((2, 2, 2), 2, False)]
+LAYOUTS = [
+  ((8, 1, 1), 1, False),
+  ((1, 8, 1), 1, False),
+  ((2, 2, 2), 1, True),
+  ((1, 1, 2), 1, False),
+  ((2, 2, 2), 2, False),
+]
 
 
 def run(shape, microbatches, init_on_mesh=True, init_state=None):
   c = micro_config(batch_size=8, microbatches=microbatches)
   c.model.num_layers, c.model.num_heads = 1, 4
   c.mesh.data, c.mesh.fsdp, c.mesh.tensor = shape
-  mesh = shd.make_mesh(c.mesh, jax.devices()[:int(np.prod(shape))])
+  mesh = shd.make_mesh(c.mesh, jax.devices()[: int(np.prod(shape))])
   if init_on_mesh:
     state = step_lib.create_train_state(c, VOCAB, mesh)
   else:
@@ -51,11 +57,16 @@ def main():
   out = {}
   for shape, mb, init_on_mesh in LAYOUTS:
     losses, params, specs, _ = run(shape, mb, init_on_mesh, init)
-    diffs = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.abs(a - b).max()), params,
-                                         ref_params))
+    diffs = jax.tree.leaves(
+      jax.tree.map(lambda a, b: float(np.abs(a - b).max()), params, ref_params)
+    )
     out[f"{shape}/mb{mb}"] = {
-        "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)),
-        "param_abs": max(diffs), "losses": losses, "ref_losses": ref_losses, "specs": specs}
+      "loss_rel": max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)),
+      "param_abs": max(diffs),
+      "losses": losses,
+      "ref_losses": ref_losses,
+      "specs": specs,
+    }
   print("RESULT " + json.dumps(out))
 
 

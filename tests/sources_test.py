@@ -13,28 +13,35 @@ from fimjax.data import corpus
 from fimjax.data import sources
 
 WF = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo {}\n"
-TSCONFIG = '{\n  // compiler options\n  "compilerOptions": {"strict": true, "outDir": "dist/*",},\n}\n'
+TSCONFIG = (
+  '{\n  // compiler options\n  "compilerOptions": {"strict": true, "outDir": "dist/*",},\n}\n'
+)
 
 
 def _rows():
   """Rows of every kind a table may hold, in order; (expected name suffix, reason) in ROW_REASONS."""
   return [
-      {"content": WF.format(1), "repo": "octo/app", "path": ".github/workflows/ci.yml"},
-      {"content": WF.format(2)},
-      {"text": WF.format(3)},  # no `content` field
-      {"content": 7},  # not a string
-      {"content": "on: [push\njobs: {}\n", "path": "broken.yml"},  # broken YAML
-      {"content": WF.format(1)},  # a duplicate of row 0
-      {"content": "name: no jobs\n"},
+    {"content": WF.format(1), "repo": "octo/app", "path": ".github/workflows/ci.yml"},
+    {"content": WF.format(2)},
+    {"text": WF.format(3)},  # no `content` field
+    {"content": 7},  # not a string
+    {"content": "on: [push\njobs: {}\n", "path": "broken.yml"},  # broken YAML
+    {"content": WF.format(1)},  # a duplicate of row 0
+    {"content": "name: no jobs\n"},
   ]
 
 
-ROW_REASONS = [("2", "bad_row"), ("3", "bad_row"), ("4 (broken.yml)", "yaml_error"),
-               ("5", "duplicate"), ("6", "not_workflow")]
+ROW_REASONS = [
+  ("2", "bad_row"),
+  ("3", "bad_row"),
+  ("4 (broken.yml)", "yaml_error"),
+  ("5", "duplicate"),
+  ("6", "not_workflow"),
+]
 
 
 def _skips(c: corpus.Corpus, table: str) -> list[tuple[str, str]]:
-  return [(s["file"][len(table) + 1:], s["reason"]) for s in c.skipped]
+  return [(s["file"][len(table) + 1 :], s["reason"]) for s in c.skipped]
 
 
 def _write_jsonl(path: pathlib.Path, rows, blank_lines=False) -> pathlib.Path:
@@ -47,19 +54,28 @@ def _write_jsonl(path: pathlib.Path, rows, blank_lines=False) -> pathlib.Path:
 def _write_parquet(path: pathlib.Path, rows) -> pathlib.Path:
   import pyarrow as pa
   import pyarrow.parquet as pq
-  cols = {"content": [r.get("content") if isinstance(r.get("content"), str) else None for r in rows],
-          "repo": [r.get("repo") for r in rows], "path": [r.get("path") for r in rows]}
+
+  cols = {
+    "content": [r.get("content") if isinstance(r.get("content"), str) else None for r in rows],
+    "repo": [r.get("repo") for r in rows],
+    "path": [r.get("path") for r in rows],
+  }
   pq.write_table(pa.table(cols), path, row_group_size=3)  # rows span row groups
   return path
 
 
 def _write_dataset(path: pathlib.Path, rows, splits=False) -> pathlib.Path:
   import datasets
-  cols = {"content": [r.get("content") if isinstance(r.get("content"), str) else None for r in rows],
-          "path": [r.get("path") or "" for r in rows]}
+
+  cols = {
+    "content": [r.get("content") if isinstance(r.get("content"), str) else None for r in rows],
+    "path": [r.get("path") or "" for r in rows],
+  }
   ds = datasets.Dataset.from_dict(cols)
   if splits:
-    ds = datasets.DatasetDict({"train": ds.select(range(4)), "test": ds.select(range(4, len(rows)))})
+    ds = datasets.DatasetDict(
+      {"train": ds.select(range(4)), "test": ds.select(range(4, len(rows)))}
+    )
   ds.save_to_disk(str(path))
   return path
 
@@ -70,13 +86,19 @@ def test_jsonl_rows_are_documents_and_bad_rows_are_counted(tmp_path):
   c = corpus.read_corpus([str(table)])
   lines = [1, 3, 5, 7, 9, 11, 13, 14, 15]  # blank lines between rows are no rows
   assert [d.name for d in c.documents] == [
-      f"{table}:1 (octo/app/.github/workflows/ci.yml)", f"{table}:3"]
+    f"{table}:1 (octo/app/.github/workflows/ci.yml)",
+    f"{table}:3",
+  ]
   assert c.documents[0].text == WF.format(1) and all(d.split is None for d in c.documents)
   assert _skips(c, str(table)) == [(f"{lines[int(n[0])]}{n[1:]}", r) for n, r in ROW_REASONS] + [
-      ("14", "bad_row"), ("15", "bad_row")]
+    ("14", "bad_row"),
+    ("15", "bad_row"),
+  ]
   assert c.num_inputs == 9
-  bad = {s["file"][len(str(table)) + 1:]: s.get("message") for s in c.skipped}
-  assert bad["5"] == "field 'content' is missing" and bad["7"] == "field 'content' is int, not a string"
+  bad = {s["file"][len(str(table)) + 1 :]: s.get("message") for s in c.skipped}
+  assert (
+    bad["5"] == "field 'content' is missing" and bad["7"] == "field 'content' is int, not a string"
+  )
   assert bad["14"].startswith("not JSON") and bad["15"] == "not a JSON object"
   # Another field holds the text: set text_field.
   c = corpus.read_corpus([str(table)], text_field="text")
@@ -88,22 +110,33 @@ def test_jsonl_rows_are_documents_and_bad_rows_are_counted(tmp_path):
 def test_gzipped_jsonl_and_broken_tables_are_unreadable(tmp_path):
   table = _write_jsonl(tmp_path / "data.jsonl.gz", _rows())
   c = corpus.read_corpus([str(table)])
-  assert [d.name for d in c.documents] == [f"{table}:1 (octo/app/.github/workflows/ci.yml)", f"{table}:2"]
+  assert [d.name for d in c.documents] == [
+    f"{table}:1 (octo/app/.github/workflows/ci.yml)",
+    f"{table}:2",
+  ]
   assert _skips(c, str(table)) == [(f"{int(n[0]) + 1}{n[1:]}", r) for n, r in ROW_REASONS]
   (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
   (tmp_path / "bad.parquet").write_bytes(b"not parquet")
   c = corpus.read_corpus([str(tmp_path)])
   assert [(pathlib.Path(s["file"]).name, s["reason"]) for s in c.skipped[:2]] == [
-      ("bad.jsonl.gz", "unreadable"), ("bad.parquet", "unreadable")]
+    ("bad.jsonl.gz", "unreadable"),
+    ("bad.parquet", "unreadable"),
+  ]
 
 
 def test_parquet_rows(tmp_path):
   table = _write_parquet(tmp_path / "data.parquet", _rows())
   c = corpus.read_corpus([str(table)])
-  assert [d.name for d in c.documents] == [f"{table}:0 (octo/app/.github/workflows/ci.yml)", f"{table}:1"]
+  assert [d.name for d in c.documents] == [
+    f"{table}:0 (octo/app/.github/workflows/ci.yml)",
+    f"{table}:1",
+  ]
   assert _skips(c, str(table)) == ROW_REASONS
-  with pytest.raises(corpus.CorpusError, match=r"data.parquet has no column 'text' \(it has content, "
-                     r"repo, path\); set --config.data.text_field"):
+  with pytest.raises(
+    corpus.CorpusError,
+    match=r"data.parquet has no column 'text' \(it has content, "
+    r"repo, path\); set --config.data.text_field",
+  ):
     corpus.read_corpus([str(table)], text_field="text")
 
 
@@ -117,7 +150,13 @@ def test_hugging_face_dataset_saved_to_disk(tmp_path, splits):
   if not splits:
     pre = [f"{root}:{i}" for i in range(7)]
   assert [d.name for d in c.documents] == [pre[0] + " (.github/workflows/ci.yml)", pre[1]]
-  assert [s["file"] for s in c.skipped] == [pre[2], pre[3], pre[4] + " (broken.yml)", pre[5], pre[6]]
+  assert [s["file"] for s in c.skipped] == [
+    pre[2],
+    pre[3],
+    pre[4] + " (broken.yml)",
+    pre[5],
+    pre[6],
+  ]
   assert c.fingerprint == corpus.fingerprint([str(root)])
 
 
@@ -129,8 +168,9 @@ def test_folder_of_files_and_tables(tmp_path):
   _write_dataset(tmp_path / "b" / "d", [{"content": WF.format(7)}])
   (tmp_path / "notes.txt").write_text("x")
   units = sources.list_sources([str(tmp_path)])
-  assert [(type(u).__name__, pathlib.Path(u.path).relative_to(tmp_path).as_posix()) for u in units] == [
-      ("Table", "a.jsonl"), ("Table", "b/c.parquet"), ("Table", "b/d"), ("Source", "b/w.yml")]
+  assert [
+    (type(u).__name__, pathlib.Path(u.path).relative_to(tmp_path).as_posix()) for u in units
+  ] == [("Table", "a.jsonl"), ("Table", "b/c.parquet"), ("Table", "b/d"), ("Source", "b/w.yml")]
   c = corpus.read_corpus([str(tmp_path)])
   assert len(c.documents) == 5 and c.num_inputs == 6
   assert c.skipped == [{"file": f"{tmp_path}/b/c.parquet:0", "reason": "duplicate"}]
@@ -163,7 +203,9 @@ def fake_gcs(monkeypatch):
     def _strip_protocol(cls, path):
       return super()._strip_protocol(path.split("://", 1)[-1])
 
-  registry = importlib.import_module("fsspec.registry")  # the module: `fsspec.registry` is a mapping
+  registry = importlib.import_module(
+    "fsspec.registry"
+  )  # the module: `fsspec.registry` is a mapping
   monkeypatch.setitem(registry._registry, "gs", FakeGcs)
   yield FakeGcs()
   FakeGcs.store.clear()
@@ -180,44 +222,62 @@ def test_gs_urls_read_every_format(tmp_path, fake_gcs):
   fake_gcs.put(str(local), "bucket/corpus", recursive=True)
   c = corpus.read_corpus(["gs://bucket/corpus"], num_proc=1)
   assert [d.name for d in c.documents] == [
-      "gs://bucket/corpus/ds:0", "gs://bucket/corpus/t.jsonl:1 (octo/app/.github/workflows/ci.yml)",
-      "gs://bucket/corpus/t.jsonl:2", "gs://bucket/corpus/t.parquet:0"]
+    "gs://bucket/corpus/ds:0",
+    "gs://bucket/corpus/t.jsonl:1 (octo/app/.github/workflows/ci.yml)",
+    "gs://bucket/corpus/t.jsonl:2",
+    "gs://bucket/corpus/t.parquet:0",
+  ]
   assert {"file": "gs://bucket/corpus/wf/bad.yml", "reason": "yaml_error"} in c.skipped
   assert {"file": "gs://bucket/corpus/wf/a.yml", "reason": "duplicate"} in c.skipped
   # Same contents, same fingerprint: where the corpus lies is not what it is.
-  assert c.fingerprint == corpus.fingerprint(["gs://bucket/corpus"]) == corpus.fingerprint([str(local)])
+  assert (
+    c.fingerprint == corpus.fingerprint(["gs://bucket/corpus"]) == corpus.fingerprint([str(local)])
+  )
   # A file and a table named by URL.
   c = corpus.read_corpus(["gs://bucket/corpus/wf/a.yml", "gs://bucket/corpus/t.parquet"])
-  assert [d.name for d in c.documents] == ["gs://bucket/corpus/wf/a.yml", "gs://bucket/corpus/t.parquet:0"]
+  assert [d.name for d in c.documents] == [
+    "gs://bucket/corpus/wf/a.yml",
+    "gs://bucket/corpus/t.parquet:0",
+  ]
   with pytest.raises(corpus.CorpusError, match="input not found: gs://bucket/nope"):
     corpus.read_corpus(["gs://bucket/nope"])
 
 
 def test_gs_without_gcsfs_says_what_to_install(monkeypatch):
   import fsspec
+
   with pytest.raises(corpus.CorpusError, match="Protocol not known: nope"):
     corpus.read_corpus(["nope://b/c"])
 
   def missing(url, **kw):
     raise ImportError("Install gcsfs to access Google Storage")
+
   monkeypatch.setattr(fsspec.core, "url_to_fs", missing)
-  with pytest.raises(corpus.CorpusError, match=r"^input gs://b/c: gs:// paths need gcsfs, which is "
-                     r"not installed: pip install 'fimjax\[gcs\]'"):
+  with pytest.raises(
+    corpus.CorpusError,
+    match=r"^input gs://b/c: gs:// paths need gcsfs, which is "
+    r"not installed: pip install 'fimjax\[gcs\]'",
+  ):
     corpus.read_corpus(["gs://b/c"])
 
 
 # ----------------------------------------------------------------- document kinds and JSONC
 
 
-@pytest.mark.parametrize("text, want", [
+@pytest.mark.parametrize(
+  "text, want",
+  [
     (TSCONFIG, {"compilerOptions": {"strict": True, "outDir": "dist/*"}}),
-    ('{"a": "http://x/*y*/", "b": "q\\"//", /* c, ] */ "d": [1, 2, /* e */ ], // f, }\n}',
-     {"a": "http://x/*y*/", "b": 'q"//', "d": [1, 2]}),
+    (
+      '{"a": "http://x/*y*/", "b": "q\\"//", /* c, ] */ "d": [1, 2, /* e */ ], // f, }\n}',
+      {"a": "http://x/*y*/", "b": 'q"//', "d": [1, 2]},
+    ),
     ("[1, // ]\n 2]", [1, 2]),
     ('{"a": [1,/**/],\r\n "b": {"c": 1 ,\r\n},}', {"a": [1], "b": {"c": 1}}),
     ('{"a": 1, /* } */ "b": 2}', {"a": 1, "b": 2}),
     ('"// not a comment, ]"', "// not a comment, ]"),
-])
+  ],
+)
 def test_strip_jsonc(text, want):
   assert json.loads(corpus.strip_jsonc(text)) == want
 
@@ -249,8 +309,11 @@ def test_any_documents_and_jsonc(tmp_path):
   tsconfig = next(d for d in c.documents if d.name.endswith("tsconfig.json"))
   assert json.loads(tsconfig.json_text)["compilerOptions"]["outDir"] == "dist/*"
   c = corpus.read_corpus([str(tmp_path)], documents="any")
-  assert reasons(c) == {"list.yml": "not_mapping", "rows.jsonl:1": "yaml_error",
-                        "tsconfig.json": "json_error"}
+  assert reasons(c) == {
+    "list.yml": "not_mapping",
+    "rows.jsonl:1": "yaml_error",
+    "tsconfig.json": "json_error",
+  }
   c = corpus.read_corpus([str(tmp_path)], jsonc=True)  # workflows only
   assert names(c) == ["wf.yml"] and set(reasons(c).values()) == {"not_mapping", "not_workflow"}
   with pytest.raises(corpus.CorpusError, match="documents='yaml': use one of workflow, any"):

@@ -44,10 +44,16 @@ def synthetic_batch(batch_size, context, seed=0):
   pos[:, :a], pos[:, a:b] = np.arange(a), np.arange(b - a)
   seg[:, :a], seg[:, a:b] = 1, 2
   m = (b - a) // 4
-  gap[:, b - m:b] = np.arange(1, m + 1)
+  gap[:, b - m : b] = np.arange(1, m + 1)
   loss_mask = (seg > 0).astype(np.float32)
-  return {"tokens": tokens, "pos": pos, "gap": gap, "targets": targets,
-          "loss_mask": loss_mask, "segment_ids": seg}
+  return {
+    "tokens": tokens,
+    "pos": pos,
+    "gap": gap,
+    "targets": targets,
+    "loss_mask": loss_mask,
+    "segment_ids": seg,
+  }
 
 
 def run_steps(config, batches, mesh=None):
@@ -74,9 +80,13 @@ def test_golden_one_step_tiny():
   state, (m,) = run_steps(c, [batch], mesh)
   sums = step_lib.make_eval_step(c, VOCAB, mesh)(state, step_lib.shard_batch(batch, mesh))
   m["loss_after"] = float(sums["loss_sum"] / sums["count"])  # pins the update too
-  golden = {"loss": 9.05567455291748, "grad_norm": 0.7432752847671509,
-            "ar_loss": 9.056687355041504, "fim_loss": 9.044536590576172,
-            "loss_after": 8.948202133178711}
+  golden = {
+    "loss": 9.05567455291748,
+    "grad_norm": 0.7432752847671509,
+    "ar_loss": 9.056687355041504,
+    "fim_loss": 9.044536590576172,
+    "loss_after": 8.948202133178711,
+  }
   for k, v in golden.items():
     np.testing.assert_allclose(m[k], v, rtol=1e-5, err_msg=k)
   assert m["tokens"] == 4 * 192 and m["finite"] == 1.0
@@ -91,8 +101,9 @@ def test_microbatches_same_update():
   s2, (m2,) = run_steps(micro_config(microbatches=2), [batch])
   for k in ("loss", "ar_loss", "fim_loss", "grad_norm", "tokens"):
     np.testing.assert_allclose(m2[k], m1[k], rtol=2e-5, err_msg=k)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
-               s2["params"], s1["params"])
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), s2["params"], s1["params"]
+  )
 
 
 def test_dropout_trains_on_dropped_branches_and_evaluates_without():
@@ -143,17 +154,22 @@ def test_eval_parts_split_the_middle_into_first_inside_and_eom():
   batch["gap"][:, 18:24] = np.arange(1, 7)  # MID at 18, then 5 middle cells
   eom = VOCAB - 1
   batch["targets"][:, 23] = eom
-  sums = step_lib.make_eval_step(c, VOCAB, mesh, eom_id=eom)(state, step_lib.shard_batch(batch,
-                                                                                          mesh))
+  sums = step_lib.make_eval_step(c, VOCAB, mesh, eom_id=eom)(
+    state, step_lib.shard_batch(batch, mesh)
+  )
   sums = {k: float(v) for k, v in sums.items()}
   assert (sums["first_count"], sums["inside_count"], sums["eom_count"]) == (4, 16, 4)
   assert sums["context_count"] == sums["ar_count"] == 4 * 24 - 24
-  np.testing.assert_allclose(sums["first_loss_sum"] + sums["inside_loss_sum"]
-                             + sums["eom_loss_sum"], sums["fim_loss_sum"], rtol=1e-6)
+  np.testing.assert_allclose(
+    sums["first_loss_sum"] + sums["inside_loss_sum"] + sums["eom_loss_sum"],
+    sums["fim_loss_sum"],
+    rtol=1e-6,
+  )
   for part in ("first", "inside", "eom", "context"):
     assert 0 <= sums[f"{part}_correct"] <= sums[f"{part}_count"]
   assert "first_count" not in step_lib.make_eval_step(c, VOCAB, mesh)(
-      state, step_lib.shard_batch(batch, mesh))  # training's eval: losses only
+    state, step_lib.shard_batch(batch, mesh)
+  )  # training's eval: losses only
 
 
 def test_non_finite_step_is_skipped_and_freezes():
@@ -169,10 +185,12 @@ def test_non_finite_step_is_skipped_and_freezes():
   assert float(m["finite"]) == 0.0 and int(state["bad_step"]) == 1
   state, m = train_step(state, step_lib.shard_batch(good, mesh))
   assert float(m["finite"]) == 1.0 and int(state["bad_step"]) == 1 and int(state["step"]) == 3
-  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state["params"]),
-               before["params"])
-  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state["opt_state"]),
-               before["opt_state"])
+  jax.tree.map(
+    np.testing.assert_array_equal, jax.tree.map(np.asarray, state["params"]), before["params"]
+  )
+  jax.tree.map(
+    np.testing.assert_array_equal, jax.tree.map(np.asarray, state["opt_state"]), before["opt_state"]
+  )
 
 
 def test_same_seed_bitwise_same_params():
@@ -189,14 +207,16 @@ def test_lr_schedule():
   c = micro_config()
   c.optim.lr, c.optim.warmup_steps, c.train.steps, c.optim.min_lr_ratio = 1.0, 10, 110, 0.1
   f = step_lib.lr_schedule(c)
-  np.testing.assert_allclose([f(0), f(4), f(9), f(60), f(110), f(500)],
-                             [0.1, 0.5, 1.0, 0.55, 0.1, 0.1], rtol=1e-5)
+  np.testing.assert_allclose(
+    [f(0), f(4), f(9), f(60), f(110), f(500)], [0.1, 0.5, 1.0, 0.55, 0.1, 0.1], rtol=1e-5
+  )
 
 
 def test_weight_decay_mask():
   c = micro_config()
-  params = jax.eval_shape(lambda: step_lib.model_lib.init_params(
-      step_lib.model_lib.ModelConfig.from_config(c, VOCAB), 0))
+  params = jax.eval_shape(
+    lambda: step_lib.model_lib.init_params(step_lib.model_lib.ModelConfig.from_config(c, VOCAB), 0)
+  )
   mask = step_lib._decay_mask(params)
   assert not mask["embed"] and not mask["gap_embed"]
   assert mask["head"] and all(jax.tree.leaves(mask["block_0"]))

@@ -35,19 +35,28 @@ def marks(bpe, text):
 
 def holes_of(bpe, text, bit):
   ids, flags, span = marks(bpe, text)
-  return [bpe.decode(ids[i:i + span[i]]) for i in np.flatnonzero(flags & bit)]
+  return [bpe.decode(ids[i : i + span[i]]) for i in np.flatnonzero(flags & bit)]
 
 
 def test_values_steps_and_blocks_are_whole_nodes(bpe):
   assert holes_of(bpe, WORKFLOW, structure.VALUE) == [
-      " CI", " [push]", " ubuntu-latest", " actions/checkout@v4", " Tëst ✓",
-      " |\n          make\n          make test"]
+    " CI",
+    " [push]",
+    " ubuntu-latest",
+    " actions/checkout@v4",
+    " Tëst ✓",
+    " |\n          make\n          make test",
+  ]
   assert holes_of(bpe, WORKFLOW, structure.STEP) == [
-      "\n      - uses: actions/checkout@v4",
-      "\n\n      - name: Tëst ✓\n        run: |\n          make\n          make test"]
-  tail = lambda key: WORKFLOW[WORKFLOW.index(key):].rstrip()  # noqa: E731
-  assert holes_of(bpe, WORKFLOW, structure.BLOCK) == [tail("\njobs:"), tail("\n  build:"),
-                                                      tail("\n    steps:")]
+    "\n      - uses: actions/checkout@v4",
+    "\n\n      - name: Tëst ✓\n        run: |\n          make\n          make test",
+  ]
+  tail = lambda key: WORKFLOW[WORKFLOW.index(key) :].rstrip()  # noqa: E731
+  assert holes_of(bpe, WORKFLOW, structure.BLOCK) == [
+    tail("\njobs:"),
+    tail("\n  build:"),
+    tail("\n    steps:"),
+  ]
 
 
 def test_lines_start_at_their_newline_and_blank_lines_are_no_holes(bpe):
@@ -57,8 +66,7 @@ def test_lines_start_at_their_newline_and_blank_lines_are_no_holes(bpe):
   pieces = [bpe.decode(ids[a:b]) for a, b in zip(line, list(line[1:]) + [len(ids)])]
   assert "".join(pieces) == WORKFLOW
   assert pieces[0] == "name: CI" and "\n    runs-on: ubuntu-latest   # a comment" in pieces
-  written = [bpe.decode(ids[a:line[line > a][0] if (line > a).any() else len(ids)])
-             for a in text]
+  written = [bpe.decode(ids[a : line[line > a][0] if (line > a).any() else len(ids)]) for a in text]
   assert all(w.strip() for w in written) and len(text) == WORKFLOW.strip().count("\n") + 1 - 1
 
 
@@ -79,8 +87,9 @@ def test_token_bytes_must_cover_the_text(bpe):
 def test_vectorised_holes_equal_the_reference(bpe, kind):
   texts = [WORKFLOW, WORKFLOW.replace("CI", "Build and test"), "jobs:\n  x:\n    y: 1\n"]
   per_doc = [marks(bpe, t) for t in texts]
-  docs = Documents.from_lists([p[0] for p in per_doc], [p[1] for p in per_doc],
-                              [p[2] for p in per_doc])
+  docs = Documents.from_lists(
+    [p[0] for p in per_doc], [p[1] for p in per_doc], [p[2] for p in per_doc]
+  )
   n_ext = docs.lengths + 2
   d = np.repeat(np.arange(len(texts)), 12)
   rng = np.random.default_rng(0)
@@ -100,8 +109,17 @@ def test_vectorised_holes_equal_the_reference(bpe, kind):
   assert found.any()  # some windows hold a hole of the kind (the rest fall back)
   for i in range(len(d)):
     w = slice(start[i], start[i] + n[i])
-    ref = holes.hole_reference(ext_flags[d[i]][w], ext_span[d[i]][w], lo[i], hi[i], eos[i],
-                               k[i], hp[i:i + 1], hl[i:i + 1], 3)
+    ref = holes.hole_reference(
+      ext_flags[d[i]][w],
+      ext_span[d[i]][w],
+      lo[i],
+      hi[i],
+      eos[i],
+      k[i],
+      hp[i : i + 1],
+      hl[i : i + 1],
+      3,
+    )
     assert (ref is not None) == found[i]
     if ref is not None:
       assert (g[i], m[i]) == ref and lo[i] <= g[i] and g[i] + m[i] <= hi[i] and m[i] >= 1

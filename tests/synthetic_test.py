@@ -38,9 +38,11 @@ def test_names_and_order(docs):
   hand = synthetic.hand_written()
   assert 25 <= len(hand) <= 60
   assert len(docs) == len(hand) + SAMPLE
-  assert docs[:len(hand)] == hand
+  assert docs[: len(hand)] == hand
   assert all(name.startswith("workflows/") and name.endswith((".yml", ".yaml")) for name, _ in hand)
-  assert [name for name, _ in docs[len(hand):]] == [f"generated/{i:05d}.yml" for i in range(SAMPLE)]
+  assert [name for name, _ in docs[len(hand) :]] == [
+    f"generated/{i:05d}.yml" for i in range(SAMPLE)
+  ]
 
 
 def test_every_document_parses_as_a_workflow(docs):
@@ -81,20 +83,46 @@ def test_deterministic():
 
 def test_variety(docs):
   generated = [text for name, text in docs if name.startswith("generated/")][:200]
-  markers = {"python": "setup-python", "node": "setup-node", "go": "setup-go", "rust": "cargo ",
-             "java": "setup-java", "ruby": "setup-ruby", "dotnet": "setup-dotnet", "docker": "docker/"}
+  markers = {
+    "python": "setup-python",
+    "node": "setup-node",
+    "go": "setup-go",
+    "rust": "cargo ",
+    "java": "setup-java",
+    "ruby": "setup-ruby",
+    "dotnet": "setup-dotnet",
+    "docker": "docker/",
+  }
   seen = {eco for eco, marker in markers.items() if any(marker in t for t in generated)}
   assert len(seen) >= 6, seen
   assert len(set(generated)) == len(generated)
   lengths = sorted(len(t) for t in generated)
   assert lengths[0] < lengths[-1]
   assert 600 < lengths[len(lengths) // 2] < 4000
-  for key in ("schedule:", "workflow_dispatch:", "matrix:", "needs:", "upload-artifact", "cache", "if:"):
+  for key in (
+    "schedule:",
+    "workflow_dispatch:",
+    "matrix:",
+    "needs:",
+    "upload-artifact",
+    "cache",
+    "if:",
+  ):
     assert any(key in t for t in generated), key
 
 
 def test_hand_written_files_are_varied():
   texts = [t for _, t in synthetic.hand_written()]
-  for key in ("services:", "workflow_call:", "workflow_dispatch:", "schedule:", "concurrency:", "permissions:",
-              "environment:", "matrix:", "upload-artifact", "actions/cache"):
+  for key in (
+    "services:",
+    "workflow_call:",
+    "workflow_dispatch:",
+    "schedule:",
+    "concurrency:",
+    "permissions:",
+    "environment:",
+    "matrix:",
+    "upload-artifact",
+    "actions/cache",
+  ):
     assert any(key in t for t in texts), key

@@ -11,9 +11,17 @@ from fimjax.data import corpus
 from fimjax.data import tokenizers as T
 
 TRICKY = [
-    "", " ", "\n", "a\r\nb\r\n", "\ttab\t\n", "  trailing  \n\n\n", "\ufeffname: bom\n",
-    "name: caf\u00e9 \u65e5\u672c \U0001F680\n", "x\x00y\x7f", "<pad> <|endoftext|> <s></s>",
-    "on:\n  push:\n    branches: [ main ]\njobs:\n  a:\n    steps:\n      - run: |\n          echo hi  \n",
+  "",
+  " ",
+  "\n",
+  "a\r\nb\r\n",
+  "\ttab\t\n",
+  "  trailing  \n\n\n",
+  "\ufeffname: bom\n",
+  "name: caf\u00e9 \u65e5\u672c \U0001f680\n",
+  "x\x00y\x7f",
+  "<pad> <|endoftext|> <s></s>",
+  "on:\n  push:\n    branches: [ main ]\njobs:\n  a:\n    steps:\n      - run: |\n          echo hi  \n",
 ]
 
 
@@ -111,7 +119,12 @@ def fake_tct(monkeypatch):
 def test_tct_adapter(fake_tct):
   tok = T.make_tokenizer("tct", tct_module="fake_tct")
   assert isinstance(tok, T.TctTokenizer)
-  assert (tok.name, tok.vocab_size, tok.pad_id, tok.version) == ("tct", 8192, 8191, "fake_tct-1.2.3")
+  assert (tok.name, tok.vocab_size, tok.pad_id, tok.version) == (
+    "tct",
+    8192,
+    8191,
+    "fake_tct-1.2.3",
+  )
   ids = tok.encode("name: x\non:\n  push: {}\njobs: {}\n")  # YAML -> JSON with the on: fix
   assert fake_tct.seen[-1] == '{"name":"x","on":{"push":{}},"jobs":{}}'
   assert json.loads(tok.decode(ids)) == {"name": "x", "on": {"push": {}}, "jobs": {}}
@@ -163,6 +176,9 @@ def test_resolve(fake_tct):
   assert T.resolve("bpe", "fake_tct") == "bpe"
   with pytest.raises(T.TokenizerError, match="auto, tct or bpe"):
     T.resolve("gpt2")
-  assert isinstance(T.make_tokenizer("auto", tct_module="no_such_tct_module",
-                                     train_texts=["on: push\n"] * 3, bpe_vocab_size=300),
-                    T.BpeTokenizer)
+  assert isinstance(
+    T.make_tokenizer(
+      "auto", tct_module="no_such_tct_module", train_texts=["on: push\n"] * 3, bpe_vocab_size=300
+    ),
+    T.BpeTokenizer,
+  )

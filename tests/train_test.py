@@ -20,21 +20,46 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 SMALL = [
-    "--config.model.d_model=32", "--config.model.num_layers=2", "--config.model.num_heads=2",
-    "--config.model.context=64", "--config.train.batch_size=8", "--config.train.eval_batch_size=16",
-    "--config.train.log_every_steps=1", "--config.train.eval_every_steps=4",
-    "--config.train.checkpoint_every_steps=2", "--config.train.progress=False",
-    "--config.data.corpus=synthetic:60", "--config.data.bpe_vocab_size=400",
-    "--config.data.val_fraction=0.1", "--config.data.tokenizer=bpe",
-    "--config.optim.warmup_steps=2", "--nodemo",
+  "--config.model.d_model=32",
+  "--config.model.num_layers=2",
+  "--config.model.num_heads=2",
+  "--config.model.context=64",
+  "--config.train.batch_size=8",
+  "--config.train.eval_batch_size=16",
+  "--config.train.log_every_steps=1",
+  "--config.train.eval_every_steps=4",
+  "--config.train.checkpoint_every_steps=2",
+  "--config.train.progress=False",
+  "--config.data.corpus=synthetic:60",
+  "--config.data.bpe_vocab_size=400",
+  "--config.data.val_fraction=0.1",
+  "--config.data.tokenizer=bpe",
+  "--config.optim.warmup_steps=2",
+  "--nodemo",
 ]
 
 
 def run_main(workdir, *extra, cache_dir, env=None, check=True, timeout=240):
-  cmd = [sys.executable, "-m", "fimjax.main", "--config", str(REPO / "configs/tiny.py"),
-         "--workdir", str(workdir), f"--config.data.cache_dir={cache_dir}", *SMALL, *extra]
-  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
-                        env={**os.environ, **(env or {})})
+  cmd = [
+    sys.executable,
+    "-m",
+    "fimjax.main",
+    "--config",
+    str(REPO / "configs/tiny.py"),
+    "--workdir",
+    str(workdir),
+    f"--config.data.cache_dir={cache_dir}",
+    *SMALL,
+    *extra,
+  ]
+  proc = subprocess.run(
+    cmd,
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env={**os.environ, **(env or {})},
+  )
   if check and proc.returncode != 0:
     raise AssertionError(f"{' '.join(cmd)}\nexit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
   return proc
@@ -47,12 +72,14 @@ def train_losses(workdir) -> dict[int, float]:
 
 def saved_params(workdir, step):
   restored = ocp.StandardCheckpointer().restore(
-      pathlib.Path(workdir).resolve() / "checkpoints" / str(step) / "state")
+    pathlib.Path(workdir).resolve() / "checkpoints" / str(step) / "state"
+  )
   return restored["params"]
 
 
 def leaves(tree):
   import jax  # pylint: disable=g-import-not-at-top
+
   return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
@@ -101,8 +128,9 @@ def test_rerun_of_finished_run_says_complete(straight_run, cache_dir):
 
 def test_resume_in_new_process_is_exact(straight_run, tmp_path, cache_dir):
   straight, _ = straight_run
-  run_main(tmp_path, "--config.train.steps=8", "--config.train.stop_after_steps=4",
-           cache_dir=cache_dir)
+  run_main(
+    tmp_path, "--config.train.steps=8", "--config.train.stop_after_steps=4", cache_dir=cache_dir
+  )
   proc = run_main(tmp_path, "--config.train.steps=8", cache_dir=cache_dir)
   assert "Resuming from step 4" in proc.stdout
   assert train_losses(tmp_path) == train_losses(straight)  # same floats, FIM randomness included
@@ -112,19 +140,27 @@ def test_resume_in_new_process_is_exact(straight_run, tmp_path, cache_dir):
 
 def test_resume_onto_fsdp_mesh_of_8_devices(straight_run, tmp_path, cache_dir):
   straight, _ = straight_run
-  run_main(tmp_path, "--config.train.steps=8", "--config.train.stop_after_steps=4",
-           cache_dir=cache_dir)
+  run_main(
+    tmp_path, "--config.train.steps=8", "--config.train.stop_after_steps=4", cache_dir=cache_dir
+  )
   env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-  run_main(tmp_path, "--config.train.steps=8", "--config.mesh.data=1", "--config.mesh.fsdp=8",
-           cache_dir=cache_dir, env=env)
+  run_main(
+    tmp_path,
+    "--config.train.steps=8",
+    "--config.mesh.data=1",
+    "--config.mesh.fsdp=8",
+    cache_dir=cache_dir,
+    env=env,
+  )
   a, b = train_losses(tmp_path), train_losses(straight)
   assert sorted(a) == sorted(b)
   np.testing.assert_allclose([a[s] for s in sorted(a)], [b[s] for s in sorted(b)], rtol=2e-4)
 
 
 def test_corrupt_latest_checkpoint_falls_back_to_previous(straight_run, tmp_path, cache_dir):
-  run_main(tmp_path, "--config.train.steps=8", "--config.train.stop_after_steps=6",
-           cache_dir=cache_dir)
+  run_main(
+    tmp_path, "--config.train.steps=8", "--config.train.stop_after_steps=6", cache_dir=cache_dir
+  )
   # Damage every array file of the latest checkpoint (a torn write).
   damaged = 0
   for path in (tmp_path / "checkpoints" / "6" / "state").rglob("*"):
@@ -142,22 +178,29 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(straight_run, tmp_path
 
 def test_flipped_bit_in_array_data_falls_back_to_previous(straight_run, tmp_path, cache_dir):
   from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
+
   straight, _ = straight_run
   workdir = tmp_path / "w"
   shutil.copytree(straight, workdir)
   state_dir = workdir / "checkpoints" / "8" / "state"
-  data = max((p for p in state_dir.rglob("*") if p.is_file() and p.parent.name == "d"),
-             key=lambda p: p.stat().st_size)  # an ocdbt file of compressed chunks
+  data = max(
+    (p for p in state_dir.rglob("*") if p.is_file() and p.parent.name == "d"),
+    key=lambda p: p.stat().st_size,
+  )  # an ocdbt file of compressed chunks
   raw = bytearray(data.read_bytes())
   raw[len(raw) // 2] ^= 0x10
   data.write_bytes(bytes(raw))
   # Orbax alone reads it without complaint, into other values: what the checksums are for.
   read = lambda d: leaves(ocp.StandardCheckpointer().restore(d.resolve()))  # noqa: E731
-  assert any(not np.array_equal(a, b) for a, b in
-             zip(read(state_dir), read(straight / "checkpoints" / "8" / "state")))
+  assert any(
+    not np.array_equal(a, b)
+    for a, b in zip(read(state_dir), read(straight / "checkpoints" / "8" / "state"))
+  )
   # A tool that only reads the run names the array and the other steps, and moves nothing.
-  with pytest.raises(checkpoint.ChecksumError,
-                     match=r"checkpoints/8: array \S+ differs .*pass another --step \(have: "):
+  with pytest.raises(
+    checkpoint.ChecksumError,
+    match=r"checkpoints/8: array \S+ differs .*pass another --step \(have: ",
+  ):
     checkpoint.load_run(str(workdir), step=8)
   assert not (workdir / "checkpoints_unreadable").exists()
   proc = run_main(workdir, "--config.train.steps=8", cache_dir=cache_dir)
@@ -173,12 +216,16 @@ def _empty_folder(step_dir):
   step_dir.mkdir()
 
 
-@pytest.mark.parametrize("damage", [
+@pytest.mark.parametrize(
+  "damage",
+  [
     lambda d: (d / "config" / "metadata").write_text('{"model": {"d_mo'),
     lambda d: (d / "meta" / "metadata").write_bytes(b"\xff\0"),
     _empty_folder,
     lambda d: shutil.rmtree(d / "data"),
-], ids=["config_json", "meta_json", "empty_folder", "missing_item"])
+  ],
+  ids=["config_json", "meta_json", "empty_folder", "missing_item"],
+)
 def test_every_unreadable_part_falls_back_to_previous(straight_run, tmp_path, cache_dir, damage):
   straight, _ = straight_run
   workdir = tmp_path / "w"
@@ -194,12 +241,21 @@ def test_every_unreadable_part_falls_back_to_previous(straight_run, tmp_path, ca
 
 def test_sigterm_saves_and_exits_cleanly(tmp_path, cache_dir, straight_run):
   del straight_run  # only to have the cache built
-  cmd = [sys.executable, "-m", "fimjax.main", "--config", str(REPO / "configs/tiny.py"),
-         "--workdir", str(tmp_path), f"--config.data.cache_dir={cache_dir}", *SMALL,
-         "--config.train.steps=100000", "--config.train.checkpoint_every_steps=100000",
-         "--config.train.eval_every_steps=100000"]
-  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  cmd = [
+    sys.executable,
+    "-m",
+    "fimjax.main",
+    "--config",
+    str(REPO / "configs/tiny.py"),
+    "--workdir",
+    str(tmp_path),
+    f"--config.data.cache_dir={cache_dir}",
+    *SMALL,
+    "--config.train.steps=100000",
+    "--config.train.checkpoint_every_steps=100000",
+    "--config.train.eval_every_steps=100000",
+  ]
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.monotonic() + 180
     metrics = tmp_path / "metrics.jsonl"
@@ -220,9 +276,15 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path, cache_dir, straight_run):
 
 def test_nonfinite_loss_stops_naming_the_step(tmp_path, cache_dir, straight_run):
   del straight_run
-  proc = run_main(tmp_path, "--config.train.steps=8", "--config.optim.lr=1e30",
-                  "--config.optim.warmup_steps=1", "--config.optim.grad_clip=1e30",
-                  cache_dir=cache_dir, check=False)
+  proc = run_main(
+    tmp_path,
+    "--config.train.steps=8",
+    "--config.optim.lr=1e30",
+    "--config.optim.warmup_steps=1",
+    "--config.optim.grad_clip=1e30",
+    cache_dir=cache_dir,
+    check=False,
+  )
   assert proc.returncode != 0
   assert "non-finite loss or gradient at step" in proc.stderr
   assert "Traceback" not in proc.stderr
@@ -233,8 +295,14 @@ def test_nonfinite_loss_stops_naming_the_step(tmp_path, cache_dir, straight_run)
 
 def test_incompatible_config_is_refused_with_the_fields(straight_run, cache_dir):
   workdir, _ = straight_run
-  proc = run_main(workdir, "--config.train.steps=10", "--config.model.d_model=64",
-                  "--config.fim.rate=0.3", cache_dir=cache_dir, check=False)
+  proc = run_main(
+    workdir,
+    "--config.train.steps=10",
+    "--config.model.d_model=64",
+    "--config.fim.rate=0.3",
+    cache_dir=cache_dir,
+    check=False,
+  )
   assert proc.returncode != 0
   assert "model.d_model: saved 32, now 64" in proc.stderr
   assert "fim.rate: saved 0.9, now 0.3" in proc.stderr
@@ -245,8 +313,12 @@ def test_bad_config_key_and_missing_corpus_are_one_line_errors(tmp_path, cache_d
   proc = run_main(tmp_path, "--config.train.stepz=3", cache_dir=cache_dir, check=False)
   assert proc.returncode == 2 and "config.train.stepz" in proc.stderr
   assert len(proc.stderr.strip().splitlines()) == 1
-  proc = run_main(tmp_path / "w", "--config.data.corpus=/no/such/folder",
-                  cache_dir=tmp_path / "other_cache", check=False)
+  proc = run_main(
+    tmp_path / "w",
+    "--config.data.corpus=/no/such/folder",
+    cache_dir=tmp_path / "other_cache",
+    check=False,
+  )
   assert proc.returncode != 0 and "/no/such/folder" in proc.stderr
   assert "Traceback" not in proc.stderr
 
@@ -254,9 +326,15 @@ def test_bad_config_key_and_missing_corpus_are_one_line_errors(tmp_path, cache_d
 def test_log_lines_profile_and_wandb_without_a_terminal(tmp_path, cache_dir):
   """Not a TTY (as under SLURM or nohup): a plain line per log step, not a progress bar; a
   2-step profile; W&B offline (no network) gets the same metrics."""
-  proc = run_main(tmp_path, "--config.train.steps=3", "--config.train.progress=True",
-                  "--config.train.profile_steps=1,2", "--config.train.wandb_project=fimjax-test",
-                  cache_dir=cache_dir, env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"})
+  proc = run_main(
+    tmp_path,
+    "--config.train.steps=3",
+    "--config.train.progress=True",
+    "--config.train.profile_steps=1,2",
+    "--config.train.wandb_project=fimjax-test",
+    cache_dir=cache_dir,
+    env={"WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+  )
   lines = [l for l in proc.stdout.splitlines() if l.startswith("step ") and "loss=" in l]
   assert [l.split()[1] for l in lines] == ["1/3", "2/3", "3/3"], proc.stdout
   assert "eta" in lines[0] and "\r" not in proc.stdout + proc.stderr
@@ -270,8 +348,13 @@ def test_log_lines_profile_and_wandb_without_a_terminal(tmp_path, cache_dir):
 
 
 def test_bad_profile_steps_is_one_line(tmp_path, cache_dir):
-  proc = run_main(tmp_path, "--config.train.steps=3", "--config.train.profile_steps=5",
-                  cache_dir=cache_dir, check=False)
+  proc = run_main(
+    tmp_path,
+    "--config.train.steps=3",
+    "--config.train.profile_steps=5",
+    cache_dir=cache_dir,
+    check=False,
+  )
   assert proc.returncode != 0
   assert "--config.train.profile_steps='5': must be \"START,COUNT\"" in proc.stderr
   assert "Traceback" not in proc.stderr

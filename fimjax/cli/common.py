@@ -44,8 +44,7 @@ def normalise(argv: Sequence[str], fv: flags.FlagValues) -> list[str]:
     if not m:
       continue
     name = m.group(2).replace("-", "_")
-    if (name.startswith("no_") and name not in fv and name[3:] in fv
-        and fv[name[3:]].boolean):
+    if name.startswith("no_") and name not in fv and name[3:] in fv and fv[name[3:]].boolean:
       name = "no" + name[3:]
     out[i] = m.group(1) + name + (m.group(3) or "")
   return out
@@ -58,8 +57,14 @@ def _config_error(e: BaseException, argv: list[str]) -> str:
     return f"--config: {config_base.no_get_config(_flag_value(argv, '--config'))}"
   if isinstance(e, (AttributeError, KeyError)):
     name = detail.split()[0] if detail else ""
-    key = next((a.split("=")[0] for a in argv if a.startswith("--config.")
-                and a.split("=")[0].endswith("." + name)), "--config")
+    key = next(
+      (
+        a.split("=")[0]
+        for a in argv
+        if a.startswith("--config.") and a.split("=")[0].endswith("." + name)
+      ),
+      "--config",
+    )
     return f"{key}: no such config field ({detail})"
   return f"--config: cannot load the config file: {type(e).__name__}: {detail}"
 
@@ -68,7 +73,7 @@ def _flag_value(argv: list[str], name: str) -> str:
   """The value given to `name` (`--name=value` or `--name value`), or "" when absent."""
   for i, arg in enumerate(argv):
     if arg.startswith(name + "="):
-      return arg[len(name) + 1:].split(":")[0]
+      return arg[len(name) + 1 :].split(":")[0]
     if arg == name and i + 1 < len(argv):
       return argv[i + 1].split(":")[0]
   return ""
@@ -76,16 +81,22 @@ def _flag_value(argv: list[str], name: str) -> str:
 
 def help_text(prog: str, doc: str, fv: flags.FlagValues) -> str:
   listing = fv.get_help(include_special_flags=False).splitlines()
-  return (doc.strip() + "\n\nflags of " + prog + ":\n"
-          + "\n".join(line for line in listing if line.startswith("  ")))
+  return (
+    doc.strip()
+    + "\n\nflags of "
+    + prog
+    + ":\n"
+    + "\n".join(line for line in listing if line.startswith("  "))
+  )
 
 
 def parse(prog: str, doc: str, fv: flags.FlagValues, argv: Sequence[str]) -> list[str] | int:
   """The positional arguments of `argv` (no program name) after parsing its flags into `fv`;
   or an exit status: 0 after `--help`, 2 after a one-line error."""
   argv = normalise(argv, fv)
-  if {"-h", "--help", "-help", "--helpfull"} & set(argv[:argv.index("--")] if "--" in argv
-                                                  else argv):
+  if {"-h", "--help", "-help", "--helpfull"} & set(
+    argv[: argv.index("--")] if "--" in argv else argv
+  ):
     print(help_text(prog, doc, fv))
     return 0
   try:
@@ -106,9 +117,18 @@ def _start_program() -> None:
   absl_logging.set_verbosity(absl_logging.WARNING)
 
 
-def run(prog: str, doc: str, define: Callable[[flags.FlagValues], None], body: Body,
-        argv: Sequence[str] | None = None, *, required: Sequence[str] = (),
-        positional: Sequence[str] = (), more: bool = False, skip: int = 0) -> int:
+def run(
+  prog: str,
+  doc: str,
+  define: Callable[[flags.FlagValues], None],
+  body: Body,
+  argv: Sequence[str] | None = None,
+  *,
+  required: Sequence[str] = (),
+  positional: Sequence[str] = (),
+  more: bool = False,
+  skip: int = 0,
+) -> int:
   """Parses `argv` (default: the command line; its first `skip` words, a subcommand, left out)
   with the flags `define` declares on a fresh `FlagValues`, checks `required` flags and the
   `positional` arguments (any number after them when `more`), then returns
@@ -121,9 +141,9 @@ def run(prog: str, doc: str, define: Callable[[flags.FlagValues], None], body: B
   if missing := [f"--{name}" for name in required if fv[name].value in (None, "", [])]:
     return fail(prog, f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required")
   if len(rest) < len(positional):
-    return fail(prog, f"missing {' '.join(positional[len(rest):])}")
+    return fail(prog, f"missing {' '.join(positional[len(rest) :])}")
   if len(rest) > len(positional) and not more:
-    return fail(prog, f"unexpected arguments: {' '.join(rest[len(positional):])}")
+    return fail(prog, f"unexpected arguments: {' '.join(rest[len(positional) :])}")
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()  # libraries (grain) read absl's global flags: their defaults
   if argv is None:
@@ -143,9 +163,11 @@ class _Number(flags.ArgumentParser):
       value = self.kind(argument)
     except (TypeError, ValueError):
       raise ValueError(f"{argument!r} is not {self.syntactic_help}") from None
-    for bad, rule in ((self.low is not None and value < self.low, f">= {self.low}"),
-                      (self.above is not None and value <= self.above, f"> {self.above}"),
-                      (self.high is not None and value > self.high, f"<= {self.high}")):
+    for bad, rule in (
+      (self.low is not None and value < self.low, f">= {self.low}"),
+      (self.above is not None and value <= self.above, f"> {self.above}"),
+      (self.high is not None and value > self.high, f"<= {self.high}"),
+    ):
       if bad:
         raise ValueError(f"must be {rule}, not {argument}")
     return value
@@ -154,18 +176,37 @@ class _Number(flags.ArgumentParser):
     return "int" if self.kind is int else "float"
 
 
-def number(fv: flags.FlagValues, name: str, default, help_text_: str, *, kind=int, low=None,
-           above=None, high=None) -> None:
+def number(
+  fv: flags.FlagValues,
+  name: str,
+  default,
+  help_text_: str,
+  *,
+  kind=int,
+  low=None,
+  above=None,
+  high=None,
+) -> None:
   """Defines `--name`, a `kind` number in the given bounds (`flag --name=0: must be >= 1,
   not 0` otherwise)."""
-  flags.DEFINE(_Number(kind, low, above, high), name, default, help_text_,
-               serializer=flags.ArgumentSerializer(), flag_values=fv)
+  flags.DEFINE(
+    _Number(kind, low, above, high),
+    name,
+    default,
+    help_text_,
+    serializer=flags.ArgumentSerializer(),
+    flag_values=fv,
+  )
 
 
 def model_flags(fv: flags.FlagValues, *, primary: str = "workdir") -> None:
   """`--workdir` (alias `--model`; `primary` picks which is the name) and `--step`."""
-  flags.DEFINE_string(primary, None, "a run's workdir, its checkpoints/ folder (or a copy) or "
-                      "one checkpoints/<step> folder", flag_values=fv)
+  flags.DEFINE_string(
+    primary,
+    None,
+    "a run's workdir, its checkpoints/ folder (or a copy) or one checkpoints/<step> folder",
+    flag_values=fv,
+  )
   flags.DEFINE_alias("model" if primary == "workdir" else "workdir", primary, flag_values=fv)
   number(fv, "step", None, "checkpoint step (default: best, else latest)", low=0)
 

@@ -29,29 +29,45 @@ PROG = "python -m fimjax.compare"
 
 
 def define(fv: flags.FlagValues) -> None:
-  config_flags.DEFINE_config_file("config", None, "Config file (configs/<name>.py).",
-                                  flag_values=fv, lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/<name>.py).", flag_values=fv, lock_config=True
+  )
   flags.DEFINE_string("workdir", None, "Directory for both runs and the report.", flag_values=fv)
   common.number(fv, "infill_holes", None, "Held-out holes (default: eval.infill_holes).", low=0)
-  common.number(fv, "generate_samples", None,
-                "Generated workflows (default: eval.generate_samples).", low=0)
+  common.number(
+    fv, "generate_samples", None, "Generated workflows (default: eval.generate_samples).", low=0
+  )
 
 
 def rows() -> tuple:
   """The report's metrics in table order."""
   kinds = infill_eval.KINDS
-  return ("eval_loss", "eval_fim_loss", "eval_fim_context_loss", "eval_fim_first_acc",
-          "eval_fim_inside_acc", "eval_fim_eom_acc", "infill_exact",
-          *(f"infill_exact_{k}" for k in kinds), "infill_exact_line_stop", "infill_written",
-          *(f"infill_written_{k}" for k in kinds), "infill_valid_after_fill",
-          "gen_decoded_rate", "gen_parsed_rate", "gen_schema_valid_rate")
+  return (
+    "eval_loss",
+    "eval_fim_loss",
+    "eval_fim_context_loss",
+    "eval_fim_first_acc",
+    "eval_fim_inside_acc",
+    "eval_fim_eom_acc",
+    "infill_exact",
+    *(f"infill_exact_{k}" for k in kinds),
+    "infill_exact_line_stop",
+    "infill_written",
+    *(f"infill_written_{k}" for k in kinds),
+    "infill_valid_after_fill",
+    "gen_decoded_rate",
+    "gen_parsed_rate",
+    "gen_schema_valid_rate",
+  )
 
 
 def table(fim: dict, ar: dict) -> str:
   """A Markdown table of the two reports (lower is better for losses, higher for rates)."""
   fmt = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
-  lines = [f"| metric | FIM (rate {fim.get('fim_rate')}) | AR (rate 0) | FIM - AR |",
-           "|---|---|---|---|"]
+  lines = [
+    f"| metric | FIM (rate {fim.get('fim_rate')}) | AR (rate 0) | FIM - AR |",
+    "|---|---|---|---|",
+  ]
   for k in rows():
     a, b = fim.get(k), ar.get(k)
     diff = a - b if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
@@ -79,9 +95,9 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
     except (ValueError, FileNotFoundError, train.NonFiniteError) as e:
       common.error(e)
       return 1
-    report = evaluate.evaluate_workdir(workdir, step=result.step,
-                                       infill_holes=fv.infill_holes,
-                                       generate_samples=fv.generate_samples)
+    report = evaluate.evaluate_workdir(
+      workdir, step=result.step, infill_holes=fv.infill_holes, generate_samples=fv.generate_samples
+    )
     if isinstance(report, str):
       common.error(report)
       return 1

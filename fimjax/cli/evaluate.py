@@ -22,20 +22,32 @@ PROG = "python -m fimjax.evaluate"
 
 def define(fv: flags.FlagValues) -> None:
   common.model_flags(fv)
-  flags.DEFINE_string("out", None, "write the JSON report here (default: print it)",
-                      flag_values=fv)
+  flags.DEFINE_string("out", None, "write the JSON report here (default: print it)", flag_values=fv)
   common.number(fv, "infill_holes", None, "default: config eval.infill_holes", low=0)
   common.number(fv, "generate_samples", None, "default: config eval.generate_samples", low=0)
   common.number(fv, "max_new_tokens", None, "default: config eval.max_new_tokens", low=1)
-  flags.DEFINE_string("schema", "", "JSON schema for validity (default: the run's "
-                      "data.schema_path, else the workflow schema shipped with fimjax)",
-                      flag_values=fv)
-  flags.DEFINE_string("corpus", "", "evaluate on these files/folders (comma-separated; a "
-                      "held-out repository) instead of the validation split (needed when the "
-                      "run's token cache is not there)", flag_values=fv)
-  flags.DEFINE_enum("span_policy", "", ("",) + fim.SPAN_POLICIES,
-                    "holes of the FIM losses (default: the run's fim.span_policy)",
-                    flag_values=fv)
+  flags.DEFINE_string(
+    "schema",
+    "",
+    "JSON schema for validity (default: the run's "
+    "data.schema_path, else the workflow schema shipped with fimjax)",
+    flag_values=fv,
+  )
+  flags.DEFINE_string(
+    "corpus",
+    "",
+    "evaluate on these files/folders (comma-separated; a "
+    "held-out repository) instead of the validation split (needed when the "
+    "run's token cache is not there)",
+    flag_values=fv,
+  )
+  flags.DEFINE_enum(
+    "span_policy",
+    "",
+    ("",) + fim.SPAN_POLICIES,
+    "holes of the FIM losses (default: the run's fim.span_policy)",
+    flag_values=fv,
+  )
 
 
 def body(fv: flags.FlagValues, args: list[str]) -> int:
@@ -44,9 +56,15 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
     common.error(f"--out {problem}")  # before the evaluation
     return 2
   report = evaluate.evaluate_workdir(
-      fv.workdir, step=fv.step, infill_holes=fv.infill_holes,
-      generate_samples=fv.generate_samples, max_new_tokens=fv.max_new_tokens,
-      schema_path=fv.schema, corpus=fv.corpus, span_policy=fv.span_policy)
+    fv.workdir,
+    step=fv.step,
+    infill_holes=fv.infill_holes,
+    generate_samples=fv.generate_samples,
+    max_new_tokens=fv.max_new_tokens,
+    schema_path=fv.schema,
+    corpus=fv.corpus,
+    span_policy=fv.span_policy,
+  )
   if isinstance(report, str):
     common.error(report)
     return 1

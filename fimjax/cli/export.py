@@ -16,8 +16,13 @@ PROG = "python -m fimjax.export"
 def define(fv: flags.FlagValues) -> None:
   common.model_flags(fv)
   flags.DEFINE_string("out", None, "folder to write the export to (created)", flag_values=fv)
-  flags.DEFINE_enum("dtype", "float32", export.DTYPES, "weights in the file: float32 (lossless, "
-                    "default) or bfloat16 (half size)", flag_values=fv)
+  flags.DEFINE_enum(
+    "dtype",
+    "float32",
+    export.DTYPES,
+    "weights in the file: float32 (lossless, default) or bfloat16 (half size)",
+    flag_values=fv,
+  )
 
 
 def body(fv: flags.FlagValues, args: list[str]) -> int:
@@ -33,11 +38,17 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
   except (ValueError, OSError) as e:
     common.error(common.first_line(e))
     return 1
-  print(f"Exported step {res['step']} of {fv.workdir} to {fv.out} ({fv.dtype}, "
-        f"{sum(res['bytes'].values()) / 2**20:.1f} MiB, {res['seconds']:.1f} s): "
-        + ", ".join(sorted(res["bytes"]))
-        + ("" if export.TOKENIZER in res["bytes"] else " (no tokenizer.json: a TCT model's ids "
-           "come from its module, named with its version in config.json)"))
+  print(
+    f"Exported step {res['step']} of {fv.workdir} to {fv.out} ({fv.dtype}, "
+    f"{sum(res['bytes'].values()) / 2**20:.1f} MiB, {res['seconds']:.1f} s): "
+    + ", ".join(sorted(res["bytes"]))
+    + (
+      ""
+      if export.TOKENIZER in res["bytes"]
+      else " (no tokenizer.json: a TCT model's ids "
+      "come from its module, named with its version in config.json)"
+    )
+  )
   return 0
 
 

@@ -40,16 +40,24 @@ _REEXEC_FLAG = "--xla_force_host_platform_device_count"
 
 def define(fv: flags.FlagValues) -> None:
   config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", flag_values=fv)
-  flags.DEFINE_integer("devices", 0, "Number of devices (0 = all available).", lower_bound=0,
-                       flag_values=fv)
+  flags.DEFINE_integer(
+    "devices", 0, "Number of devices (0 = all available).", lower_bound=0, flag_values=fv
+  )
   common.number(fv, "model_vocab_size", 8197, "Tokenizer vocab + specials.", low=1)
   flags.DEFINE_string(
-      "topology", "", "Compile for this slice instead of local devices: a TPU topology "
-      "(v5e:2x2, v4:2x2x1, v5p:2x2x1, v6e:2x2, ...; needs libtpu) or h100[:N] (CUDA plugin).",
-      flag_values=fv)
-  flags.DEFINE_bool("check", False, "Exit with status 3 when it does not fit the devices' "
-                    "memory (launch/tpu_pod.sh runs this before creating a slice).",
-                    flag_values=fv)
+    "topology",
+    "",
+    "Compile for this slice instead of local devices: a TPU topology "
+    "(v5e:2x2, v4:2x2x1, v5p:2x2x1, v6e:2x2, ...; needs libtpu) or h100[:N] (CUDA plugin).",
+    flag_values=fv,
+  )
+  flags.DEFINE_bool(
+    "check",
+    False,
+    "Exit with status 3 when it does not fit the devices' "
+    "memory (launch/tpu_pod.sh runs this before creating a slice).",
+    flag_values=fv,
+  )
   flags.DEFINE_bool("json", False, "Print one JSON object instead of a table.", flag_values=fv)
 
 
@@ -58,10 +66,15 @@ def _maybe_reexec(n: int):
   if n <= jax.device_count():
     return
   if jax.devices()[0].platform != "cpu" or _REEXEC_FLAG in os.environ.get("XLA_FLAGS", ""):
-    raise SystemExit(f"fit: --devices={n} but only {jax.device_count()} "
-                     f"{jax.devices()[0].platform} devices here (JAX_PLATFORMS=cpu emulates)")
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {_REEXEC_FLAG}={n}".strip())
+    raise SystemExit(
+      f"fit: --devices={n} but only {jax.device_count()} "
+      f"{jax.devices()[0].platform} devices here (JAX_PLATFORMS=cpu emulates)"
+    )
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {_REEXEC_FLAG}={n}".strip(),
+  )
   os.execve(sys.executable, [sys.executable, "-m", "fimjax.fit"] + sys.argv[1:], env)
 
 
@@ -104,27 +117,36 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
 
 def _print(r: dict):
   m, s = r["memory"], r["split"]
-  print(f"config {r['config']}: {r['devices']} x {r['device_kind']} ({r['platform']}), "
-        f"mesh {r['mesh']}, batch {r['batch_size']} x {r['context']} "
-        f"in {r['microbatches']} microbatch(es), {r['dtype']}, remat={r['remat']}, "
-        f"attention={r['attention']}")
+  print(
+    f"config {r['config']}: {r['devices']} x {r['device_kind']} ({r['platform']}), "
+    f"mesh {r['mesh']}, batch {r['batch_size']} x {r['context']} "
+    f"in {r['microbatches']} microbatch(es), {r['dtype']}, remat={r['remat']}, "
+    f"attention={r['attention']}"
+  )
   print(f"params           {r['params']:,} ({r['params'] / 1e6:.1f}M)")
   print(f"flops_per_token  {r['flops_per_token']:,} ({r['flops_per_token'] / 1e6:.1f} MFLOP)")
-  print(f"per_device_bytes {r['per_device_bytes']:,} ({_gib(r['per_device_bytes'])}) = "
-        f"args {_gib(m['argument'])} + outputs {_gib(m['output'])} + temps {_gib(m['temp'])}"
-        f" - aliased {_gib(m['alias'])}")
-  print(f"  = params {_gib(s['params'])} + optimizer {_gib(s['optimizer'])} + batch "
-        f"{_gib(s['batch'])} + temporaries {_gib(s['temporaries'])}; "
-        f"analytic estimate {_gib(r['estimate_bytes'])}")
+  print(
+    f"per_device_bytes {r['per_device_bytes']:,} ({_gib(r['per_device_bytes'])}) = "
+    f"args {_gib(m['argument'])} + outputs {_gib(m['output'])} + temps {_gib(m['temp'])}"
+    f" - aliased {_gib(m['alias'])}"
+  )
+  print(
+    f"  = params {_gib(s['params'])} + optimizer {_gib(s['optimizer'])} + batch "
+    f"{_gib(s['batch'])} + temporaries {_gib(s['temporaries'])}; "
+    f"analytic estimate {_gib(r['estimate_bytes'])}"
+  )
   if r["device_bytes_limit"]:
-    print(f"device limit     {_gib(r['device_bytes_limit'])}: "
-          f"{'fits' if r['fits'] else 'DOES NOT FIT'}")
+    print(
+      f"device limit     {_gib(r['device_bytes_limit'])}: {'fits' if r['fits'] else 'DOES NOT FIT'}"
+    )
   print(f"compile          {r['compile_s']} s")
   if r.get("est_method") and not r.get("est_step_s"):
     print(f"est. step time   {r['est_method']}")
   if r.get("est_step_s"):
-    print(f"est. step time   {r['est_step_s'] * 1e3:.1f} ms ({r['est_method']}; no "
-          f"communication), MFU ~{r['mfu']:.1%}")
+    print(
+      f"est. step time   {r['est_step_s'] * 1e3:.1f} ms ({r['est_method']}; no "
+      f"communication), MFU ~{r['mfu']:.1%}"
+    )
 
 
 def main(argv=None) -> int:

@@ -34,11 +34,16 @@ def define(fv: flags.FlagValues) -> None:
   common.model_flags(fv)
   common.number(fv, "num", 20, "samples to write", low=1)
   flags.DEFINE_bool("json", False, "print one JSON object", flag_values=fv)
-  flags.DEFINE_string("schema", "", "JSON schema the samples must pass (default: the GitHub "
-                      "workflow schema shipped with fimjax)", flag_values=fv)
+  flags.DEFINE_string(
+    "schema",
+    "",
+    "JSON schema the samples must pass (default: the GitHub workflow schema shipped with fimjax)",
+    flag_values=fv,
+  )
   common.number(fv, "batch_size", 16, "samples per sampler call", low=1)
-  flags.DEFINE_string("samples_dir", None, "write each sample as sample_NNN.yml here",
-                      flag_values=fv)
+  flags.DEFINE_string(
+    "samples_dir", None, "write each sample as sample_NNN.yml here", flag_values=fv
+  )
   common.sampling_flags(fv, temperature=1.0, max_tokens=1024)
 
 
@@ -48,12 +53,20 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
     common.error(f"--samples_dir {problem}")  # before any sampling
     return 2
   try:
-    validator = make_validator(fv.schema, fix="fix --schema, or leave it out for the "
-                               "workflow schema shipped with fimjax")
+    validator = make_validator(
+      fv.schema, fix="fix --schema, or leave it out for the workflow schema shipped with fimjax"
+    )
     model = api.load(fv.workdir, step=fv.step)
-    samples = model.samples(fv.num, temperature=fv.temperature, top_k=fv.top_k,
-                            top_p=fv.top_p, max_tokens=fv.max_tokens, seed=fv.seed,
-                            batch_size=fv.batch_size, validator=validator)
+    samples = model.samples(
+      fv.num,
+      temperature=fv.temperature,
+      top_k=fv.top_k,
+      top_p=fv.top_p,
+      max_tokens=fv.max_tokens,
+      seed=fv.seed,
+      batch_size=fv.batch_size,
+      validator=validator,
+    )
     step = model.step
   except (FileNotFoundError, ValueError) as e:
     common.error(common.first_line(e))
@@ -65,13 +78,22 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
         f.write(s.text if s.text is not None else "")
   c = counts(samples)
   if fv.json:
-    print(json.dumps({**c, "step": step, "mean_tokens": float(np.mean(
-        [len(s.tokens) for s in samples])) if samples else 0.0}))
+    print(
+      json.dumps(
+        {
+          **c,
+          "step": step,
+          "mean_tokens": float(np.mean([len(s.tokens) for s in samples])) if samples else 0.0,
+        }
+      )
+    )
   else:
     n = max(c["num"], 1)
-    print(f"step {step}: {c['num']} samples; decoded {c['decoded']} ({c['decoded'] / n:.0%}), "
-          f"parsed {c['parsed']} ({c['parsed'] / n:.0%}), schema-valid {c['schema_valid']} "
-          f"({c['schema_valid'] / n:.0%})")
+    print(
+      f"step {step}: {c['num']} samples; decoded {c['decoded']} ({c['decoded'] / n:.0%}), "
+      f"parsed {c['parsed']} ({c['parsed'] / n:.0%}), schema-valid {c['schema_valid']} "
+      f"({c['schema_valid'] / n:.0%})"
+    )
     for i, s in enumerate(samples):
       if s.error:
         print(f"  sample {i}: {s.error}")

@@ -34,12 +34,19 @@ PROG = "python -m fimjax.infill"
 
 def define(fv: flags.FlagValues) -> None:
   common.model_flags(fv)
-  flags.DEFINE_string("out", None, "write the completed workflow here (default: print it)",
-                      flag_values=fv)
-  flags.DEFINE_string("hole", None, "TCT only: a path such as jobs.build.steps[2] (not "
-                      "supported yet)", flag_values=fv)
-  flags.DEFINE_enum("stop", "eom", ("eom", "line"), "line: also end a line hole at the end of "
-                    "its first line", flag_values=fv)
+  flags.DEFINE_string(
+    "out", None, "write the completed workflow here (default: print it)", flag_values=fv
+  )
+  flags.DEFINE_string(
+    "hole", None, "TCT only: a path such as jobs.build.steps[2] (not supported yet)", flag_values=fv
+  )
+  flags.DEFINE_enum(
+    "stop",
+    "eom",
+    ("eom", "line"),
+    "line: also end a line hole at the end of its first line",
+    flag_values=fv,
+  )
   common.sampling_flags(fv, temperature=0.0, max_tokens=128)
 
 
@@ -48,8 +55,9 @@ def _read_text(path: str) -> str:
   with open(path, "rb") as f:
     data = f.read()
   if b"\0" in data:
-    raise UnicodeDecodeError("utf-8", data, data.index(b"\0"), data.index(b"\0") + 1,
-                             "a binary file")
+    raise UnicodeDecodeError(
+      "utf-8", data, data.index(b"\0"), data.index(b"\0") + 1, "a binary file"
+    )
   return data.decode("utf-8")
 
 
@@ -62,27 +70,43 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
     err(f"cannot read {path}: {e.strerror}")
     return 2
   except UnicodeDecodeError as e:
-    err(f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}: "
-        f"{e.reason}): save the workflow as UTF-8")
+    err(
+      f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}: "
+      f"{e.reason}): save the workflow as UTF-8"
+    )
     return 2
   if fv.out and (problem := common.output_error(fv.out)):
     err(f"--out {problem}")
     return 2
   if fv.hole is None and not find_holes(text):
-    err(f"{path} has no hole: mark one with {MARKER} (alone on a line for a whole line, "
-        "inside a line for a span)")
+    err(
+      f"{path} has no hole: mark one with {MARKER} (alone on a line for a whole line, "
+      "inside a line for a span)"
+    )
     return 2
   try:
     model = api.load(fv.workdir, step=fv.step)
     if fv.hole is not None:
       name = model.tokenizer.name
       raise InfillError(
-          f"--hole {fv.hole}: hole paths are not supported yet (a {name} model: "
-          + ("TCT encodes whole JSON documents only" if name == "tct" else
-             f"mark the hole with {MARKER} in the file instead") + "; see docs/infill.md)")
-    out = model.infill(text, temperature=fv.temperature, top_k=fv.top_k, top_p=fv.top_p,
-                       max_tokens=fv.max_tokens, seed=fv.seed, stop=fv.stop,
-                       log=lambda m: print(m, file=sys.stderr))
+        f"--hole {fv.hole}: hole paths are not supported yet (a {name} model: "
+        + (
+          "TCT encodes whole JSON documents only"
+          if name == "tct"
+          else f"mark the hole with {MARKER} in the file instead"
+        )
+        + "; see docs/infill.md)"
+      )
+    out = model.infill(
+      text,
+      temperature=fv.temperature,
+      top_k=fv.top_k,
+      top_p=fv.top_p,
+      max_tokens=fv.max_tokens,
+      seed=fv.seed,
+      stop=fv.stop,
+      log=lambda m: print(m, file=sys.stderr),
+    )
   except (InfillError, FileNotFoundError, ValueError) as e:
     err(common.first_line(e))
     return 2 if isinstance(e, InfillError) else 1
@@ -95,5 +119,4 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
 
 
 def main(argv=None) -> int:
-  return common.run(PROG, __doc__, define, body, argv, required=("workdir",),
-                    positional=("FILE",))
+  return common.run(PROG, __doc__, define, body, argv, required=("workdir",), positional=("FILE",))

@@ -23,14 +23,20 @@ PROG = "python -m fimjax.data.pipeline show"
 
 
 def define(fv: flags.FlagValues) -> None:
-  config_flags.DEFINE_config_file("config", None, "config file (configs/*.py)", flag_values=fv,
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+    "config", None, "config file (configs/*.py)", flag_values=fv, lock_config=True
+  )
   flags.DEFINE_enum("split", "train", ["train", "validation"], "which split", flag_values=fv)
   common.number(fv, "num", 4, "how many examples (or packed rows)", low=1)
   flags.DEFINE_bool("json", False, "one JSON object per line", flag_values=fv)
   flags.DEFINE_bool("packed", False, "show packed rows with their segment_ids", flag_values=fv)
-  flags.DEFINE_string("workdir", "", "run folder; the cache is <workdir>/cache (default "
-                      "runs/<config.name>) unless data.cache_dir is set", flag_values=fv)
+  flags.DEFINE_string(
+    "workdir",
+    "",
+    "run folder; the cache is <workdir>/cache (default "
+    "runs/<config.name>) unless data.cache_dir is set",
+    flag_values=fv,
+  )
 
 
 def _render(tokenizer, ids, special_ids) -> str:
@@ -66,8 +72,10 @@ def _print_readable(tokenizer, examples: list[dict], packed: bool) -> None:
         at = seg == s
         gap = np.asarray(ex["gap"])[at]
         first = min(ex["pos"][j] for j in np.flatnonzero(at))
-        print(f"-- segment {s} ({int(at.sum())} tokens, pos {first}.., "
-              f"{'FIM' if (gap > 0).any() else 'AR'})")
+        print(
+          f"-- segment {s} ({int(at.sum())} tokens, pos {first}.., "
+          f"{'FIM' if (gap > 0).any() else 'AR'})"
+        )
         print(_render(tokenizer, np.asarray(ex["tokens"])[at].tolist(), sp))
       continue
     w, s = ex["window"], ex["window_start"]
@@ -85,10 +93,17 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
   del args
   config = fv.config
   cache_dir = checkpoint.cache_dir(config, fv.workdir or f"runs/{config.name}")
-  cache = cache_lib.ensure_cache(config.data, cache_dir, progress=not fv.json,
-                                 log=lambda s: print(s, file=sys.stderr))
-  examples = pipeline.show_examples(config, cache.documents(fv.split), cache.special_ids,
-                                    split=fv.split, num=fv.num, packed=fv.packed)
+  cache = cache_lib.ensure_cache(
+    config.data, cache_dir, progress=not fv.json, log=lambda s: print(s, file=sys.stderr)
+  )
+  examples = pipeline.show_examples(
+    config,
+    cache.documents(fv.split),
+    cache.special_ids,
+    split=fv.split,
+    num=fv.num,
+    packed=fv.packed,
+  )
   if fv.json:
     for ex in examples:
       print(json.dumps(ex))
@@ -103,6 +118,7 @@ def main(argv=None) -> int:
     print(__doc__.strip())
     return 0
   if words[:1] != ["show"]:
-    return common.fail(PROG, f"the one command is show, not {words[0]!r}" if words else
-                       "missing the command: show")
+    return common.fail(
+      PROG, f"the one command is show, not {words[0]!r}" if words else "missing the command: show"
+    )
   return common.run(PROG, __doc__, define, body, argv, skip=1, required=("config",))

@@ -14,8 +14,9 @@ PROG = "python -m fimjax.plot"
 
 
 def define(fv: flags.FlagValues) -> None:
-  flags.DEFINE_string("out", None, "write the PNG here (default: <workdir>/loss.png)",
-                      flag_values=fv)
+  flags.DEFINE_string(
+    "out", None, "write the PNG here (default: <workdir>/loss.png)", flag_values=fv
+  )
 
 
 def body(fv: flags.FlagValues, args: list[str]) -> int:

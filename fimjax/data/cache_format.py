@@ -46,6 +46,7 @@ class CacheDamaged(CacheError):
 @dataclasses.dataclass
 class Documents:
   """Documents as spans of one flat token array (a memmap for a loaded cache)."""
+
   tokens: np.ndarray  # 1-D
   starts: np.ndarray  # int64 [n]
   lengths: np.ndarray  # int64 [n]
@@ -58,17 +59,22 @@ class Documents:
     """Documents from token lists, with optional per-document structure arrays alike."""
     lengths = np.array([len(d) for d in docs], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    cat = lambda xs, dt: (np.concatenate([np.asarray(x, dt) for x in xs]) if len(xs)
-                          else np.zeros(0, dt))
-    return cls(cat(docs, np.int32), starts, lengths,
-               flags=None if flags is None else cat(flags, np.uint8),
-               span=None if span is None else cat(span, np.uint16))
+    cat = lambda xs, dt: (
+      np.concatenate([np.asarray(x, dt) for x in xs]) if len(xs) else np.zeros(0, dt)
+    )
+    return cls(
+      cat(docs, np.int32),
+      starts,
+      lengths,
+      flags=None if flags is None else cat(flags, np.uint8),
+      span=None if span is None else cat(span, np.uint16),
+    )
 
   def __len__(self) -> int:
     return len(self.starts)
 
   def __getitem__(self, i: int) -> np.ndarray:
-    return self.tokens[self.starts[i]:self.starts[i] + self.lengths[i]]
+    return self.tokens[self.starts[i] : self.starts[i] + self.lengths[i]]
 
   @property
   def num_tokens(self) -> int:
@@ -76,21 +82,32 @@ class Documents:
 
   def __reduce__(self):
     # A memmap would pickle its whole content: it travels as its file and place instead.
-    return (_unpickle, (_by_file(self.tokens), self.starts, self.lengths, self.path,
-                        _by_file(self.flags), _by_file(self.span)))
+    return (
+      _unpickle,
+      (
+        _by_file(self.tokens),
+        self.starts,
+        self.lengths,
+        self.path,
+        _by_file(self.flags),
+        _by_file(self.span),
+      ),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class FileArray:
   """What a memmap pickles as: its file, dtype, byte offset and shape; `open()` maps it again."""
+
   file: str
   dtype: str
   offset: int
   shape: tuple
 
   def open(self) -> np.memmap:
-    return np.memmap(self.file, dtype=np.dtype(self.dtype), mode="r", offset=self.offset,
-                     shape=self.shape)
+    return np.memmap(
+      self.file, dtype=np.dtype(self.dtype), mode="r", offset=self.offset, shape=self.shape
+    )
 
 
 def _by_file(a):
@@ -113,8 +130,17 @@ def _unpickle(tokens, starts, lengths, path, flags, span) -> Documents:
 class TokenCache:
   """A loaded cache: `documents(split)` are memory-mapped, nothing is read up front."""
 
-  def __init__(self, path: pathlib.Path, meta: dict, tokens, offsets, split, flags, span,
-               checksummed: Sequence[str] = ()):
+  def __init__(
+    self,
+    path: pathlib.Path,
+    meta: dict,
+    tokens,
+    offsets,
+    split,
+    flags,
+    span,
+    checksummed: Sequence[str] = (),
+  ):
     self.path, self.meta = path, meta
     self.special_ids: dict[str, int] = dict(meta["special_ids"])
     self.model_vocab_size: int = int(meta["model_vocab_size"])
@@ -128,8 +154,9 @@ class TokenCache:
     keep = self.split == SPLITS[split]
     starts = np.asarray(self.offsets[:-1][keep], np.int64)
     lengths = np.asarray(np.diff(self.offsets)[keep], np.int64)
-    return Documents(self.tokens, starts, lengths, str(self.path / "tokens.npy"), self.flags,
-                     self.span)
+    return Documents(
+      self.tokens, starts, lengths, str(self.path / "tokens.npy"), self.flags, self.span
+    )
 
   def tokenizer(self) -> tok_lib.Tokenizer:
     m = self.meta
@@ -141,13 +168,17 @@ class TokenCache:
       except Exception as e:  # the library's parse error: name the file, not the JSON position
         raise _damaged(self.path, m, TOKENIZER_FILE, f"unreadable: {e}") from None
       if corpus_lib.sha256(tok.to_json().encode()) != m["tokenizer_sha256"]:
-        raise CacheError(f"{self.path / TOKENIZER_FILE} is not the tokenizer this cache was built "
-                         "with; rebuild the cache")
+        raise CacheError(
+          f"{self.path / TOKENIZER_FILE} is not the tokenizer this cache was built "
+          "with; rebuild the cache"
+        )
       return tok
     tok = tok_lib.TctTokenizer(m["tct_module"])
     if tok.vocab_size != m["vocab_size"] or tok.version != m["tokenizer_version"]:
-      raise CacheError(f"{self.path}: built with {m['tokenizer_version']} (vocab {m['vocab_size']}),"
-                       f" installed is {tok.version} (vocab {tok.vocab_size}); rebuild the cache")
+      raise CacheError(
+        f"{self.path}: built with {m['tokenizer_version']} (vocab {m['vocab_size']}),"
+        f" installed is {tok.version} (vocab {tok.vocab_size}); rebuild the cache"
+      )
     return tok
 
 
@@ -182,10 +213,14 @@ def corpus_change(old_meta: dict, old_path, new_meta: dict, new_path) -> str:
   same = tokenizer_id(read_meta(old_path) or {}) == tokenizer_id(old_meta)
   old, new = _doc_hashes(old_path) if same else None, _doc_hashes(new_path)
   have, want = old_meta.get("settings", {}), new_meta.get("settings", {})
-  keys = [k for k in sorted(set(have) | set(want)) if k != "inputs_sha256" and have.get(k) != want.get(k)]
-  text = (f"corpus files (by content): {len(new - old)} added, {len(old - new)} removed"
-          if old is not None and new is not None else
-          f"corpus: {old_meta.get('num_inputs')} input files, now {new_meta.get('num_inputs')}")
+  keys = [
+    k for k in sorted(set(have) | set(want)) if k != "inputs_sha256" and have.get(k) != want.get(k)
+  ]
+  text = (
+    f"corpus files (by content): {len(new - old)} added, {len(old - new)} removed"
+    if old is not None and new is not None
+    else f"corpus: {old_meta.get('num_inputs')} input files, now {new_meta.get('num_inputs')}"
+  )
   return text + "".join(f", {k}: {have.get(k)!r} -> {want.get(k)!r}" for k in keys)
 
 
@@ -196,8 +231,9 @@ def file_sha256(path: pathlib.Path) -> str:
 
 def file_records(folder: pathlib.Path, names: Sequence[str]) -> dict:
   """meta.json's `files`: {name: {"bytes": size, "sha256": hex}} of `names` in `folder`."""
-  return {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)}
-          for n in names}
+  return {
+    n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)} for n in names
+  }
 
 
 def _damaged(path: pathlib.Path, meta: dict, name: str, why: str) -> CacheDamaged:
@@ -206,10 +242,12 @@ def _damaged(path: pathlib.Path, meta: dict, name: str, why: str) -> CacheDamage
   tid = tokenizer_id(meta)
   tid = tid[:16] if tid.startswith("bpe:") else tid
   return CacheDamaged(
-      f"cache file {path / name} is damaged ({why}); rebuild {path} from the same corpus (rerun "
-      f"the training command, or python -m fimjax.data.cache build --input ... --out {path}) or "
-      f"restore it from a copy: a run resumes only with its own tokenizer ({tid})",
-      path / name, why)
+    f"cache file {path / name} is damaged ({why}); rebuild {path} from the same corpus (rerun "
+    f"the training command, or python -m fimjax.data.cache build --input ... --out {path}) or "
+    f"restore it from a copy: a run resumes only with its own tokenizer ({tid})",
+    path / name,
+    why,
+  )
 
 
 def _open_arrays(path: pathlib.Path, meta: dict, records: dict) -> dict[str, np.ndarray]:
@@ -221,10 +259,16 @@ def _open_arrays(path: pathlib.Path, meta: dict, records: dict) -> dict[str, np.
       raise _damaged(path, meta, name, "missing")
     want = records.get(name, {}).get("bytes")
     if want is not None and f.stat().st_size != want:
-      raise _damaged(path, meta, name, f"{f.stat().st_size} bytes, {META} says {want}: truncated "
-                     "or replaced")
-  want = {"tokens.npy": meta["dtype"], "offsets.npy": "int64", "split.npy": "uint8",
-          STRUCT_FLAGS: "uint8", STRUCT_SPAN: "uint16"}
+      raise _damaged(
+        path, meta, name, f"{f.stat().st_size} bytes, {META} says {want}: truncated or replaced"
+      )
+  want = {
+    "tokens.npy": meta["dtype"],
+    "offsets.npy": "int64",
+    "split.npy": "uint8",
+    STRUCT_FLAGS: "uint8",
+    STRUCT_SPAN: "uint16",
+  }
   a = {}
   for name in ARRAYS:
     small = name in ("offsets.npy", "split.npy")  # in memory; the token-length ones memory-mapped
@@ -233,14 +277,19 @@ def _open_arrays(path: pathlib.Path, meta: dict, records: dict) -> dict[str, np.
     except (OSError, ValueError) as e:
       raise _damaged(path, meta, name, f"unreadable: {e}") from None
     if a[name].dtype != np.dtype(want[name]) or a[name].ndim != 1:
-      raise _damaged(path, meta, name, f"{a[name].dtype} of shape {a[name].shape}, want 1-D "
-                     f"{want[name]}")
+      raise _damaged(
+        path, meta, name, f"{a[name].dtype} of shape {a[name].shape}, want 1-D {want[name]}"
+      )
   tokens, offsets, split = a["tokens.npy"], a["offsets.npy"], a["split.npy"]
   n, num_tokens = sum(meta["num_documents"].values()), sum(meta["num_tokens"].values())
   if len(tokens) != num_tokens:
     raise _damaged(path, meta, "tokens.npy", f"{len(tokens)} tokens, {META} says {num_tokens}")
-  for name, length in (("offsets.npy", n + 1), ("split.npy", n), (STRUCT_FLAGS, len(tokens)),
-                       (STRUCT_SPAN, len(tokens))):
+  for name, length in (
+    ("offsets.npy", n + 1),
+    ("split.npy", n),
+    (STRUCT_FLAGS, len(tokens)),
+    (STRUCT_SPAN, len(tokens)),
+  ):
     if len(a[name]) != length:
       raise _damaged(path, meta, name, f"{len(a[name])} entries, want {length} for {META}")
   if offsets[0] != 0 or offsets[-1] != len(tokens) or not bool(np.all(np.diff(offsets) >= 0)):
@@ -252,8 +301,12 @@ def _open_arrays(path: pathlib.Path, meta: dict, records: dict) -> dict[str, np.
   vocab = int(meta["vocab_size"])
   if len(tokens) and int(tokens.max()) >= vocab:
     at = int(np.argmax(np.asarray(tokens) >= vocab))
-    raise _damaged(path, meta, "tokens.npy", f"token id {int(tokens[at])} at index {at} is not "
-                   f"below the vocab size {vocab}")
+    raise _damaged(
+      path,
+      meta,
+      "tokens.npy",
+      f"token id {int(tokens[at])} at index {at} is not below the vocab size {vocab}",
+    )
   return a
 
 
@@ -272,7 +325,9 @@ def load_cache(path: str | os.PathLike, *, checksums: bool | None = None) -> Tok
   if meta is None:
     raise CacheError(f"no fimjax token cache at {path} (no valid {META}); {hint}")
   if meta.get("format_version") != FORMAT_VERSION:
-    raise CacheError(f"{path}: cache format {meta.get('format_version')}, need {FORMAT_VERSION}; {hint}")
+    raise CacheError(
+      f"{path}: cache format {meta.get('format_version')}, need {FORMAT_VERSION}; {hint}"
+    )
   records = meta.get("files") or {}
   a = _open_arrays(path, meta, records)
   budget = float("inf") if checksums else CHECKSUM_ON_LOAD_BYTES if checksums is None else -1

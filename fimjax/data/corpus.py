@@ -22,8 +22,17 @@ import yaml
 from fimjax.data import sources as sources_lib
 from fimjax.data import workers
 from fimjax.data.sources import (  # noqa: F401  (re-exported: callers use corpus.X)
-    CACHE_MARKER, DEFAULT, EXTENSIONS, SYNTHETIC, CorpusError, Source, Table, is_embedded, is_url,
-    list_sources)
+  CACHE_MARKER,
+  DEFAULT,
+  EXTENSIONS,
+  SYNTHETIC,
+  CorpusError,
+  Source,
+  Table,
+  is_embedded,
+  is_url,
+  list_sources,
+)
 
 # SchemaStore's github-workflow.json (Apache-2.0; source and license beside it).
 BUNDLED_SCHEMA = pathlib.Path(__file__).resolve().parent / "schemas" / "github-workflow.json"
@@ -33,9 +42,21 @@ DOCUMENTS = ("workflow", "any")  # what a document must be: a workflow, or any m
 WORKFLOW_TCT = "tct_github_workflow"  # the TCT build of the workflow schema
 
 # Every reason a file or row can be skipped for, in pipeline order.
-REASONS = ("too_large", "unreadable", "bad_row", "not_utf8", "empty", "duplicate", "yaml_error",
-           "json_error", "not_mapping", "not_workflow", "not_json", "schema_invalid",
-           "tokenizer_rejected")
+REASONS = (
+  "too_large",
+  "unreadable",
+  "bad_row",
+  "not_utf8",
+  "empty",
+  "duplicate",
+  "yaml_error",
+  "json_error",
+  "not_mapping",
+  "not_workflow",
+  "not_json",
+  "schema_invalid",
+  "tokenizer_rejected",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +81,9 @@ class _Loader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
-    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+  k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:timestamp"]
+  for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def fix_on(obj):
@@ -87,8 +109,13 @@ def expanded_size(root: yaml.Node, limit: int) -> int:
     if id(node) in size:
       todo.pop()
       continue
-    kids = (node.value if isinstance(node, yaml.SequenceNode) else
-            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+    kids = (
+      node.value
+      if isinstance(node, yaml.SequenceNode)
+      else [n for pair in node.value for n in pair]
+      if isinstance(node, yaml.MappingNode)
+      else []
+    )
     if id(node) not in opened:
       opened.add(id(node))
       todo += [k for k in kids if id(k) not in size and id(k) not in opened]
@@ -98,8 +125,9 @@ def expanded_size(root: yaml.Node, limit: int) -> int:
   return size[id(root)]
 
 
-def load_workflow(text: str, json_file: bool = False, max_nodes: int | None = None,
-                  jsonc: bool = False):
+def load_workflow(
+  text: str, json_file: bool = False, max_nodes: int | None = None, jsonc: bool = False
+):
   """Loads a document (YAML, or JSON when `json_file`, with comments and trailing commas when
   `jsonc`) with the `on:` fix; raises on bad syntax, and TooLarge when the YAML has more than
   `max_nodes` nodes with its aliases expanded (a "billion laughs" file), checked before anything
@@ -131,7 +159,7 @@ def strip_jsonc(text: str) -> str:
   become spaces (their newlines kept), so a JSON error still points at the right line."""
   out, pos, last = [], 0, ""  # last: the last character of JSON before the match
   for m in _JSONC.finditer(text):
-    gap = text[pos:m.start()]
+    gap = text[pos : m.start()]
     last = gap.rstrip()[-1:] or last
     pos = m.end()
     if m.group(1) is not None:
@@ -173,6 +201,7 @@ def schema_validator(schema_path: str = ""):
 @functools.lru_cache(maxsize=4)
 def _validator(schema_path: str):
   import jsonschema  # only when schema checks are on
+
   with open(schema_path, encoding="utf-8") as f:
     schema = json.load(f)
   return jsonschema.validators.validator_for(schema)(schema)
@@ -210,8 +239,13 @@ def _load(text: str, json_file: bool, max_nodes: int, jsonc: bool):
     return load_workflow(text, True, max_nodes, jsonc)
 
 
-def read_source(src: Source, max_file_bytes: int = 1_000_000, schema_path: str = "",
-                documents: str = "workflow", jsonc: bool = False):
+def read_source(
+  src: Source,
+  max_file_bytes: int = 1_000_000,
+  schema_path: str = "",
+  documents: str = "workflow",
+  jsonc: bool = False,
+):
   """-> (sha256 or None, Document or None, reason or None). `schema_path` "" = no schema check;
   `documents`: "workflow" (a mapping with `jobs`) or "any" (any mapping)."""
   if src.reason:
@@ -261,17 +295,31 @@ class Reader:
   Parquet, dataset) is held in memory one file at a time.
   """
 
-  def __init__(self, inputs: Sequence[str], *, max_file_bytes: int = 1_000_000,
-               schema_check: bool = False, schema_path: str = "", documents: str = "workflow",
-               jsonc: bool = False, text_field: str = "content", num_proc: int | None = None,
-               progress: bool = False):
+  def __init__(
+    self,
+    inputs: Sequence[str],
+    *,
+    max_file_bytes: int = 1_000_000,
+    schema_check: bool = False,
+    schema_path: str = "",
+    documents: str = "workflow",
+    jsonc: bool = False,
+    text_field: str = "content",
+    num_proc: int | None = None,
+    progress: bool = False,
+  ):
     if documents not in DOCUMENTS:
-      raise CorpusError(f"documents={documents!r}: use one of {', '.join(DOCUMENTS)} "
-                        "(data.documents)")
+      raise CorpusError(
+        f"documents={documents!r}: use one of {', '.join(DOCUMENTS)} (data.documents)"
+      )
     self.inputs, self.documents, self.text_field = list(inputs), documents, text_field
     self.units = list_sources(inputs)
-    self._read = dict(max_file_bytes=max_file_bytes, documents=documents, jsonc=jsonc,
-                      schema_path=str(find_schema(schema_path)) if schema_check else "")
+    self._read = dict(
+      max_file_bytes=max_file_bytes,
+      documents=documents,
+      jsonc=jsonc,
+      schema_path=str(find_schema(schema_path)) if schema_check else "",
+    )
     if num_proc is None:  # auto: processes only where they pay for their start-up
       num_proc = workers.default_num_proc() if schema_check or self._size() >= PARALLEL_MIN else 1
     self.num_proc, self.progress = num_proc, progress
@@ -280,9 +328,12 @@ class Reader:
   def _size(self) -> int:
     """About how many documents: files, plus a table's bytes / 1 kB."""
     try:
-      return sum(1 if isinstance(u, Source) else
-                 (PARALLEL_MIN if u.kind == "hf" else sources_lib.size(u.path) // 1024)
-                 for u in self.units)
+      return sum(
+        1
+        if isinstance(u, Source)
+        else (PARALLEL_MIN if u.kind == "hf" else sources_lib.size(u.path) // 1024)
+        for u in self.units
+      )
     except OSError:
       return 0
 
@@ -299,10 +350,12 @@ class Reader:
 
   def __iter__(self):
     from tqdm import tqdm
+
     seen = set()
     chunks = workers.batched(self._sources(), READ_CHUNK)
-    with tqdm(desc="reading", unit="file", disable=None if self.progress else True,
-              leave=False) as bar:
+    with tqdm(
+      desc="reading", unit="file", disable=None if self.progress else True, leave=False
+    ) as bar:
       for chunk, results in workers.ordered_map(_read_chunk, chunks, self.num_proc, **self._read):
         for (line, src), (digest, doc, reason) in zip(chunk, results):
           self.num_inputs += 1
@@ -312,20 +365,30 @@ class Reader:
             if digest in seen:
               reason, doc = "duplicate", None
             seen.add(digest)
-          skip = None if doc is not None else {
-              "file": src.name, "reason": reason,
-              **({"message": src.note} if src.note and reason == src.reason else {})}
+          skip = (
+            None
+            if doc is not None
+            else {
+              "file": src.name,
+              "reason": reason,
+              **({"message": src.note} if src.note and reason == src.reason else {}),
+            }
+          )
           yield src, doc, skip
         bar.update(len(chunk))
     self.fingerprint = hashlib.sha256(b"".join(self._lines)).hexdigest()
 
   def nothing_usable(self, skipped: list[dict]) -> CorpusError:
     """The error for a corpus with no usable document, with the skip counts and a hint."""
-    hint = (f" (rows need their text in a string field {self.text_field!r}: set "
-            "data.text_field)" if any(s["reason"] == "bad_row" for s in skipped) else "")
+    hint = (
+      f" (rows need their text in a string field {self.text_field!r}: set data.text_field)"
+      if any(s["reason"] == "bad_row" for s in skipped)
+      else ""
+    )
     what = "workflow" if self.documents == "workflow" else "document"
-    return CorpusError(f"no usable {what} in {self.inputs}: "
-                       f"{summary(self.num_inputs, 0, skipped)}{hint}")
+    return CorpusError(
+      f"no usable {what} in {self.inputs}: {summary(self.num_inputs, 0, skipped)}{hint}"
+    )
 
 
 def read_corpus(inputs: Sequence[str], **options) -> Corpus:

@@ -30,6 +30,7 @@ BPE_SAMPLE_BYTES = 64 * 2**20
 class Scan:
   """What `scan` keeps in memory: per kept document its name, sha256, own split (-1 = by hash)
   and where its text lies in the spill file."""
+
   spill: pathlib.Path
   names: list[str]
   sha256: list[str]
@@ -83,8 +84,11 @@ def _init(spec) -> None:
   """Sets this process's tokenizer from a spec (a tokenizer object in this process)."""
   global _TOKENIZER, _NBYTES
   if isinstance(spec, tuple):
-    spec = (tok_lib.BpeTokenizer.from_json(spec[1], spec[2]) if spec[0] == "bpe"
-            else tok_lib.TctTokenizer(spec[1]))
+    spec = (
+      tok_lib.BpeTokenizer.from_json(spec[1], spec[2])
+      if spec[0] == "bpe"
+      else tok_lib.TctTokenizer(spec[1])
+    )
   _TOKENIZER = spec
   _NBYTES = spec.token_bytes() if hasattr(spec, "token_bytes") else None
 
@@ -126,10 +130,16 @@ def token_dtype(vocab_size: int):
 def encode(texts: Iterable[str], tok, num_proc: int, progress: bool = False) -> Iterator:
   """encode_chunk's result per text, in order, over `num_proc` processes."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
   spec = tok if num_proc <= 1 else _spec(tok)
   with tqdm(desc="encoding", unit="file", disable=None if progress else True, leave=False) as bar:
-    for chunk, results in workers.ordered_map(encode_chunk, workers.batched(texts, ENCODE_CHUNK),
-                                              num_proc, initializer=_init, initargs=(spec,)):
+    for chunk, results in workers.ordered_map(
+      encode_chunk,
+      workers.batched(texts, ENCODE_CHUNK),
+      num_proc,
+      initializer=_init,
+      initargs=(spec,),
+    ):
       yield from results
       bar.update(len(chunk))
 
@@ -144,9 +154,10 @@ class NpyWriter:
     self.header_len = self._header(10**15)
 
   def _header(self, n: int) -> int:
-    np.lib.format.write_array_header_1_0(self.f, {
-        "descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
-        "shape": (n,)})
+    np.lib.format.write_array_header_1_0(
+      self.f,
+      {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (n,)},
+    )
     return self.f.tell()
 
   def append(self, a: np.ndarray) -> None:

@@ -44,8 +44,14 @@ SPAN_POLICIES = holes_lib.POLICIES
 POSITIONS = ("collapsed", "continued", "sequential")
 AR, PSM, SPM = 0, 1, 2
 FIELDS = ("tokens", "targets", "pos", "gap", "loss_mask", "segment_ids")
-DTYPES = {"tokens": np.int32, "targets": np.int32, "pos": np.int32, "gap": np.int32,
-          "loss_mask": np.float32, "segment_ids": np.int32}
+DTYPES = {
+  "tokens": np.int32,
+  "targets": np.int32,
+  "pos": np.int32,
+  "gap": np.int32,
+  "loss_mask": np.float32,
+  "segment_ids": np.int32,
+}
 
 
 class WindowTable:
@@ -88,6 +94,7 @@ class WindowTable:
 @dataclasses.dataclass(frozen=True)
 class FimConfig:
   """What `fim` in the config says about building examples (hashable, picklable)."""
+
   rate: float = 0.5
   span_policy: str = "split"
   max_span: int = 64
@@ -107,10 +114,21 @@ class FimConfig:
     mix = tuple(float(fim.mix.get(k, 0.0)) for k in holes_lib.KINDS)
     unknown = sorted(set(fim.mix) - set(holes_lib.KINDS))
     if unknown or min(mix) < 0 or (fim.span_policy == "mixed" and sum(mix) <= 0):
-      raise ValueError(f"fim.mix={dict(fim.mix)} must give weights >= 0 (not all 0) to hole kinds "
-                       f"among {holes_lib.KINDS}")
-    cfg = cls(float(fim.rate), str(fim.span_policy), int(fim.max_span), float(fim.spm_rate),
-              int(fim.seed), str(fim.positions), mix, int(fim.max_lines), float(fim.eom_weight))
+      raise ValueError(
+        f"fim.mix={dict(fim.mix)} must give weights >= 0 (not all 0) to hole kinds "
+        f"among {holes_lib.KINDS}"
+      )
+    cfg = cls(
+      float(fim.rate),
+      str(fim.span_policy),
+      int(fim.max_span),
+      float(fim.spm_rate),
+      int(fim.seed),
+      str(fim.positions),
+      mix,
+      int(fim.max_lines),
+      float(fim.eom_weight),
+    )
     return dataclasses.replace(cfg, **overrides)
 
 
@@ -130,7 +148,8 @@ def sample_fim(cfg: FimConfig, epoch, ids, start, n, docs, d):
   at = np.flatnonzero(fim)
   if len(at):
     g[at], m[at], hole[at] = holes_lib.sample_holes(
-        cfg, epoch[at], ids[at], docs, d[at], start[at], n[at], lo[at], hi[at], eos[at])
+      cfg, epoch[at], ids[at], docs, d[at], start[at], n[at], lo[at], hi[at], eos[at]
+    )
   kind = np.where(fim, np.where(spm, SPM, PSM), AR)
   return kind, g, m, hole
 
@@ -140,8 +159,17 @@ def middle_pos_step(positions: str) -> int:
   return 0 if positions == "collapsed" else 1
 
 
-def fim_example(window, g: int, m: int, kind: int, special_ids: dict, *, start: int = 0,
-                positions: str = "continued", eom_weight: float = 1.0) -> dict:
+def fim_example(
+  window,
+  g: int,
+  m: int,
+  kind: int,
+  special_ids: dict,
+  *,
+  start: int = 0,
+  positions: str = "continued",
+  eom_weight: float = 1.0,
+) -> dict:
   """One example, plainly (the reference `build_examples` must equal): lists `tokens`, `targets`,
   `pos`, `gap`, `loss_mask` (inputs and their next-token targets).
 
@@ -151,9 +179,14 @@ def fim_example(window, g: int, m: int, kind: int, special_ids: dict, *, start: 
   """
   sp, w = special_ids, list(window)
   if kind == AR:
-    return {"tokens": w[:-1], "targets": w[1:], "pos": list(range(start, start + len(w) - 1)),
-            "gap": [0] * (len(w) - 1), "loss_mask": [1.0] * (len(w) - 1)}
-  prefix, middle, suffix = w[:g], w[g:g + m], w[g + m:]
+    return {
+      "tokens": w[:-1],
+      "targets": w[1:],
+      "pos": list(range(start, start + len(w) - 1)),
+      "gap": [0] * (len(w) - 1),
+      "loss_mask": [1.0] * (len(w) - 1),
+    }
+  prefix, middle, suffix = w[:g], w[g : g + m], w[g + m :]
   p = start + g  # the hole's (MASK's) document position
   pre = [(t, start + i) for i, t in enumerate(prefix)]
   mask_and_suffix = [(sp["mask"], p)] + [(t, p + 1 + i) for i, t in enumerate(suffix)]
@@ -167,16 +200,35 @@ def fim_example(window, g: int, m: int, kind: int, special_ids: dict, *, start: 
     pos = list(range(start, start + len(cells)))
   gap = [0] * len(front) + list(range(1, len(back) + 1))
   targets = tokens[1:]
-  loss = [0.0 if t in (sp["mask"], sp["mid"]) else eom_weight if t == sp["eom"] else 1.0
-          for t in targets]
+  loss = [
+    0.0 if t in (sp["mask"], sp["mid"]) else eom_weight if t == sp["eom"] else 1.0 for t in targets
+  ]
   if kind == SPM and g > 0:
     loss[len(mask_and_suffix) - 1] = 0.0  # prefix[0] after the suffix: where a window starts
-  return {"tokens": tokens[:-1], "targets": targets, "pos": pos[:-1], "gap": gap[:-1],
-          "loss_mask": loss}
+  return {
+    "tokens": tokens[:-1],
+    "targets": targets,
+    "pos": pos[:-1],
+    "gap": gap[:-1],
+    "loss_mask": loss,
+  }
 
 
-def build_examples(tokens, doc_starts, doc_lengths, doc, start, n, kind, g, m, special_ids, *,
-                   positions: str = "continued", eom_weight: float = 1.0):
+def build_examples(
+  tokens,
+  doc_starts,
+  doc_lengths,
+  doc,
+  start,
+  n,
+  kind,
+  g,
+  m,
+  special_ids,
+  *,
+  positions: str = "continued",
+  eom_weight: float = 1.0,
+):
   """Ragged examples: dict of flat input-cell arrays + `example`, `index`, and `lengths` [C].
 
   The vectorised `fim_example` of a chunk. `tokens` is the flat token array (memmap is fine);
@@ -226,10 +278,14 @@ def build_examples(tokens, doc_starts, doc_lengths, doc, start, n, kind, g, m, s
   loss[(k_[inp] == SPM) & (j[inp] == suf[inp]) & (g_[inp] > 0)] = 0.0  # SPM: prefix[0]
   loss[fimc[inp] & (tgt == sp["eom"])] = eom_weight
   return {
-      "tokens": tok[inp].astype(np.int32), "targets": tgt.astype(np.int32),
-      "pos": pos[inp].astype(np.int32), "gap": gap[inp].astype(np.int32),
-      "loss_mask": loss, "example": e[inp], "index": j[inp],
-      "lengths": ext - 1,
+    "tokens": tok[inp].astype(np.int32),
+    "targets": tgt.astype(np.int32),
+    "pos": pos[inp].astype(np.int32),
+    "gap": gap[inp].astype(np.int32),
+    "loss_mask": loss,
+    "example": e[inp],
+    "index": j[inp],
+    "lengths": ext - 1,
   }
 
 
@@ -249,7 +305,7 @@ def place(lengths: np.ndarray, context: int, *, pack: bool, seed: int = 0):
   rem[0], nrows = context, 0
   for i in np.argsort(-lengths, kind="stable").tolist():
     ln = lengths[i]
-    r = int(np.argmax(rem[:nrows + 1] >= ln))  # rem[nrows] is a fresh row: always fits
+    r = int(np.argmax(rem[: nrows + 1] >= ln))  # rem[nrows] is a fresh row: always fits
     if r == nrows:
       nrows += 1
       rem[nrows] = context
@@ -263,8 +319,10 @@ def place(lengths: np.ndarray, context: int, *, pack: bool, seed: int = 0):
 
 def pad_rows(num_rows: int, context: int, pad_id: int) -> dict:
   """[num_rows, context] rows of padding only."""
-  return {k: np.full((num_rows, context), pad_id if k in ("tokens", "targets") else 0, DTYPES[k])
-          for k in FIELDS}
+  return {
+    k: np.full((num_rows, context), pad_id if k in ("tokens", "targets") else 0, DTYPES[k])
+    for k in FIELDS
+  }
 
 
 def to_rows(ex: dict, row, offset, segment, num_rows: int, context: int, pad_id: int) -> dict:
@@ -277,8 +335,18 @@ def to_rows(ex: dict, row, offset, segment, num_rows: int, context: int, pad_id:
   return out
 
 
-def make_rows(docs, table: WindowTable, cfg: FimConfig, codes: np.ndarray, special_ids: dict,
-              *, seed: int, pack: bool, num_windows: int | None = None, meta: bool = False):
+def make_rows(
+  docs,
+  table: WindowTable,
+  cfg: FimConfig,
+  codes: np.ndarray,
+  special_ids: dict,
+  *,
+  seed: int,
+  pack: bool,
+  num_windows: int | None = None,
+  meta: bool = False,
+):
   """Rows for stream codes (epoch * num_windows + window id): windows, FIM, placement.
 
   Window cut points use `seed` (train.seed); FIM uses cfg.seed. With `meta`, also returns
@@ -289,13 +357,36 @@ def make_rows(docs, table: WindowTable, cfg: FimConfig, codes: np.ndarray, speci
   epoch, ids = np.divmod(codes, nw)
   d, start, n = table.spans(ids, epoch, seed)
   kind, g, m, hole = sample_fim(cfg, epoch, ids, start, n, docs, d)
-  ex = build_examples(docs.tokens, docs.starts, docs.lengths, d, start, n, kind, g, m,
-                      special_ids, positions=cfg.positions, eom_weight=cfg.eom_weight)
+  ex = build_examples(
+    docs.tokens,
+    docs.starts,
+    docs.lengths,
+    d,
+    start,
+    n,
+    kind,
+    g,
+    m,
+    special_ids,
+    positions=cfg.positions,
+    eom_weight=cfg.eom_weight,
+  )
   key = int(hash_u64(seed, 0, codes[:1], rand.S_ROWS)[0]) if len(codes) else 0
   row, off, seg, nrows = place(ex["lengths"], table.context, pack=pack, seed=key)
   rows = to_rows(ex, row, off, seg, nrows, table.context, special_ids["pad"])
   if not meta:
     return rows
-  return rows, {"doc": d, "start": start, "n": n, "kind": kind, "g": g, "m": m, "hole": hole,
-                "row": row,
-                "offset": off, "lengths": ex["lengths"], "epoch": epoch, "window": ids}
+  return rows, {
+    "doc": d,
+    "start": start,
+    "n": n,
+    "kind": kind,
+    "g": g,
+    "m": m,
+    "hole": hole,
+    "row": row,
+    "offset": off,
+    "lengths": ex["lengths"],
+    "epoch": epoch,
+    "window": ids,
+  }

@@ -25,8 +25,12 @@ from fimjax.data import structure
 KINDS = ("token", "uniform", "split", "line", "value", "step", "block", "yaml")
 POLICIES = KINDS + ("mixed",)
 TOKEN, UNIFORM, SPLIT, LINE, VALUE, STEP, BLOCK, YAML = range(len(KINDS))
-NODE_FLAGS = {VALUE: structure.VALUE, STEP: structure.STEP, BLOCK: structure.BLOCK,
-              YAML: structure.VALUE | structure.STEP | structure.BLOCK}
+NODE_FLAGS = {
+  VALUE: structure.VALUE,
+  STEP: structure.STEP,
+  BLOCK: structure.BLOCK,
+  YAML: structure.VALUE | structure.STEP | structure.BLOCK,
+}
 
 
 def draw_kinds(cfg, epoch, ids) -> np.ndarray:
@@ -105,8 +109,9 @@ def structured_holes(docs, d, start, n, lo, hi, eos, kind, h_pick, h_lines, max_
   return g, m, found
 
 
-def hole_reference(flags, span, lo: int, hi: int, eos: bool, kind: int, h_pick, h_lines,
-                   max_lines: int):
+def hole_reference(
+  flags, span, lo: int, hi: int, eos: bool, kind: int, h_pick, h_lines, max_lines: int
+):
   """One window, plainly: (g, m) of its structure hole, or None when it has no candidate.
 
   `flags`/`span` are the window's cells (0 at BOS/EOS)."""
@@ -115,8 +120,9 @@ def hole_reference(flags, span, lo: int, hi: int, eos: bool, kind: int, h_pick, 
     ends = {s: [c for c in lines if c > s] + ([hi] if eos else []) for s in lines}
     cands = [s for s in lines if ends[s] and flags[s] & structure.TEXT]
   else:
-    cands = [c for c in range(lo, hi)
-             if flags[c] & NODE_FLAGS[kind] and span[c] and c + span[c] <= hi]
+    cands = [
+      c for c in range(lo, hi) if flags[c] & NODE_FLAGS[kind] and span[c] and c + span[c] <= hi
+    ]
   if not cands:
     return None
   g = cands[int(rand.below(h_pick, len(cands))[0])]
@@ -139,9 +145,18 @@ def sample_holes(cfg, epoch, ids, docs, d, start, n, lo, hi, eos):
   if len(sel):
     epoch_sel = epoch[sel] if np.ndim(epoch) else epoch
     gs, ms, found = structured_holes(
-        docs, d[sel], start[sel], n[sel], lo[sel], hi[sel], eos[sel], kind[sel],
-        rand.hash_u64(cfg.seed, epoch_sel, ids[sel], rand.S_PICK),
-        rand.hash_u64(cfg.seed, epoch_sel, ids[sel], rand.S_LINES), cfg.max_lines)
+      docs,
+      d[sel],
+      start[sel],
+      n[sel],
+      lo[sel],
+      hi[sel],
+      eos[sel],
+      kind[sel],
+      rand.hash_u64(cfg.seed, epoch_sel, ids[sel], rand.S_PICK),
+      rand.hash_u64(cfg.seed, epoch_sel, ids[sel], rand.S_LINES),
+      cfg.max_lines,
+    )
     at = sel[found]
     g[at], m[at] = gs[found], ms[found]
     kind[sel[~found]] = SPLIT  # g, m already hold its split hole (random_spans' default)

@@ -17,8 +17,11 @@ def output_error(path: str, *, folder: bool = False) -> str | None:
     while folder and not os.path.exists(where):
       where = os.path.dirname(where)
     if not os.path.isdir(where):
-      return (f"{path}: {where} is a file, not a folder" if os.path.exists(where) else
-              f"{path}: no such folder {where}")
+      return (
+        f"{path}: {where} is a file, not a folder"
+        if os.path.exists(where)
+        else f"{path}: no such folder {where}"
+      )
   if not os.access(where, os.W_OK | (os.X_OK if os.path.isdir(where) else 0)):
     return f"{path}: {where} is not writable"
   return None

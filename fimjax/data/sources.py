@@ -43,6 +43,7 @@ class CorpusError(ValueError):
 class Source:
   """One document: a file (`path`, local or a URL) or bytes in memory (`data`: an embedded file or
   a table row), with its own split (0 train / 1 validation) or None (by content hash)."""
+
   name: str
   path: str | None = None
   data: bytes | None = None
@@ -55,6 +56,7 @@ class Source:
 @dataclasses.dataclass(frozen=True)
 class Table:
   """A file or folder of rows, each a document; `kind` is "jsonl", "parquet" or "hf"."""
+
   kind: str
   path: str
 
@@ -81,13 +83,18 @@ def _fs(url: str):
   scheme = url.split("://", 1)[0]
   try:
     import fsspec  # gcsfs brings it; only URLs need it
+
     return fsspec.core.url_to_fs(url)
   except ImportError as e:
     if scheme in ("gs", "gcs"):
-      raise CorpusError(f"input {url}: gs:// paths need gcsfs, which is not installed: pip install "
-                        "'fimjax[gcs]' (or copy the corpus to a local folder)") from None
-    raise CorpusError(f"input {url}: {scheme}:// paths need a package that is not installed "
-                      f"({e}); or copy the corpus to a local folder") from None
+      raise CorpusError(
+        f"input {url}: gs:// paths need gcsfs, which is not installed: pip install "
+        "'fimjax[gcs]' (or copy the corpus to a local folder)"
+      ) from None
+    raise CorpusError(
+      f"input {url}: {scheme}:// paths need a package that is not installed "
+      f"({e}); or copy the corpus to a local folder"
+    ) from None
   except ValueError as e:  # fsspec: "Protocol not known"
     raise CorpusError(f"input {url}: {e}; give a local path or a gs:// URL") from None
 
@@ -98,7 +105,7 @@ def _join(url: str, fs_path: str) -> str:
 
 
 def _kind(path: str) -> str | None:
-  """"file", "dir" or None (nothing there)."""
+  """ "file", "dir" or None (nothing there)."""
   if is_url(path):
     fs, p = _fs(path)
     return "dir" if fs.isdir(p) else "file" if fs.isfile(p) else None
@@ -154,8 +161,10 @@ def list_sources(inputs) -> list[Source | Table]:
     elif kind == "dir":
       out.extend(_folder(inp))
     else:
-      raise CorpusError(f"input not found: {inp} (give existing workflow files/folders, tables "
-                        "(.jsonl, .parquet, a saved dataset), 'default' or 'synthetic:N')")
+      raise CorpusError(
+        f"input not found: {inp} (give existing workflow files/folders, tables "
+        "(.jsonl, .parquet, a saved dataset), 'default' or 'synthetic:N')"
+      )
   return out
 
 
@@ -180,16 +189,19 @@ def _folder(root: str) -> list[Source | Table]:
 
 def _embedded_sources(inp: str) -> list[Source]:
   if inp == DEFAULT:
-    return [Source(f"default:{name}", data=data, split=split)
-            for name, data, split in default_corpus.embedded()]
+    return [
+      Source(f"default:{name}", data=data, split=split)
+      for name, data, split in default_corpus.embedded()
+    ]
   try:
-    n = int(inp[len(SYNTHETIC):])
+    n = int(inp[len(SYNTHETIC) :])
   except ValueError:
     n = -1
   if n < 0:
     raise CorpusError(f"bad input {inp!r}: write synthetic:N with N >= 0 generated workflows")
-  return [Source(f"synthetic:{name}", data=text.encode("utf-8"))
-          for name, text in synthetic.synthetic(n)]
+  return [
+    Source(f"synthetic:{name}", data=text.encode("utf-8")) for name, text in synthetic.synthetic(n)
+  ]
 
 
 # ------------------------------------------------------------------------------------- tables
@@ -208,7 +220,7 @@ def _folder_digest(root: str) -> str:
   for folder, _, names in _walk(root):
     files += [posixpath.join(folder, n) if is_url(root) else os.path.join(folder, n) for n in names]
   for f in sorted(files):
-    rel = os.path.relpath(f, root) if not is_url(root) else f[len(root.rstrip("/")) + 1:]
+    rel = os.path.relpath(f, root) if not is_url(root) else f[len(root.rstrip("/")) + 1 :]
     h.update(f"{rel.replace(os.sep, '/')}\0{hashlib.sha256(read_bytes(f)).hexdigest()}\n".encode())
   return h.hexdigest()
 
@@ -273,8 +285,10 @@ def _jsonl_rows(name: str, data: bytes, text_field: str):
 
 def _columns(name: str, have: list[str], text_field: str) -> list[str]:
   if text_field not in have:
-    raise CorpusError(f"{name} has no column {text_field!r} (it has {', '.join(have)}); set "
-                      "--config.data.text_field / --text-field to the column of the documents' text")
+    raise CorpusError(
+      f"{name} has no column {text_field!r} (it has {', '.join(have)}); set "
+      "--config.data.text_field / --text-field to the column of the documents' text"
+    )
   return [c for c in (text_field, "repo", "path") if c in have]
 
 
@@ -282,8 +296,9 @@ def _parquet_rows(name: str, data: bytes, text_field: str):
   try:
     import pyarrow.parquet as pq
   except ImportError:
-    raise CorpusError(f"input {name}: Parquet needs pyarrow, which is not installed: pip install "
-                      "'fimjax[parquet]'") from None
+    raise CorpusError(
+      f"input {name}: Parquet needs pyarrow, which is not installed: pip install 'fimjax[parquet]'"
+    ) from None
   pf = pq.ParquetFile(io.BytesIO(data))
   cols = _columns(name, pf.schema_arrow.names, text_field)
   row = 0
@@ -297,8 +312,10 @@ def _read_dataset(table: Table, text_field: str) -> tuple[str, list[Source]]:
   try:
     import datasets
   except ImportError:
-    raise CorpusError(f"input {table.path}: Hugging Face datasets need `datasets`, which is not "
-                      "installed: pip install 'fimjax[hf]'") from None
+    raise CorpusError(
+      f"input {table.path}: Hugging Face datasets need `datasets`, which is not "
+      "installed: pip install 'fimjax[hf]'"
+    ) from None
   with tempfile.TemporaryDirectory(prefix="fimjax-dataset-") as tmp:
     local = table.path
     if is_url(local):  # one download, hashed and loaded from the copy

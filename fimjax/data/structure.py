@@ -36,8 +36,11 @@ _WS[list(b" \t\r\n\f\v")] = True
 class _Loader(yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader):
   """Composes nodes only (no construction), so nothing is expanded: aliases stay one node."""
 
-  _TAGS = {yaml.ScalarNode: "tag:yaml.org,2002:str", yaml.SequenceNode: "tag:yaml.org,2002:seq",
-           yaml.MappingNode: "tag:yaml.org,2002:map"}
+  _TAGS = {
+    yaml.ScalarNode: "tag:yaml.org,2002:str",
+    yaml.SequenceNode: "tag:yaml.org,2002:seq",
+    yaml.MappingNode: "tag:yaml.org,2002:map",
+  }
 
   def resolve(self, kind, value, implicit):  # pylint: disable=unused-argument
     """No tags are needed for marks: skips the implicit-tag regexes (a quarter of compose)."""
@@ -114,8 +117,12 @@ def _end(node) -> int:
   An alias is the anchored node itself (marks at the anchor, so such ends fail the checks), and a
   recursive one (`&a [*a]`) would loop: the walk stops at a node seen before."""
   seen = set()
-  while isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and not node.flow_style \
-      and node.value and id(node) not in seen:
+  while (
+    isinstance(node, (yaml.MappingNode, yaml.SequenceNode))
+    and not node.flow_style
+    and node.value
+    and id(node) not in seen
+  ):
     seen.add(id(node))
     last = node.value[-1]
     node = last[1] if isinstance(last, tuple) else last
@@ -139,8 +146,11 @@ def structure(text: str, token_bytes) -> tuple[np.ndarray, np.ndarray]:
   m = _Marks(text, token_bytes)
   if token_bytes.sum() != m.num_bytes:
     raise ValueError(f"tokens cover {token_bytes.sum()} bytes, the text has {m.num_bytes}")
-  newlines = np.array([i for i, ch in enumerate(text) if ch == "\n"], np.int64) \
-      if not text.isascii() else np.flatnonzero(np.frombuffer(text.encode(), np.uint8) == 10)
+  newlines = (
+    np.array([i for i, ch in enumerate(text) if ch == "\n"], np.int64)
+    if not text.isascii()
+    else np.flatnonzero(np.frombuffer(text.encode(), np.uint8) == 10)
+  )
   lines = m.snap(newlines) if len(newlines) else np.zeros(0, np.int64)
   flags[lines[lines >= 0]] |= LINE
   flags[0] |= LINE

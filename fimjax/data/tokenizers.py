@@ -41,8 +41,9 @@ def import_tct(module_name: str = corpus.WORKFLOW_TCT):
     return importlib.import_module(module_name)
   except ImportError as e:
     raise TokenizerError(
-        f"tokenizer 'tct' needs the Python module {module_name!r} ({e}): install it with "
-        f"`{TCT_WHEEL_HINT}`, or use --config.data.tokenizer=bpe") from None
+      f"tokenizer 'tct' needs the Python module {module_name!r} ({e}): install it with "
+      f"`{TCT_WHEEL_HINT}`, or use --config.data.tokenizer=bpe"
+    ) from None
 
 
 def _module_version(mod) -> str:
@@ -69,6 +70,7 @@ def workflow_json(text: str) -> str:
 
 class TctTokenizer:
   """Adapter for a `tct_github_workflow`-like module: encode(json) / decode(ids) / vocab_size()."""
+
   name = "tct"
 
   def __init__(self, module_name: str = corpus.WORKFLOW_TCT):
@@ -145,13 +147,17 @@ class BpeTokenizer:
   The trained model holds at most `vocab_size - 1` tokens; `pad_id = vocab_size - 1` is not a
   token of the model, so no input text (not even "<pad>") can encode to it.
   """
+
   name = "bpe"
 
   def __init__(self, tok, vocab_size: int):
     import tokenizers
+
     if tok.get_vocab_size() > vocab_size - 1:
-      raise TokenizerError(f"BPE model has {tok.get_vocab_size()} tokens; vocab_size {vocab_size} "
-                           "leaves no room for PAD")
+      raise TokenizerError(
+        f"BPE model has {tok.get_vocab_size()} tokens; vocab_size {vocab_size} "
+        "leaves no room for PAD"
+      )
     self._tok = tok
     self.vocab_size = int(vocab_size)
     self.pad_id = self.vocab_size - 1
@@ -160,28 +166,42 @@ class BpeTokenizer:
   @staticmethod
   def _empty():
     from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
     tok = HFTokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tok.decoder = decoders.ByteLevel()  # no normalizer, no post-processor: bytes in, bytes out
     return tok
 
   @classmethod
-  def train(cls, texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2,
-            show_progress: bool = False) -> "BpeTokenizer":
+  def train(
+    cls,
+    texts: Iterable[str],
+    vocab_size: int = 8192,
+    min_frequency: int = 2,
+    show_progress: bool = False,
+  ) -> "BpeTokenizer":
     """Trains on `texts` (the training split only); `vocab_size` includes PAD."""
     from tokenizers import pre_tokenizers, trainers
+
     if vocab_size < 258:
-      raise TokenizerError(f"bpe_vocab_size {vocab_size} is too small (>= 258: 256 bytes + PAD + 1)")
+      raise TokenizerError(
+        f"bpe_vocab_size {vocab_size} is too small (>= 258: 256 bytes + PAD + 1)"
+      )
     tok = cls._empty()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 1, min_frequency=min_frequency, show_progress=show_progress,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+      vocab_size=vocab_size - 1,
+      min_frequency=min_frequency,
+      show_progress=show_progress,
+      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+      special_tokens=[],
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     return cls(tok, vocab_size)
 
   @classmethod
   def load(cls, path: str | pathlib.Path, vocab_size: int) -> "BpeTokenizer":
     from tokenizers import Tokenizer as HFTokenizer
+
     path = pathlib.Path(path)
     if not path.is_file():
       raise TokenizerError(f"BPE tokenizer file not found: {path} (rebuild the token cache)")
@@ -190,6 +210,7 @@ class BpeTokenizer:
   @classmethod
   def from_json(cls, text: str, vocab_size: int) -> "BpeTokenizer":
     from tokenizers import Tokenizer as HFTokenizer
+
     return cls(HFTokenizer.from_str(text), vocab_size)
 
   def save(self, path: str | pathlib.Path) -> None:
@@ -210,8 +231,9 @@ class BpeTokenizer:
     """[vocab_size] int: each id's length in bytes (0 for PAD): byte-level tokens are strings of
     one character per byte, so a document's tokens locate its text exactly."""
     n = self._tok.get_vocab_size()
-    return np.array([len(self._tok.id_to_token(i)) for i in range(n)]
-                    + [0] * (self.vocab_size - n), np.int64)
+    return np.array(
+      [len(self._tok.id_to_token(i)) for i in range(n)] + [0] * (self.vocab_size - n), np.int64
+    )
 
   def decode(self, ids: Sequence[int]) -> str:
     """Ids outside the model (PAD) are dropped."""
@@ -223,7 +245,7 @@ class BpeTokenizer:
 
 
 def resolve(name: str, tct_module: str = corpus.WORKFLOW_TCT) -> str:
-  """"auto" -> "tct" when the TCT module imports, else "bpe"; checks the name."""
+  """ "auto" -> "tct" when the TCT module imports, else "bpe"; checks the name."""
   if name == "auto":
     try:
       importlib.import_module(tct_module)
@@ -235,9 +257,14 @@ def resolve(name: str, tct_module: str = corpus.WORKFLOW_TCT) -> str:
   return name
 
 
-def make_tokenizer(name: str = "auto", *, tct_module: str = corpus.WORKFLOW_TCT,
-                   bpe_vocab_size: int = 8192, bpe_file: str | pathlib.Path | None = None,
-                   train_texts: Iterable[str] | None = None) -> Tokenizer:
+def make_tokenizer(
+  name: str = "auto",
+  *,
+  tct_module: str = corpus.WORKFLOW_TCT,
+  bpe_vocab_size: int = 8192,
+  bpe_file: str | pathlib.Path | None = None,
+  train_texts: Iterable[str] | None = None,
+) -> Tokenizer:
   """A tokenizer by name. BPE loads `bpe_file` when it exists, else trains on `train_texts`."""
   name = resolve(name, tct_module)
   if name == "tct":

@@ -17,8 +17,16 @@ def default_num_proc() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def ordered_map(fn: Callable, tasks: Iterable, num_proc: int, *, initializer=None,
-                initargs: tuple = (), inflight: int = 4, **kwargs) -> Iterator[tuple]:
+def ordered_map(
+  fn: Callable,
+  tasks: Iterable,
+  num_proc: int,
+  *,
+  initializer=None,
+  initargs: tuple = (),
+  inflight: int = 4,
+  **kwargs,
+) -> Iterator[tuple]:
   """Yields (task, fn(task, **kwargs)) in the order of `tasks`, in `num_proc` spawned processes
   (in this one when num_proc <= 1; `initializer(*initargs)` runs first in each)."""
   call = functools.partial(fn, **kwargs)
@@ -29,8 +37,9 @@ def ordered_map(fn: Callable, tasks: Iterable, num_proc: int, *, initializer=Non
       yield task, call(task)
     return
   ctx = multiprocessing.get_context("spawn")  # fork is unsafe once JAX has started threads
-  with concurrent.futures.ProcessPoolExecutor(num_proc, mp_context=ctx, initializer=initializer,
-                                              initargs=initargs) as pool:
+  with concurrent.futures.ProcessPoolExecutor(
+    num_proc, mp_context=ctx, initializer=initializer, initargs=initargs
+  ) as pool:
     waiting = collections.deque()
     for task in tasks:
       waiting.append((task, pool.submit(call, task)))

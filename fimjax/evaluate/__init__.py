@@ -62,19 +62,27 @@ def _data_field(config, name: str):
   return config.data.get(name, config_base.ADDED_LATER.get(f"data.{name}"))
 
 
-def _split_sums(config, docs, special_ids, state, eval_step, mesh, *, fim: bool,
-                span_policy: str = "") -> dict:
+def _split_sums(
+  config, docs, special_ids, state, eval_step, mesh, *, fim: bool, span_policy: str = ""
+) -> dict:
   """Sums of the eval step's outputs over every batch of `docs` (the validation split)."""
   totals = None
   for batch in pipeline.make_eval_batches(
-      config, docs, special_ids, fim=fim, batch_size=config.train.eval_batch_size,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      span_policy=span_policy):
+    config,
+    docs,
+    special_ids,
+    fim=fim,
+    batch_size=config.train.eval_batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    span_policy=span_policy,
+  ):
     sums = eval_step(state, step_lib.shard_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
   if totals is None:
-    raise ValueError("the validation split is empty: raise config.data.val_fraction "
-                     "or add files to the corpus")
+    raise ValueError(
+      "the validation split is empty: raise config.data.val_fraction or add files to the corpus"
+    )
   return {k: float(v) for k, v in jax.device_get(totals).items()}
 
 
@@ -82,18 +90,27 @@ def _ratio(num: float, den: float) -> float:
   return num / den if den else float("nan")
 
 
-def validation_losses(config: ml_collections.ConfigDict, cache, state, eval_step, mesh, *,
-                      docs=None, span_policy: str = "") -> dict:
+def validation_losses(
+  config: ml_collections.ConfigDict,
+  cache,
+  state,
+  eval_step,
+  mesh,
+  *,
+  docs=None,
+  span_policy: str = "",
+) -> dict:
   """Losses and FIM accuracies (module doc) on `docs` (default: the validation split)."""
   docs = cache.documents("validation") if docs is None else docs
   ar = _split_sums(config, docs, cache.special_ids, state, eval_step, mesh, fim=False)
-  fim = _split_sums(config, docs, cache.special_ids, state, eval_step, mesh, fim=True,
-                    span_policy=span_policy)
+  fim = _split_sums(
+    config, docs, cache.special_ids, state, eval_step, mesh, fim=True, span_policy=span_policy
+  )
   out = {
-      "eval_loss": _ratio(ar["loss_sum"], ar["count"]),
-      "eval_fim_loss": _ratio(fim["fim_loss_sum"], fim["fim_count"]),
-      "eval_fim_context_loss": _ratio(fim["ar_loss_sum"], fim["ar_count"]),
-      "eval_tokens": ar["count"],
+    "eval_loss": _ratio(ar["loss_sum"], ar["count"]),
+    "eval_fim_loss": _ratio(fim["fim_loss_sum"], fim["fim_count"]),
+    "eval_fim_context_loss": _ratio(fim["ar_loss_sum"], fim["ar_count"]),
+    "eval_tokens": ar["count"],
   }
   for part in PARTS:
     if f"{part}_count" in fim:
@@ -105,26 +122,55 @@ def validation_losses(config: ml_collections.ConfigDict, cache, state, eval_step
 # ---------------------------------------------------------------------------------- generation
 
 
-def generation_metrics(model: api.Model, *, num: int, max_tokens: int = GEN_MAX_TOKENS,
-                       validator=None, seed: int = GEN_SEED, batch_size: int = 16) -> dict:
+def generation_metrics(
+  model: api.Model,
+  *,
+  num: int,
+  max_tokens: int = GEN_MAX_TOKENS,
+  validator=None,
+  seed: int = GEN_SEED,
+  batch_size: int = 16,
+) -> dict:
   """Rates of `num` samples (temperature 1) that decode, parse and pass `validator`'s schema."""
-  samples = model.samples(num, temperature=1.0, max_tokens=max_tokens, seed=seed,
-                          batch_size=batch_size, validator=validator)
+  samples = model.samples(
+    num,
+    temperature=1.0,
+    max_tokens=max_tokens,
+    seed=seed,
+    batch_size=batch_size,
+    validator=validator,
+  )
   c = inference.counts(samples)
   n = max(c["num"], 1)
-  return {"gen_num": c["num"], "gen_decoded_rate": c["decoded"] / n,
-          "gen_parsed_rate": c["parsed"] / n, "gen_schema_valid_rate": c["schema_valid"] / n}
+  return {
+    "gen_num": c["num"],
+    "gen_decoded_rate": c["decoded"] / n,
+    "gen_parsed_rate": c["parsed"] / n,
+    "gen_schema_valid_rate": c["schema_valid"] / n,
+  }
 
 
 def make_eval_step(config, cache, mesh):
   """The eval step with the per-part FIM sums (it knows the cache's EOM id)."""
-  return step_lib.make_eval_step(config, cache.model_vocab_size, mesh,
-                                 eom_id=cache.special_ids["eom"])
+  return step_lib.make_eval_step(
+    config, cache.model_vocab_size, mesh, eom_id=cache.special_ids["eom"]
+  )
 
 
-def evaluate(config, cache, state, mesh, eval_step=None, *, sampling: bool = True,
-             schema_path: str = "", schema_fix: str = "", docs=None, span_policy: str = "",
-             **overrides) -> dict:
+def evaluate(
+  config,
+  cache,
+  state,
+  mesh,
+  eval_step=None,
+  *,
+  sampling: bool = True,
+  schema_path: str = "",
+  schema_fix: str = "",
+  docs=None,
+  span_policy: str = "",
+  **overrides,
+) -> dict:
   """Losses, plus infill and generation metrics when `sampling` (settings: config.eval), on
   `docs` (default: the validation split; generation does not depend on them). The JSON schema
   is `schema_path`, else the run's data.schema_path, else the bundled workflow schema;
@@ -133,37 +179,57 @@ def evaluate(config, cache, state, mesh, eval_step=None, *, sampling: bool = Tru
   validator = None
   if sampling:  # before the losses: a wrong path stops at once
     validator = inference.make_validator(
-        schema_path or config.data.schema_path, fix=schema_fix or
-        "fix --config.data.schema_path, or set it to '' for the workflow schema shipped with "
-        "fimjax")
+      schema_path or config.data.schema_path,
+      fix=schema_fix
+      or "fix --config.data.schema_path, or set it to '' for the workflow schema shipped with "
+      "fimjax",
+    )
   if eval_step is None:
     eval_step = make_eval_step(config, cache, mesh)
   docs = cache.documents("validation") if docs is None else docs
-  out = validation_losses(config, cache, state, eval_step, mesh, docs=docs,
-                          span_policy=span_policy)
+  out = validation_losses(config, cache, state, eval_step, mesh, docs=docs, span_policy=span_policy)
   if not sampling:
     return out
   if jax.process_count() > 1:  # the sampler fetches whole arrays to one host
-    log.warning("infill/generation metrics are computed in single-process runs only; run "
-                "python -m fimjax.evaluate --workdir ... on one host")
+    log.warning(
+      "infill/generation metrics are computed in single-process runs only; run "
+      "python -m fimjax.evaluate --workdir ... on one host"
+    )
     return out
   tok = cache.tokenizer()
-  model = api.Model(config, model_lib.ModelConfig.from_config(config, cache.model_vocab_size),
-                    state["params"], tok, cache.special_ids, cache.model_vocab_size)
+  model = api.Model(
+    config,
+    model_lib.ModelConfig.from_config(config, cache.model_vocab_size),
+    state["params"],
+    tok,
+    cache.special_ids,
+    cache.model_vocab_size,
+  )
   with jax.set_mesh(mesh):
     if s["infill_holes"] > 0:
-      out.update(infill_eval.infill_metrics(
-          model.model_config, model.params, docs, cache.special_ids, cache.model_vocab_size,
-          tokenizer=tok, per_kind=int(s["infill_holes"]), max_new=int(s["max_new_tokens"]),
-          positions=config.fim.positions, validator=validator))
+      out.update(
+        infill_eval.infill_metrics(
+          model.model_config,
+          model.params,
+          docs,
+          cache.special_ids,
+          cache.model_vocab_size,
+          tokenizer=tok,
+          per_kind=int(s["infill_holes"]),
+          max_new=int(s["max_new_tokens"]),
+          positions=config.fim.positions,
+          validator=validator,
+        )
+      )
     if s["generate_samples"] > 0:
       out.update(generation_metrics(model, num=int(s["generate_samples"]), validator=validator))
   return out
 
 
 def _json_safe(report: dict) -> dict:
-  return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-          for k, v in report.items()}
+  return {
+    k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in report.items()
+  }
 
 
 class _Vocab:
@@ -183,18 +249,28 @@ def _run_cache(model: api.Model, path: str):
   run = api.locate(path)[3]
   where = checkpoint.cache_dir(model.config, run) if run or model.config.data.cache_dir else None
   if where is None or cache_lib.read_meta(pathlib.Path(where)) is None:
-    raise FileNotFoundError(f"no data for the losses: no token cache at "
-                            f"{where or '<workdir>/cache'}; pass --corpus FILES (workflow files "
-                            "or folders, comma-separated)")
+    raise FileNotFoundError(
+      f"no data for the losses: no token cache at "
+      f"{where or '<workdir>/cache'}; pass --corpus FILES (workflow files "
+      "or folders, comma-separated)"
+    )
   cache = cache_lib.load_cache(where)
   if (now := cache_lib.tokenizer_id(cache.meta)) != model.tokenizer_id:
-    raise checkpoint.tokenizer_mismatch(model.tokenizer_id, now, f"the token cache {where}",
-                                        "evaluate with --corpus instead")
+    raise checkpoint.tokenizer_mismatch(
+      model.tokenizer_id, now, f"the token cache {where}", "evaluate with --corpus instead"
+    )
   return cache
 
 
-def evaluate_workdir(workdir: str, *, step=None, schema_path: str = "", corpus: str = "",
-                     span_policy: str = "", **overrides):
+def evaluate_workdir(
+  workdir: str,
+  *,
+  step=None,
+  schema_path: str = "",
+  corpus: str = "",
+  span_policy: str = "",
+  **overrides,
+):
   """The JSON report of a checkpoint (`workdir`: anything `api.load` takes) on `corpus` files
   when given, else the run's validation split; or an error message (str)."""
   try:
@@ -202,22 +278,47 @@ def evaluate_workdir(workdir: str, *, step=None, schema_path: str = "", corpus: 
     config, docs, held_out = model.config, None, {}
     if corpus:
       docs, summary = cache_lib.encode_documents(
-          [c.strip() for c in corpus.split(",") if c.strip()], model.tokenizer,
-          max_file_bytes=config.data.max_file_bytes, jsonc=_data_field(config, "jsonc"),
-          text_field=_data_field(config, "text_field"),
-          documents=corpus_lib.document_kind(_data_field(config, "documents"),
-                                             model.tokenizer.name, config.data.tct_module))
+        [c.strip() for c in corpus.split(",") if c.strip()],
+        model.tokenizer,
+        max_file_bytes=config.data.max_file_bytes,
+        jsonc=_data_field(config, "jsonc"),
+        text_field=_data_field(config, "text_field"),
+        documents=corpus_lib.document_kind(
+          _data_field(config, "documents"), model.tokenizer.name, config.data.tct_module
+        ),
+      )
       held_out, vocab = {"corpus": corpus, "corpus_summary": summary}, _Vocab(model)
     else:
       vocab = _run_cache(model, workdir)
-    fix = ("fix --schema, or leave it out for the workflow schema shipped with fimjax"
-           if schema_path else "the run's data.schema_path is not here: pass --schema PATH")
-    metrics = evaluate(config, vocab, state, mesh, schema_path=schema_path, schema_fix=fix,
-                       docs=docs, span_policy=span_policy, **overrides)
+    fix = (
+      "fix --schema, or leave it out for the workflow schema shipped with fimjax"
+      if schema_path
+      else "the run's data.schema_path is not here: pass --schema PATH"
+    )
+    metrics = evaluate(
+      config,
+      vocab,
+      state,
+      mesh,
+      schema_path=schema_path,
+      schema_fix=fix,
+      docs=docs,
+      span_policy=span_policy,
+      **overrides,
+    )
   except (FileNotFoundError, ValueError) as e:
     return str(e).splitlines()[0]
   settings = {**eval_settings(config), **{k: v for k, v in overrides.items() if v is not None}}
-  return _json_safe({"workdir": workdir, "step": model.step, "fim_rate": config.fim.rate,
-                     "span_policy": span_policy or config.fim.span_policy,
-                     "tokenizer": model.tokenizer.name, "tokenizer_id": model.tokenizer_id,
-                     **held_out, **settings, **metrics})
+  return _json_safe(
+    {
+      "workdir": workdir,
+      "step": model.step,
+      "fim_rate": config.fim.rate,
+      "span_policy": span_policy or config.fim.span_policy,
+      "tokenizer": model.tokenizer.name,
+      "tokenizer_id": model.tokenizer_id,
+      **held_out,
+      **settings,
+      **metrics,
+    }
+  )

@@ -25,17 +25,22 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 def plot_losses(workdir: str, out: str | None = None) -> str:
   records = metrics_lib.read_metrics(workdir)
   if not records:
-    raise FileNotFoundError(f"no metrics in {os.path.join(workdir, 'metrics.jsonl')}: "
-                            "train first (python -m fimjax.main --workdir ...)")
+    raise FileNotFoundError(
+      f"no metrics in {os.path.join(workdir, 'metrics.jsonl')}: "
+      "train first (python -m fimjax.main --workdir ...)"
+    )
   out = out or os.path.join(workdir, "loss.png")
   problem = paths.output_error(out)
   if problem:  # a read-only workdir, say: checked before drawing
     raise PermissionError(f"{problem}: pass --out PATH to write the plot elsewhere")
   fig, ax = plt.subplots(figsize=(8, 5))
-  for key, label, style in [("loss", "train loss", "-"), ("ar_loss", "train AR", ":"),
-                            ("fim_loss", "train FIM middle", ":"),
-                            ("eval_loss", "validation loss", "o-"),
-                            ("eval_fim_loss", "validation FIM middle", "s--")]:
+  for key, label, style in [
+    ("loss", "train loss", "-"),
+    ("ar_loss", "train AR", ":"),
+    ("fim_loss", "train FIM middle", ":"),
+    ("eval_loss", "validation loss", "o-"),
+    ("eval_fim_loss", "validation FIM middle", "s--"),
+  ]:
     steps, values = _series(records, key)
     if steps:
       ax.plot(steps, values, style, label=label, markersize=4)

@@ -46,16 +46,37 @@ FLOAT, INT, STR = "a finite number", "an integer", "a string"
 NULLSTR, STOPLIST, BOOL = "a string or null", "a string or a list of up to 4 strings", "a boolean"
 # Fields per endpoint: (type, default); None = required.
 FIELDS = {
-    "/infill": {"text": (STR, None), "temperature": (FLOAT, 0.0), "top_k": (INT, 0),
-                "top_p": (FLOAT, 1.0), "max_tokens": (INT, 128), "seed": (INT, -1),
-                "stop": (STR, "eom")},
-    "/generate": {"n": (INT, 1), "temperature": (FLOAT, 1.0), "top_k": (INT, 0),
-                  "top_p": (FLOAT, 1.0), "max_tokens": (INT, 1024), "seed": (INT, 0)},
-    "/score": {"text": (STR, None)},
-    "/v1/completions": {"prompt": (STR, None), "suffix": (NULLSTR, "absent"),
-                        "max_tokens": (INT, 16), "temperature": (FLOAT, 1.0), "top_k": (INT, 0),
-                        "top_p": (FLOAT, 1.0), "stop": (STOPLIST, []), "n": (INT, 1),
-                        "seed": (INT, -1), "model": (STR, ""), "stream": (BOOL, False)},
+  "/infill": {
+    "text": (STR, None),
+    "temperature": (FLOAT, 0.0),
+    "top_k": (INT, 0),
+    "top_p": (FLOAT, 1.0),
+    "max_tokens": (INT, 128),
+    "seed": (INT, -1),
+    "stop": (STR, "eom"),
+  },
+  "/generate": {
+    "n": (INT, 1),
+    "temperature": (FLOAT, 1.0),
+    "top_k": (INT, 0),
+    "top_p": (FLOAT, 1.0),
+    "max_tokens": (INT, 1024),
+    "seed": (INT, 0),
+  },
+  "/score": {"text": (STR, None)},
+  "/v1/completions": {
+    "prompt": (STR, None),
+    "suffix": (NULLSTR, "absent"),
+    "max_tokens": (INT, 16),
+    "temperature": (FLOAT, 1.0),
+    "top_k": (INT, 0),
+    "top_p": (FLOAT, 1.0),
+    "stop": (STOPLIST, []),
+    "n": (INT, 1),
+    "seed": (INT, -1),
+    "model": (STR, ""),
+    "stream": (BOOL, False),
+  },
 }
 
 
@@ -79,13 +100,19 @@ def parse_request(path: str, body: bytes, vocab: int = 1 << 30) -> dict:
       out[name] = default
       continue
     value = req[name]
-    ok = {STR: isinstance(value, str), NULLSTR: value is None or isinstance(value, str),
-          BOOL: isinstance(value, bool),
-          STOPLIST: isinstance(value, str) or (isinstance(value, list) and len(value) <= 4 and
-                                               all(isinstance(v, str) and v for v in value)),
-          INT: isinstance(value, int) and not isinstance(value, bool),
-          FLOAT: isinstance(value, (int, float)) and not isinstance(value, bool)
-                 and math.isfinite(value)}[kind]
+    ok = {
+      STR: isinstance(value, str),
+      NULLSTR: value is None or isinstance(value, str),
+      BOOL: isinstance(value, bool),
+      STOPLIST: isinstance(value, str)
+      or (
+        isinstance(value, list) and len(value) <= 4 and all(isinstance(v, str) and v for v in value)
+      ),
+      INT: isinstance(value, int) and not isinstance(value, bool),
+      FLOAT: isinstance(value, (int, float))
+      and not isinstance(value, bool)
+      and math.isfinite(value),
+    }[kind]
     if not ok:
       raise RequestError(400, f"field {name!r}: {json.dumps(value)[:40]} is not {kind}")
     out[name] = value
@@ -102,12 +129,17 @@ def _check_ranges(path: str, r: dict, vocab: int) -> None:
   if path == "/score":
     return
   for name, value, ok, rule in (
-      ("max_tokens", r["max_tokens"], r["max_tokens"] <= MAX_TOKENS, f"<= {MAX_TOKENS}"),
-      ("top_k", r["top_k"], r["top_k"] <= vocab, f"<= the vocabulary ({vocab})"),
-      ("seed", r["seed"], -1 <= r["seed"] <= MAX_SEED, f"in [0, {MAX_SEED}] (-1: none)"),
-      ("n", r.get("n", 1), 1 <= r.get("n", 1) <= MAX_N, f"in [1, {MAX_N}]"),
-      ("stop", r.get("stop", "eom"), path != "/infill" or r["stop"] in api.STOPS,
-       f"one of {api.STOPS}")):
+    ("max_tokens", r["max_tokens"], r["max_tokens"] <= MAX_TOKENS, f"<= {MAX_TOKENS}"),
+    ("top_k", r["top_k"], r["top_k"] <= vocab, f"<= the vocabulary ({vocab})"),
+    ("seed", r["seed"], -1 <= r["seed"] <= MAX_SEED, f"in [0, {MAX_SEED}] (-1: none)"),
+    ("n", r.get("n", 1), 1 <= r.get("n", 1) <= MAX_N, f"in [1, {MAX_N}]"),
+    (
+      "stop",
+      r.get("stop", "eom"),
+      path != "/infill" or r["stop"] in api.STOPS,
+      f"one of {api.STOPS}",
+    ),
+  ):
     if not ok:
       raise RequestError(400, f"field {name!r}: {value!r} must be {rule}")
   try:
@@ -124,6 +156,7 @@ def _check_ranges(path: str, r: dict, vocab: int) -> None:
 
 class Handler(http.server.BaseHTTPRequestHandler):
   """Parses and checks a request, queues it for the worker, waits, answers JSON."""
+
   server_version = "fimjax-serve"
   timeout = 60  # a client that stops sending mid-body frees its thread
 
@@ -137,8 +170,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
     app = self.server.app
     if self.path == "/health":
       m = app.worker.model
-      return {"status": "ok", "model": m.path, "step": m.step, "tokenizer": m.tokenizer_id,
-              "context": m.model_config.context, "max_batch": app.worker.max_batch}
+      return {
+        "status": "ok",
+        "model": m.path,
+        "step": m.step,
+        "tokenizer": m.tokenizer_id,
+        "context": m.model_config.context,
+        "max_batch": app.worker.max_batch,
+      }
     if self.path == "/stats":
       return app.worker.snapshot()
     raise self._unknown("GET")
@@ -155,8 +194,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
       left = min(int(length), DISCARD)
       while left > 0 and (chunk := self.rfile.read(min(left, 1 << 16))):
         left -= len(chunk)
-      raise RequestError(413, f"request of {length} bytes is over the limit of "
-                         f"{app.max_request_bytes} (--max_request_bytes)")
+      raise RequestError(
+        413,
+        f"request of {length} bytes is over the limit of "
+        f"{app.max_request_bytes} (--max_request_bytes)",
+      )
     vocab = app.worker.model.model_config.vocab_size
     job = Job(self.path, parse_request(self.path, self.rfile.read(int(length)), vocab))
     app.worker.submit(job)
@@ -169,8 +211,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
     gets, posts = ("/health", "/stats"), tuple(FIELDS)
     if self.path in gets + posts:
       return RequestError(405, f"{method} {self.path}: use {'GET' if method == 'POST' else 'POST'}")
-    return RequestError(404, f"no endpoint {self.path}: POST {', '.join(posts)}; "
-                        f"GET {', '.join(gets)}")
+    return RequestError(
+      404, f"no endpoint {self.path}: POST {', '.join(posts)}; GET {', '.join(gets)}"
+    )
 
   def _respond(self, make) -> None:
     try:
@@ -199,15 +242,24 @@ class Server:
   """The HTTP server and its worker around a loaded `api.Model`; `port=0` picks a free port.
   `start()` serves from background threads, `close()` stops both."""
 
-  def __init__(self, model, *, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 8,
-               max_request_bytes: int = 1_000_000, verbose: bool = True):
+  def __init__(
+    self,
+    model,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_batch: int = 8,
+    max_request_bytes: int = 1_000_000,
+    verbose: bool = True,
+  ):
     self.worker = Worker(model, max_batch)
     self.max_request_bytes, self.verbose = max_request_bytes, verbose
     self.httpd = http.server.ThreadingHTTPServer((host, port), Handler)
     self.httpd.daemon_threads = True
     self.httpd.app = self
-    self._thread = threading.Thread(target=self.httpd.serve_forever, name="fimjax-serve-http",
-                                    daemon=True)
+    self._thread = threading.Thread(
+      target=self.httpd.serve_forever, name="fimjax-serve-http", daemon=True
+    )
 
   @property
   def url(self) -> str:

@@ -23,11 +23,21 @@ class Java(Eco):
       w["cache"] = self.tool
     if publish and self.tool == "maven":
       w["server-id"] = c.pick(["ossrh", "central", "github"])
-    out = [c.step(f"Set up JDK {version}", uses=c.pick(["actions/setup-java@v4"] * 3 + ["actions/setup-java@v3"]),
-                  with_=w)]
+    out = [
+      c.step(
+        f"Set up JDK {version}",
+        uses=c.pick(["actions/setup-java@v4"] * 3 + ["actions/setup-java@v3"]),
+        with_=w,
+      )
+    ]
     if self.tool == "gradle":
       if "cache" not in w and c.p(0.8):
-        out.append(c.step("Setup Gradle", uses=c.pick(["gradle/actions/setup-gradle@v4", "gradle/actions/setup-gradle@v3"])))
+        out.append(
+          c.step(
+            "Setup Gradle",
+            uses=c.pick(["gradle/actions/setup-gradle@v4", "gradle/actions/setup-gradle@v3"]),
+          )
+        )
       if c.p(0.3):
         out.append(c.step("Make gradlew executable", run="chmod +x ./gradlew"))
     return out
@@ -35,14 +45,28 @@ class Java(Eco):
   def lint(self):
     c = self.c
     if self.tool == "maven":
-      return [c.step("Check style", run=f"{self.mvn} {c.pick(['spotless:check', 'checkstyle:check'])}")]
-    return [c.step("Lint", run=f"./gradlew {c.pick(['spotlessCheck', 'ktlintCheck', 'checkstyleMain'])}")]
+      return [
+        c.step("Check style", run=f"{self.mvn} {c.pick(['spotless:check', 'checkstyle:check'])}")
+      ]
+    return [
+      c.step("Lint", run=f"./gradlew {c.pick(['spotlessCheck', 'ktlintCheck', 'checkstyleMain'])}")
+    ]
 
   def test(self):
     c = self.c
     if self.tool == "maven":
-      return [c.step("Build with Maven", run=f"{self.mvn} {c.pick(['verify', 'test', 'package --file pom.xml'])}")]
-    return [c.step("Build with Gradle", run=c.pick(["./gradlew build", "./gradlew check", "./gradlew test --no-daemon"]))]
+      return [
+        c.step(
+          "Build with Maven",
+          run=f"{self.mvn} {c.pick(['verify', 'test', 'package --file pom.xml'])}",
+        )
+      ]
+    return [
+      c.step(
+        "Build with Gradle",
+        run=c.pick(["./gradlew build", "./gradlew check", "./gradlew test --no-daemon"]),
+      )
+    ]
 
   def build(self):
     c = self.c
@@ -52,8 +76,10 @@ class Java(Eco):
   def publish(self):
     c = self.c
     cmd = f"{self.mvn} deploy -DskipTests" if self.tool == "maven" else "./gradlew publish"
-    return ([c.step("Publish package", run=cmd, env={"GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}"})],
-            {"permissions": {"contents": "read", "packages": "write"}})
+    return (
+      [c.step("Publish package", run=cmd, env={"GITHUB_TOKEN": "${{ secrets.GITHUB_TOKEN }}"})],
+      {"permissions": {"contents": "read", "packages": "write"}},
+    )
 
 
 class Ruby(Eco):
@@ -80,28 +106,54 @@ class Ruby(Eco):
     c = self.c
     out = [] if self.bundler_cache else [c.step("Install gems", run="bundle install --jobs 4")]
     if self.rails:
-      out.append(c.step("Set up database", run=c.pick(["bin/rails db:create db:schema:load",
-                                                        "bin/rails db:setup"])))
+      out.append(
+        c.step(
+          "Set up database",
+          run=c.pick(["bin/rails db:create db:schema:load", "bin/rails db:setup"]),
+        )
+      )
     return out
 
   def lint(self):
     c = self.c
-    return [c.step("Lint", run=c.pick(["bundle exec rubocop", "bundle exec rubocop --parallel",
-                                        "bundle exec standardrb"]))]
+    return [
+      c.step(
+        "Lint",
+        run=c.pick(
+          ["bundle exec rubocop", "bundle exec rubocop --parallel", "bundle exec standardrb"]
+        ),
+      )
+    ]
 
   def test(self):
     c = self.c
     if self.rails:
-      return [c.step("Run tests", run=c.pick(["bin/rails test", "bundle exec rspec", "bin/rails test:all"]))]
-    return [c.step("Run tests", run=c.pick(["bundle exec rake", "bundle exec rspec", "bundle exec rake test"]))]
+      return [
+        c.step(
+          "Run tests", run=c.pick(["bin/rails test", "bundle exec rspec", "bin/rails test:all"])
+        )
+      ]
+    return [
+      c.step(
+        "Run tests", run=c.pick(["bundle exec rake", "bundle exec rspec", "bundle exec rake test"])
+      )
+    ]
 
   def build(self):
     return [self.c.step("Build gem", run="gem build *.gemspec")]
 
   def publish(self):
     c = self.c
-    return ([c.step("Push to RubyGems", run=lines("gem build *.gemspec", "gem push *.gem"),
-                    env={"GEM_HOST_API_KEY": "${{ secrets.RUBYGEMS_API_KEY }}"})], {})
+    return (
+      [
+        c.step(
+          "Push to RubyGems",
+          run=lines("gem build *.gemspec", "gem push *.gem"),
+          env={"GEM_HOST_API_KEY": "${{ secrets.RUBYGEMS_API_KEY }}"},
+        )
+      ],
+      {},
+    )
 
 
 class Dotnet(Eco):
@@ -116,10 +168,17 @@ class Dotnet(Eco):
 
   def setup(self, version, cache=True, **_):
     c = self.c
-    out = [c.step("Setup .NET", uses=c.pick(["actions/setup-dotnet@v4", "actions/setup-dotnet@v3"]),
-                  with_={"dotnet-version": version})]
+    out = [
+      c.step(
+        "Setup .NET",
+        uses=c.pick(["actions/setup-dotnet@v4", "actions/setup-dotnet@v3"]),
+        with_={"dotnet-version": version},
+      )
+    ]
     if cache and c.p(0.5):
-      out.append(cache_step(c, ["~/.nuget/packages"], HASH_OS + "-nuget-${{ hashFiles('**/*.csproj') }}"))
+      out.append(
+        cache_step(c, ["~/.nuget/packages"], HASH_OS + "-nuget-${{ hashFiles('**/*.csproj') }}")
+      )
     return out
 
   def install(self):
@@ -130,20 +189,38 @@ class Dotnet(Eco):
 
   def test(self):
     c = self.c
-    return [c.step("Build", run=f"dotnet build --no-restore --configuration {self.conf}"),
-            c.step("Test", run=c.pick([f"dotnet test --no-build --configuration {self.conf} --verbosity normal",
-                                        f"dotnet test --no-build -c {self.conf} --logger trx"]))]
+    return [
+      c.step("Build", run=f"dotnet build --no-restore --configuration {self.conf}"),
+      c.step(
+        "Test",
+        run=c.pick(
+          [
+            f"dotnet test --no-build --configuration {self.conf} --verbosity normal",
+            f"dotnet test --no-build -c {self.conf} --logger trx",
+          ]
+        ),
+      ),
+    ]
 
   def build(self):
     c = self.c
-    return [c.step("Publish", run=c.pick([f"dotnet publish -c {self.conf} -o out",
-                                           f"dotnet pack -c {self.conf} -o out"]))]
+    return [
+      c.step(
+        "Publish",
+        run=c.pick([f"dotnet publish -c {self.conf} -o out", f"dotnet pack -c {self.conf} -o out"]),
+      )
+    ]
 
   def publish(self):
     c = self.c
-    return [c.step("Pack", run=f"dotnet pack -c {self.conf} -o out"),
-            c.step("Push to NuGet", run='dotnet nuget push "out/*.nupkg" --api-key ${{ secrets.NUGET_API_KEY }} '
-                   "--source https://api.nuget.org/v3/index.json --skip-duplicate")], {}
+    return [
+      c.step("Pack", run=f"dotnet pack -c {self.conf} -o out"),
+      c.step(
+        "Push to NuGet",
+        run='dotnet nuget push "out/*.nupkg" --api-key ${{ secrets.NUGET_API_KEY }} '
+        "--source https://api.nuget.org/v3/index.json --skip-duplicate",
+      ),
+    ], {}
 
 
 class Php(Eco):
@@ -171,8 +248,18 @@ class Php(Eco):
     return [c.step("Install dependencies", run="composer install --prefer-dist --no-progress")]
 
   def lint(self):
-    return [self.c.step("Static analysis", run=self.c.pick(["vendor/bin/phpstan analyse", "vendor/bin/psalm",
-                                                             "vendor/bin/php-cs-fixer fix --dry-run --diff"]))]
+    return [
+      self.c.step(
+        "Static analysis",
+        run=self.c.pick(
+          [
+            "vendor/bin/phpstan analyse",
+            "vendor/bin/psalm",
+            "vendor/bin/php-cs-fixer fix --dry-run --diff",
+          ]
+        ),
+      )
+    ]
 
   def test(self):
     return [self.c.step("Run test suite", run=self.c.pick(["vendor/bin/phpunit", "composer test"]))]
@@ -183,26 +270,54 @@ ECOSYSTEMS = {e.key: e for e in (Java, Ruby, Dotnet, Php)}
 
 def docker_steps(c: Ctx, push: str, registry: str) -> list[dict]:
   """Build (and push when `push` is a truthy expression) an image with buildx."""
-  image = {"ghcr.io": "ghcr.io/${{ github.repository }}",
-           "docker.io": "${{ secrets.DOCKERHUB_USERNAME }}/" + c.pick(["app", "api", "web", "server"])}[registry]
-  login = {"registry": registry, "username": "${{ github.actor }}", "password": "${{ secrets.GITHUB_TOKEN }}"} \
-    if registry == "ghcr.io" else {"username": "${{ secrets.DOCKERHUB_USERNAME }}",
-                                   "password": "${{ secrets.DOCKERHUB_TOKEN }}"}
+  image = {
+    "ghcr.io": "ghcr.io/${{ github.repository }}",
+    "docker.io": "${{ secrets.DOCKERHUB_USERNAME }}/" + c.pick(["app", "api", "web", "server"]),
+  }[registry]
+  login = (
+    {
+      "registry": registry,
+      "username": "${{ github.actor }}",
+      "password": "${{ secrets.GITHUB_TOKEN }}",
+    }
+    if registry == "ghcr.io"
+    else {
+      "username": "${{ secrets.DOCKERHUB_USERNAME }}",
+      "password": "${{ secrets.DOCKERHUB_TOKEN }}",
+    }
+  )
   out = []
   multi = c.p(0.4)
   if multi:
     out.append(c.step("Set up QEMU", uses="docker/setup-qemu-action@v3"))
   out.append(c.step("Set up Docker Buildx", uses="docker/setup-buildx-action@v3"))
   if push:
-    out.append(c.step("Log in to registry", uses="docker/login-action@v3", with_=login,
-                      if_="github.event_name != 'pull_request'" if push != "true" else ""))
+    out.append(
+      c.step(
+        "Log in to registry",
+        uses="docker/login-action@v3",
+        with_=login,
+        if_="github.event_name != 'pull_request'" if push != "true" else "",
+      )
+    )
   tags = None
   if c.p(0.6):
-    tags_cfg = c.pick(["type=ref,event=branch\ntype=semver,pattern={{version}}\ntype=sha\n",
-                       "type=ref,event=branch\ntype=ref,event=pr\ntype=semver,pattern={{major}}.{{minor}}\n",
-                       "type=sha\ntype=raw,value=latest,enable={{is_default_branch}}\n"])
-    out.append(c.step("Docker metadata", uses="docker/metadata-action@v5", id_="meta", force_name=c.p(0.5),
-                      with_={"images": image, "tags": tags_cfg}))
+    tags_cfg = c.pick(
+      [
+        "type=ref,event=branch\ntype=semver,pattern={{version}}\ntype=sha\n",
+        "type=ref,event=branch\ntype=ref,event=pr\ntype=semver,pattern={{major}}.{{minor}}\n",
+        "type=sha\ntype=raw,value=latest,enable={{is_default_branch}}\n",
+      ]
+    )
+    out.append(
+      c.step(
+        "Docker metadata",
+        uses="docker/metadata-action@v5",
+        id_="meta",
+        force_name=c.p(0.5),
+        with_={"images": image, "tags": tags_cfg},
+      )
+    )
     tags = "${{ steps.meta.outputs.tags }}"
   w = {"context": "."}
   if c.p(0.2):
@@ -216,6 +331,12 @@ def docker_steps(c: Ctx, push: str, registry: str) -> list[dict]:
   if c.p(0.6):
     w["cache-from"] = "type=gha"
     w["cache-to"] = "type=gha,mode=max"
-  out.append(c.step("Build and push" if push else "Build image", force_name=True,
-                    uses=c.pick(["docker/build-push-action@v6", "docker/build-push-action@v5"]), with_=w))
+  out.append(
+    c.step(
+      "Build and push" if push else "Build image",
+      force_name=True,
+      uses=c.pick(["docker/build-push-action@v6", "docker/build-push-action@v5"]),
+      with_=w,
+    )
+  )
   return out

@@ -22,6 +22,7 @@ _FLOW_CHARS = re.compile(r"[,\[\]{}]")
 @dataclasses.dataclass(frozen=True)
 class Tail:
   """A scalar written with a trailing comment."""
+
   value: object
   comment: str
 
@@ -33,23 +34,32 @@ class Q(str):
 @dataclasses.dataclass
 class Style:
   """Per-document formatting choices."""
-  indent_seq: bool = True      # `steps:\n  - run: x` (True) or `steps:\n- run: x` (False)
-  quote: str = "'"             # quote character when a string needs (or gets) quotes
-  quote_rate: float = 0.0      # chance to quote a string that would be fine plain
-  flow_lists: float = 0.5      # chance to write a short list of scalars as `[a, b]`
-  flow_space: bool = False     # `[ a, b ]` instead of `[a, b]`
-  blank_steps: bool = False    # blank line between steps
-  blank_top: bool = True       # blank line between top-level keys
-  blank_jobs: bool = True      # blank line between jobs
-  rand: object = None          # a random.Random for the per-value choices
+
+  indent_seq: bool = True  # `steps:\n  - run: x` (True) or `steps:\n- run: x` (False)
+  quote: str = "'"  # quote character when a string needs (or gets) quotes
+  quote_rate: float = 0.0  # chance to quote a string that would be fine plain
+  flow_lists: float = 0.5  # chance to write a short list of scalars as `[a, b]`
+  flow_space: bool = False  # `[ a, b ]` instead of `[a, b]`
+  blank_steps: bool = False  # blank line between steps
+  blank_top: bool = True  # blank line between top-level keys
+  blank_jobs: bool = True  # blank line between jobs
+  rand: object = None  # a random.Random for the per-value choices
 
 
 def _plain_ok(s: str) -> bool:
   """Whether `s` can be written unquoted and read back as the same string."""
   ok = _PLAIN_CACHE.get(s)
   if ok is None:
-    ok = bool(s) and s == s.strip() and not s.startswith(_BAD_START) and ": " not in s \
-      and " #" not in s and not s.endswith(":") and "\n" not in s and "\t" not in s
+    ok = (
+      bool(s)
+      and s == s.strip()
+      and not s.startswith(_BAD_START)
+      and ": " not in s
+      and " #" not in s
+      and not s.endswith(":")
+      and "\n" not in s
+      and "\t" not in s
+    )
     if ok:
       try:
         ok = yaml.load("k: " + s, Loader=_Loader) == {"k": s}
@@ -77,15 +87,23 @@ def scalar(v, st: Style, flow: bool = False) -> str:
     return repr(v)
   s = str(v)
   need = not _plain_ok(s) or (flow and _FLOW_CHARS.search(s) is not None)
-  if need or isinstance(v, Q) or (st.quote_rate and st.rand.random() < st.quote_rate and "${{" not in s):
+  if (
+    need
+    or isinstance(v, Q)
+    or (st.quote_rate and st.rand.random() < st.quote_rate and "${{" not in s)
+  ):
     return _quoted(s, st.quote)
   return s
 
 
 def _flowable(v: list) -> bool:
-  return 0 < len(v) <= 5 and all(isinstance(x, (str, int, float)) and not isinstance(x, bool)
-                                  and "\n" not in str(x) for x in v) \
+  return (
+    0 < len(v) <= 5
+    and all(
+      isinstance(x, (str, int, float)) and not isinstance(x, bool) and "\n" not in str(x) for x in v
+    )
     and sum(len(str(x)) for x in v) < 60
+  )
 
 
 def _value_after_key(prefix: str, v, ind: int, st: Style, out: list[str]):
@@ -103,7 +121,7 @@ def _value_after_key(prefix: str, v, ind: int, st: Style, out: list[str]):
       sub: list[str] = []
       _map(v, ind + 2, st, sub, top=False)
       first = next(i for i, line in enumerate(sub) if not line.lstrip().startswith("#"))
-      sub[first] = prefix + " " + sub[first][ind + 2:]
+      sub[first] = prefix + " " + sub[first][ind + 2 :]
       out.extend(sub)
     else:
       out.append(prefix + comment)

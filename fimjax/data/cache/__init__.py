@@ -24,9 +24,25 @@ from fimjax.data import encode as encode_lib
 from fimjax.data import paths
 from fimjax.data import tokenizers as tok_lib
 from fimjax.data.cache_format import (  # noqa: F401  (re-exported: callers use cache.X)
-    ARRAYS, DOCS_TSV, FORMAT, FORMAT_VERSION, META, SPLITS, STRUCT_FLAGS, STRUCT_SPAN,
-    TOKENIZER_FILE, CacheDamaged, CacheError, Documents, TokenCache, corpus_change, file_records,
-    load_cache, read_meta, tokenizer_id)
+  ARRAYS,
+  DOCS_TSV,
+  FORMAT,
+  FORMAT_VERSION,
+  META,
+  SPLITS,
+  STRUCT_FLAGS,
+  STRUCT_SPAN,
+  TOKENIZER_FILE,
+  CacheDamaged,
+  CacheError,
+  Documents,
+  TokenCache,
+  corpus_change,
+  file_records,
+  load_cache,
+  read_meta,
+  tokenizer_id,
+)
 
 SPECIALS = ("bos", "eos", "mask", "mid", "eom")  # model ids V, V+1, ... after the tokenizer's vocab
 
@@ -53,8 +69,11 @@ def _owned(path: pathlib.Path) -> bool:
     return True
   if not path.is_dir() or _foreign(path):
     return False
-  return (not any(path.iterdir()) or (path / corpus_lib.CACHE_MARKER).is_file()
-          or read_meta(path) is not None)
+  return (
+    not any(path.iterdir())
+    or (path / corpus_lib.CACHE_MARKER).is_file()
+    or read_meta(path) is not None
+  )
 
 
 def _refuse_unowned(out: pathlib.Path) -> None:
@@ -62,34 +81,55 @@ def _refuse_unowned(out: pathlib.Path) -> None:
   if _owned(out):
     return
   if not out.is_dir():
-    raise CacheError(f"refusing to write the cache into {out}: it is not a folder; choose "
-                     "another --out / data.cache_dir")
+    raise CacheError(
+      f"refusing to write the cache into {out}: it is not a folder; choose "
+      "another --out / data.cache_dir"
+    )
   names = _foreign(out) or [f"no {META}"]
   shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-  raise CacheError(f"refusing to write the cache into {out}: it holds files that are not a fimjax "
-                   f"token cache's ({shown}) and a rebuild would delete them; choose another "
-                   "--out / data.cache_dir (a folder of its own)")
+  raise CacheError(
+    f"refusing to write the cache into {out}: it holds files that are not a fimjax "
+    f"token cache's ({shown}) and a rebuild would delete them; choose another "
+    "--out / data.cache_dir (a folder of its own)"
+  )
 
 
 def _check_writable(out: pathlib.Path) -> None:
   """Fails before any work where the cache cannot be written: a file on the way to `out`, or a
   read-only folder where it is to be made (the build writes next to `out`, then renames)."""
   if problem := paths.output_error(str(out.parent), folder=True):
-    raise CacheError(f"cannot write the cache to {out}: {problem}; choose another --out / "
-                     "data.cache_dir")
+    raise CacheError(
+      f"cannot write the cache to {out}: {problem}; choose another --out / data.cache_dir"
+    )
 
 
-def requested_settings(inputs: Sequence[str], *, tokenizer="auto",
-                       tct_module=corpus_lib.WORKFLOW_TCT, val_fraction=0.05,
-                       bpe_vocab_size=8192, schema_check=False, schema_path="",
-                       max_file_bytes=1_000_000, documents="auto", jsonc=False,
-                       text_field="content", fingerprint: str | None = None) -> dict:
+def requested_settings(
+  inputs: Sequence[str],
+  *,
+  tokenizer="auto",
+  tct_module=corpus_lib.WORKFLOW_TCT,
+  val_fraction=0.05,
+  bpe_vocab_size=8192,
+  schema_check=False,
+  schema_path="",
+  max_file_bytes=1_000_000,
+  documents="auto",
+  jsonc=False,
+  text_field="content",
+  fingerprint: str | None = None,
+) -> dict:
   """Everything a cache's content depends on; equal settings = the cache can be reused."""
   name = tok_lib.resolve(tokenizer, tct_module)
-  s = {"format_version": FORMAT_VERSION, "tokenizer": name, "val_fraction": float(val_fraction),
-       "max_file_bytes": int(max_file_bytes), "schema_check": bool(schema_check),
-       "documents": corpus_lib.document_kind(documents, name, tct_module), "jsonc": bool(jsonc),
-       "text_field": str(text_field)}
+  s = {
+    "format_version": FORMAT_VERSION,
+    "tokenizer": name,
+    "val_fraction": float(val_fraction),
+    "max_file_bytes": int(max_file_bytes),
+    "schema_check": bool(schema_check),
+    "documents": corpus_lib.document_kind(documents, name, tct_module),
+    "jsonc": bool(jsonc),
+    "text_field": str(text_field),
+  }
   if name == "tct":
     s["tct_module"] = tct_module
     s["tokenizer_version"] = tok_lib.TctTokenizer(tct_module).version  # another build, other ids
@@ -104,8 +144,12 @@ def requested_settings(inputs: Sequence[str], *, tokenizer="auto",
 def _percentiles(lengths: np.ndarray) -> dict:
   if not len(lengths):
     return {"mean": 0.0, "median": 0.0, "p90": 0.0, "max": 0}
-  return {"mean": round(float(lengths.mean()), 2), "median": float(np.median(lengths)),
-          "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max())}
+  return {
+    "mean": round(float(lengths.mean()), 2),
+    "median": float(np.median(lengths)),
+    "p90": float(np.percentile(lengths, 90)),
+    "max": int(lengths.max()),
+  }
 
 
 def _write(path: pathlib.Path, write: Callable) -> None:
@@ -131,7 +175,7 @@ def _clean_dead_tmp(out: pathlib.Path) -> None:
   prefix = _tmp_prefix(out)
   for p in out.parent.glob(prefix + "*"):
     try:
-      pid = int(p.name[len(prefix):].split("-")[0])
+      pid = int(p.name[len(prefix) :].split("-")[0])
       os.kill(pid, 0)
     except ProcessLookupError:
       shutil.rmtree(p, ignore_errors=True)
@@ -160,13 +204,26 @@ def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
   shutil.rmtree(old, ignore_errors=True)
 
 
-def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer="auto",
-                tct_module=corpus_lib.WORKFLOW_TCT, val_fraction=0.05, bpe_vocab_size=8192,
-                schema_check=False, schema_path="", max_file_bytes=1_000_000, documents="auto",
-                jsonc=False, text_field="content", num_proc: int | None = None, progress=True,
-                log: Callable[[str], None] = print,
-                verify: Callable[[dict, pathlib.Path], None] | None = None,
-                bpe: tok_lib.BpeTokenizer | None = None) -> dict:
+def build_cache(
+  inputs: Sequence[str],
+  out_dir: str | os.PathLike,
+  *,
+  tokenizer="auto",
+  tct_module=corpus_lib.WORKFLOW_TCT,
+  val_fraction=0.05,
+  bpe_vocab_size=8192,
+  schema_check=False,
+  schema_path="",
+  max_file_bytes=1_000_000,
+  documents="auto",
+  jsonc=False,
+  text_field="content",
+  num_proc: int | None = None,
+  progress=True,
+  log: Callable[[str], None] = print,
+  verify: Callable[[dict, pathlib.Path], None] | None = None,
+  bpe: tok_lib.BpeTokenizer | None = None,
+) -> dict:
   """Reads, tokenizes and writes a cache to `out_dir` atomically; returns its meta.
 
   `verify(meta, folder)` may raise to refuse the finished build before it replaces `out_dir`.
@@ -188,19 +245,42 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 
   kind = corpus_lib.document_kind(documents, name, tct_module)
-  reader = corpus_lib.Reader(inputs, max_file_bytes=max_file_bytes, schema_check=schema_check,
-                             schema_path=schema_path, documents=kind, jsonc=jsonc,
-                             text_field=text_field, num_proc=num_proc, progress=progress)
+  reader = corpus_lib.Reader(
+    inputs,
+    max_file_bytes=max_file_bytes,
+    schema_check=schema_check,
+    schema_path=schema_path,
+    documents=kind,
+    jsonc=jsonc,
+    text_field=text_field,
+    num_proc=num_proc,
+    progress=progress,
+  )
   out.parent.mkdir(parents=True, exist_ok=True)
   _clean_dead_tmp(out)
   tmp = out.parent / f"{_tmp_prefix(out)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
   tmp.mkdir()
   try:
-    meta = _build(tmp, reader, name, tok or bpe, settings=dict(
-        tokenizer=name, tct_module=tct_module, val_fraction=val_fraction,
-        bpe_vocab_size=bpe_vocab_size, schema_check=schema_check, schema_path=schema_path,
-        max_file_bytes=max_file_bytes, documents=kind, jsonc=jsonc, text_field=text_field),
-        inputs=inputs, progress=progress)
+    meta = _build(
+      tmp,
+      reader,
+      name,
+      tok or bpe,
+      settings=dict(
+        tokenizer=name,
+        tct_module=tct_module,
+        val_fraction=val_fraction,
+        bpe_vocab_size=bpe_vocab_size,
+        schema_check=schema_check,
+        schema_path=schema_path,
+        max_file_bytes=max_file_bytes,
+        documents=kind,
+        jsonc=jsonc,
+        text_field=text_field,
+      ),
+      inputs=inputs,
+      progress=progress,
+    )
     meta["build_seconds"] = round(time.perf_counter() - t0, 3)
     _write_meta(tmp, meta)  # last: a folder without it never loads
     if verify is not None:
@@ -213,8 +293,16 @@ def build_cache(inputs: Sequence[str], out_dir: str | os.PathLike, *, tokenizer=
   return meta
 
 
-def _build(tmp: pathlib.Path, reader: corpus_lib.Reader, name: str, tok, *, settings: dict,
-           inputs: list, progress: bool) -> dict:
+def _build(
+  tmp: pathlib.Path,
+  reader: corpus_lib.Reader,
+  name: str,
+  tok,
+  *,
+  settings: dict,
+  inputs: list,
+  progress: bool,
+) -> dict:
   """Writes the cache's files into `tmp` (two passes over the corpus, see fimjax.data.encode);
   returns the meta (without build_seconds). `tok`: None = train a BPE on the corpus."""
   spill = tmp / "texts.spill"
@@ -222,16 +310,20 @@ def _build(tmp: pathlib.Path, reader: corpus_lib.Reader, name: str, tok, *, sett
   if not s.names:
     raise reader.nothing_usable(s.skipped)
   val_fraction = settings["val_fraction"]
-  split = np.array([split_of(h, val_fraction) if sp < 0 else sp
-                    for h, sp in zip(s.sha256, s.split)], np.uint8)
+  split = np.array(
+    [split_of(h, val_fraction) if sp < 0 else sp for h, sp in zip(s.sha256, s.split)], np.uint8
+  )
   if tok is None:
     if not (split == 0).any():
-      raise CacheError(f"no training document to train the BPE on; lower --val-fraction "
-                       f"({val_fraction})")
+      raise CacheError(
+        f"no training document to train the BPE on; lower --val-fraction ({val_fraction})"
+      )
     tok = tok_lib.BpeTokenizer.train(encode_lib.bpe_sample(s, split), settings["bpe_vocab_size"])
   dtype = encode_lib.token_dtype(tok.vocab_size)
-  writers = [encode_lib.NpyWriter(tmp / f, t) for f, t in (
-      ("tokens.npy", dtype), (STRUCT_FLAGS, np.uint8), (STRUCT_SPAN, np.uint16))]
+  writers = [
+    encode_lib.NpyWriter(tmp / f, t)
+    for f, t in (("tokens.npy", dtype), (STRUCT_FLAGS, np.uint8), (STRUCT_SPAN, np.uint16))
+  ]
   lengths, keep, skipped = [], [], list(s.skipped)
   for i, r in enumerate(encode_lib.encode(s.texts(), tok, reader.num_proc, progress)):
     if isinstance(r, str):
@@ -245,8 +337,9 @@ def _build(tmp: pathlib.Path, reader: corpus_lib.Reader, name: str, tok, *, sett
     w.close()
   spill.unlink()
   if not keep:
-    raise CacheError(f"no usable workflow in {inputs}: "
-                     f"{corpus_lib.summary(s.num_inputs, 0, skipped)}")
+    raise CacheError(
+      f"no usable workflow in {inputs}: {corpus_lib.summary(s.num_inputs, 0, skipped)}"
+    )
   lengths = np.array(lengths, np.int64)
   offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
   split = split[keep]
@@ -254,39 +347,56 @@ def _build(tmp: pathlib.Path, reader: corpus_lib.Reader, name: str, tok, *, sett
   counts = {k: int(lengths[split == v].sum()) for k, v in SPLITS.items()}
   settings = requested_settings(inputs, **settings, fingerprint=s.fingerprint)
   meta = {
-      "format": FORMAT, "format_version": FORMAT_VERSION,
-      "tokenizer": name, "tokenizer_version": tok.version,
-      "tokenizer_file": TOKENIZER_FILE if name == "bpe" else None,
-      "tokenizer_sha256": corpus_lib.sha256(tok.to_json().encode()) if name == "bpe" else None,
-      "tct_module": settings.get("tct_module"),
-      "vocab_size": tok.vocab_size, "pad_id": tok.pad_id,
-      "special_ids": special_ids(tok.vocab_size, tok.pad_id),
-      "model_vocab_size": tok.vocab_size + len(SPECIALS), "dtype": np.dtype(dtype).name,
-      "inputs": inputs, "num_inputs": s.num_inputs,
-      "num_documents": sizes, "num_tokens": counts,
-      "tokens_per_document": _percentiles(lengths),
-      "num_skipped": len(skipped), "skipped_counts": corpus_lib.skip_counts(skipped),
-      "summary": corpus_lib.summary(s.num_inputs, len(keep), skipped),
-      "skipped": skipped, "settings": settings,
-      "build_seconds": 0.0, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    "format": FORMAT,
+    "format_version": FORMAT_VERSION,
+    "tokenizer": name,
+    "tokenizer_version": tok.version,
+    "tokenizer_file": TOKENIZER_FILE if name == "bpe" else None,
+    "tokenizer_sha256": corpus_lib.sha256(tok.to_json().encode()) if name == "bpe" else None,
+    "tct_module": settings.get("tct_module"),
+    "vocab_size": tok.vocab_size,
+    "pad_id": tok.pad_id,
+    "special_ids": special_ids(tok.vocab_size, tok.pad_id),
+    "model_vocab_size": tok.vocab_size + len(SPECIALS),
+    "dtype": np.dtype(dtype).name,
+    "inputs": inputs,
+    "num_inputs": s.num_inputs,
+    "num_documents": sizes,
+    "num_tokens": counts,
+    "tokens_per_document": _percentiles(lengths),
+    "num_skipped": len(skipped),
+    "skipped_counts": corpus_lib.skip_counts(skipped),
+    "summary": corpus_lib.summary(s.num_inputs, len(keep), skipped),
+    "skipped": skipped,
+    "settings": settings,
+    "build_seconds": 0.0,
+    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
   (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
   for fname, array in (("offsets.npy", offsets), ("split.npy", split)):
     _write(tmp / fname, lambda f, a=array: np.save(f, a))
   if name == "bpe":
     _write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
-  rows = (f"{j}\t{('train', 'validation')[split[j]]}\t{lengths[j]}\t{s.sha256[i]}\t"
-          + s.names[i].replace("\t", " ").replace("\n", " ") + "\n" for j, i in enumerate(keep))
-  _write(tmp / DOCS_TSV, lambda f: f.write(("index\tsplit\ttokens\tsha256\tsource\n"
-                                             + "".join(rows)).encode()))
+  rows = (
+    f"{j}\t{('train', 'validation')[split[j]]}\t{lengths[j]}\t{s.sha256[i]}\t"
+    + s.names[i].replace("\t", " ").replace("\n", " ")
+    + "\n"
+    for j, i in enumerate(keep)
+  )
+  _write(
+    tmp / DOCS_TSV,
+    lambda f: f.write(("index\tsplit\ttokens\tsha256\tsource\n" + "".join(rows)).encode()),
+  )
   # Size and sha256 of each file (~10 ms for the default corpus): a damaged one is named on load.
-  meta["files"] = file_records(tmp, [*ARRAYS, *([TOKENIZER_FILE] if name == "bpe" else []),
-                                     DOCS_TSV])
+  meta["files"] = file_records(
+    tmp, [*ARRAYS, *([TOKENIZER_FILE] if name == "bpe" else []), DOCS_TSV]
+  )
   return meta
 
 
-def encode_documents(inputs: Sequence[str], tokenizer, *, progress: bool = False,
-                     **read) -> tuple[Documents, str]:
+def encode_documents(
+  inputs: Sequence[str], tokenizer, *, progress: bool = False, **read
+) -> tuple[Documents, str]:
   """Files read (`read`: Reader's max_file_bytes, documents, jsonc, text_field) and encoded with
   an existing tokenizer (a held-out corpus, kept in memory): (Documents with structure marks,
   the reader's one-line summary)."""
@@ -301,15 +411,28 @@ def encode_documents(inputs: Sequence[str], tokenizer, *, progress: bool = False
       parts.append(r)
   lengths = np.array([len(r[0]) for r in parts], np.int64)
   starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-  flat, flags, span = (np.concatenate([r[k] for r in parts]) if parts else np.zeros(0, t)
-                       for k, t in enumerate((np.int32, np.uint8, np.uint16)))
-  return (Documents(flat.astype(np.int32), starts, lengths, flags=flags, span=span),
-          corpus_lib.summary(corp.num_inputs, len(parts), skipped))
+  flat, flags, span = (
+    np.concatenate([r[k] for r in parts]) if parts else np.zeros(0, t)
+    for k, t in enumerate((np.int32, np.uint8, np.uint16))
+  )
+  return (
+    Documents(flat.astype(np.int32), starts, lengths, flags=flags, span=span),
+    corpus_lib.summary(corp.num_inputs, len(parts), skipped),
+  )
 
 
-_DATA_FIELDS = ("tokenizer", "tct_module", "val_fraction", "bpe_vocab_size", "schema_check",
-                "schema_path", "max_file_bytes", "documents", "jsonc",
-                "text_field")  # config.data -> build_cache
+_DATA_FIELDS = (
+  "tokenizer",
+  "tct_module",
+  "val_fraction",
+  "bpe_vocab_size",
+  "schema_check",
+  "schema_path",
+  "max_file_bytes",
+  "documents",
+  "jsonc",
+  "text_field",
+)  # config.data -> build_cache
 
 
 def _restore_if_refused(verify: Callable, damage: str, out: pathlib.Path) -> Callable:
@@ -320,8 +443,11 @@ def _restore_if_refused(verify: Callable, damage: str, out: pathlib.Path) -> Cal
     try:
       verify(meta, folder)
     except ValueError as e:
-      raise CacheError(f"{damage}, and its rebuild is refused ({e}); restore {out} from a copy, "
-                       "or train in another --workdir") from None
+      raise CacheError(
+        f"{damage}, and its rebuild is refused ({e}); restore {out} from a copy, "
+        "or train in another --workdir"
+      ) from None
+
   return check
 
 
@@ -330,19 +456,26 @@ def _own_bpe(out: pathlib.Path, meta: dict, want: dict) -> tok_lib.BpeTokenizer 
   if meta.get("tokenizer") != "bpe" or want.get("tokenizer") != "bpe":
     return None
   if meta["settings"].get("bpe_vocab_size") != want["bpe_vocab_size"]:
-    raise CacheError(f"cannot keep the tokenizer of {out}: its vocab size is "
-                     f"{meta['settings'].get('bpe_vocab_size')}, the config asks for "
-                     f"{want['bpe_vocab_size']}; set data.bpe_vocab_size to it")
+    raise CacheError(
+      f"cannot keep the tokenizer of {out}: its vocab size is "
+      f"{meta['settings'].get('bpe_vocab_size')}, the config asks for "
+      f"{want['bpe_vocab_size']}; set data.bpe_vocab_size to it"
+    )
   try:
     return load_cache(out, checksums=True).tokenizer()
   except CacheError as e:
     raise CacheError(f"cannot keep the tokenizer of {out}: {e}") from None
 
 
-def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
-                 log: Callable[[str], None] = print,
-                 verify: Callable[[dict, pathlib.Path], None] | None = None,
-                 keep_tokenizer: bool = False) -> TokenCache:
+def ensure_cache(
+  data,
+  out_dir: str | os.PathLike,
+  *,
+  progress=True,
+  log: Callable[[str], None] = print,
+  verify: Callable[[dict, pathlib.Path], None] | None = None,
+  keep_tokenizer: bool = False,
+) -> TokenCache:
   """The cache for `config.data` at `out_dir`: reused when its settings match, else (re)built.
 
   A folder that holds anything but a cache's own files is refused, never overwritten.
@@ -353,7 +486,9 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
   """
   inputs = [s.strip() for s in str(data.corpus).split(",") if s.strip()]
   if not inputs:
-    raise CacheError("data.corpus is empty: give workflow files/folders (comma-separated) or 'default'")
+    raise CacheError(
+      "data.corpus is empty: give workflow files/folders (comma-separated) or 'default'"
+    )
   kwargs = {k: getattr(data, k) for k in _DATA_FIELDS}
   out = pathlib.Path(out_dir)
   _refuse_unowned(out)  # before any work: a folder that holds more than a cache is not ours
@@ -368,18 +503,29 @@ def ensure_cache(data, out_dir: str | os.PathLike, *, progress=True,
           verify(tc.meta, out)
         return tc
       except CacheError as e:
-        damage = (f"token cache file {e.file} is damaged ({e.why})" if isinstance(e, CacheDamaged)
-                  else f"token cache at {out} is damaged ({e})")
-        log(f"{damage}; rebuilding" + (" (it replaces the damaged one only if it gives the run's "
-                                       "tokenizer)" if verify else ""))
+        damage = (
+          f"token cache file {e.file} is damaged ({e.why})"
+          if isinstance(e, CacheDamaged)
+          else f"token cache at {out} is damaged ({e})"
+        )
+        log(
+          f"{damage}; rebuilding"
+          + (
+            " (it replaces the damaged one only if it gives the run's tokenizer)" if verify else ""
+          )
+        )
         verify = verify and _restore_if_refused(verify, damage, out)
     else:
-      diff = ", ".join(f"{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in sorted(set(have) | set(want))
-                       if have.get(k) != want.get(k))
+      diff = ", ".join(
+        f"{k}: {have.get(k)!r} -> {want.get(k)!r}"
+        for k in sorted(set(have) | set(want))
+        if have.get(k) != want.get(k)
+      )
       bpe = _own_bpe(out, meta, want) if keep_tokenizer else None
-      log(f"token cache at {out} is stale ({diff}); rebuilding"
-          + (f" with its own tokenizer ({tokenizer_id(meta)[:16]})" if bpe else "")
-          + (" (the build replaces it only once checked)" if verify else ""))
+      log(
+        f"token cache at {out} is stale ({diff}); rebuilding"
+        + (f" with its own tokenizer ({tokenizer_id(meta)[:16]})" if bpe else "")
+        + (" (the build replaces it only once checked)" if verify else "")
+      )
   build_cache(inputs, out, progress=progress, log=log, verify=verify, bpe=bpe, **kwargs)
   return load_cache(out)
-

@@ -23,8 +23,9 @@ def _embedded() -> tuple[tuple[str, bytes, int], ...]:
     files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
   rows = csv.DictReader(io.StringIO(files["SPLIT.tsv"].decode("utf-8")), delimiter="\t")
   split = {r["file"]: SPLIT_NAMES.index(r["split"]) for r in rows}
-  return tuple((name, data, split[name]) for name, data in sorted(files.items())
-               if name.startswith("raw/"))
+  return tuple(
+    (name, data, split[name]) for name, data in sorted(files.items()) if name.startswith("raw/")
+  )
 
 
 def embedded() -> list[tuple[str, bytes, int]]:

@@ -32,6 +32,7 @@ EVAL_SEED = 1234  # fixed FIM seed of the validation examples
 def _process(process_index, process_count) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
   return int(process_index), int(process_count)
@@ -39,9 +40,14 @@ def _process(process_index, process_count) -> tuple[int, int]:
 
 def _documents(docs) -> cache_format.Documents:
   """`docs` with int64 starts and lengths (what the example builder indexes with)."""
-  return cache_format.Documents(docs.tokens, np.asarray(docs.starts, np.int64),
-                                np.asarray(docs.lengths, np.int64), getattr(docs, "path", None),
-                                docs.flags, docs.span)
+  return cache_format.Documents(
+    docs.tokens,
+    np.asarray(docs.starts, np.int64),
+    np.asarray(docs.lengths, np.int64),
+    getattr(docs, "path", None),
+    docs.flags,
+    docs.span,
+  )
 
 
 class ShuffledStream(grain.MapDataset):
@@ -91,8 +97,9 @@ class _BuildRows:
     self.special_ids, self.seed, self.pack = dict(special_ids), seed, pack
 
   def __call__(self, codes):
-    return fim_lib.make_rows(self.docs, self.table, self.cfg, codes, self.special_ids,
-                         seed=self.seed, pack=self.pack)
+    return fim_lib.make_rows(
+      self.docs, self.table, self.cfg, codes, self.special_ids, seed=self.seed, pack=self.pack
+    )
 
 
 class RowBatches(grain.IterDataset):
@@ -126,7 +133,7 @@ class _RowBatchIterator(grain.DatasetIterator):
         self._row, self._skip = self._skip, 0
         continue
       take = min(need, len(self._chunk["tokens"]) - self._row)
-      parts.append({k: v[self._row:self._row + take] for k, v in self._chunk.items()})
+      parts.append({k: v[self._row : self._row + take] for k, v in self._chunk.items()})
       self._row += take
       need -= take
     if len(parts) == 1:
@@ -151,9 +158,17 @@ def _mark_flags_parsed():
     flags.FLAGS.mark_as_parsed()
 
 
-def make_train_dataset(config, docs, special_ids, *, process_index=None, process_count=None,
-                       pack: bool | None = None, num_workers: int | None = None,
-                       num_threads: int = 1) -> grain.IterDataset:
+def make_train_dataset(
+  config,
+  docs,
+  special_ids,
+  *,
+  process_index=None,
+  process_count=None,
+  pack: bool | None = None,
+  num_workers: int | None = None,
+  num_threads: int = 1,
+) -> grain.IterDataset:
   """Infinite training batches (dicts of [train.batch_size // process_count, L] arrays).
 
   `pack`/`num_workers` default to `config.data.pack`/`config.data.num_workers`.
@@ -168,15 +183,22 @@ def make_train_dataset(config, docs, special_ids, *, process_index=None, process
   n = table.num_windows
   if n == 0:
     raise ValueError("no training documents: the training split is empty")
-  build = _BuildRows(_documents(docs), table, fim_lib.FimConfig.from_config(config.fim), special_ids,
-                     config.train.seed, pack)
+  build = _BuildRows(
+    _documents(docs),
+    table,
+    fim_lib.FimConfig.from_config(config.fim),
+    special_ids,
+    config.train.seed,
+    pack,
+  )
   ds = ShuffledStream(n, config.train.seed)[pi::pc]
   ds = ds.batch(PACK_CHUNK if pack else batch).map(build)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=2))
   if num_workers > 0:
     _mark_flags_parsed()
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                     per_worker_buffer_size=2))
+    it = it.mp_prefetch(
+      grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2)
+    )
   return RowBatches(it, batch) if pack else it
 
 
@@ -190,9 +212,18 @@ def _eval_chunk_rows(docs, table, cfg, ids, special_ids, pack, build: bool):
   return fim_lib.place(lengths, table.context, pack=pack)[3]
 
 
-def make_eval_batches(config, docs, special_ids, *, fim: bool, batch_size: int,
-                      process_index=None, process_count=None, pack: bool | None = None,
-                      span_policy: str = "") -> Iterator[dict]:
+def make_eval_batches(
+  config,
+  docs,
+  special_ids,
+  *,
+  fim: bool,
+  batch_size: int,
+  process_index=None,
+  process_count=None,
+  pack: bool | None = None,
+  span_policy: str = "",
+) -> Iterator[dict]:
   """The whole split once: fixed cut points; all AR (`fim=False`) or all FIM (`fim=True`: PSM,
   the config's span policy (or `span_policy`) and positions, EOM weight 1, EVAL_SEED; windows
   without content stay AR).
@@ -206,15 +237,22 @@ def make_eval_batches(config, docs, special_ids, *, fim: bool, batch_size: int,
   b = max(1, batch_size // pc)
   L = config.model.context
   table = fim_lib.WindowTable(docs.lengths, L, shift=False)
-  cfg = fim_lib.FimConfig.from_config(config.fim, rate=1.0 if fim else 0.0, spm_rate=0.0,
-                                      seed=EVAL_SEED, eom_weight=1.0,
-                                      **({"span_policy": span_policy} if span_policy else {}))
+  cfg = fim_lib.FimConfig.from_config(
+    config.fim,
+    rate=1.0 if fim else 0.0,
+    spm_rate=0.0,
+    seed=EVAL_SEED,
+    eom_weight=1.0,
+    **({"span_policy": span_policy} if span_policy else {}),
+  )
   d = _documents(docs)
   n = table.num_windows
   c = int(min(EVAL_CHUNK, max(1, -(-n // pc))))
   chunks = [np.arange(i, min(n, i + c)) for i in range(0, n, c)]
-  rows = [len(ch) if not pack else _eval_chunk_rows(d, table, cfg, ch, special_ids, pack, False)
-          for ch in chunks]
+  rows = [
+    len(ch) if not pack else _eval_chunk_rows(d, table, cfg, ch, special_ids, pack, False)
+    for ch in chunks
+  ]
   num_batches = max((-(-sum(rows[p::pc]) // b) for p in range(pc)), default=0)
   pad = fim_lib.pad_rows(b, L, special_ids["pad"])
   pending, count, emitted = [], 0, 0
@@ -228,17 +266,19 @@ def make_eval_batches(config, docs, special_ids, *, fim: bool, batch_size: int,
       emitted += 1
       pending, count = [{k: v[b:] for k, v in allrows.items()}], count - b
   if count:
-    rest = {k: np.concatenate([p[k] for p in pending] + [pad[k][:b - count]]) for k in pad}
+    rest = {k: np.concatenate([p[k] for p in pending] + [pad[k][: b - count]]) for k in pad}
     yield rest
     emitted += 1
   for _ in range(num_batches - emitted):
     yield {k: v.copy() for k, v in pad.items()}
 
+
 # ---------------------------------------------------------------------------------------- show
 
 
-def show_examples(config, docs, special_ids, *, split: str = "train", num: int = 4,
-                  packed: bool = False) -> list[dict]:
+def show_examples(
+  config, docs, special_ids, *, split: str = "train", num: int = 4, packed: bool = False
+) -> list[dict]:
   """The first `num` examples of epoch 0 as built for `split` (process 0 of 1), one per window.
 
   Train: in shuffled order with the config's FIM settings. Validation: the fixed windows in
@@ -247,16 +287,31 @@ def show_examples(config, docs, special_ids, *, split: str = "train", num: int =
   """
   if packed:
     if split == "train":
-      it = iter(make_train_dataset(config, docs, special_ids, process_index=0, process_count=1,
-                                   pack=True, num_workers=0))
+      it = iter(
+        make_train_dataset(
+          config, docs, special_ids, process_index=0, process_count=1, pack=True, num_workers=0
+        )
+      )
       rows = [next(it) for _ in range(-(-num // max(1, config.train.batch_size)))]
       it.close()
     else:
-      rows = list(make_eval_batches(config, docs, special_ids, fim=config.fim.rate > 0,
-                                    batch_size=num, process_index=0, process_count=1, pack=True))
+      rows = list(
+        make_eval_batches(
+          config,
+          docs,
+          special_ids,
+          fim=config.fim.rate > 0,
+          batch_size=num,
+          process_index=0,
+          process_count=1,
+          pack=True,
+        )
+      )
     out = {k: np.concatenate([r[k] for r in rows])[:num] for k in rows[0]} if rows else {}
-    return [{**{k: v[i].tolist() for k, v in out.items()}, "special_ids": dict(special_ids)}
-            for i in range(len(out.get("tokens", [])))]
+    return [
+      {**{k: v[i].tolist() for k, v in out.items()}, "special_ids": dict(special_ids)}
+      for i in range(len(out.get("tokens", [])))
+    ]
   d = _documents(docs)
   if split == "train":
     table = fim_lib.WindowTable(d.lengths, config.model.context)
@@ -271,19 +326,28 @@ def show_examples(config, docs, special_ids, *, split: str = "train", num: int =
     seed = 0
   if not len(codes):
     return []
-  rows, meta = fim_lib.make_rows(d, table, cfg, codes, special_ids, seed=seed, pack=False,
-                                 meta=True)
+  rows, meta = fim_lib.make_rows(
+    d, table, cfg, codes, special_ids, seed=seed, pack=False, meta=True
+  )
   sp, result = special_ids, []
   for i in range(len(codes)):
     doc, s, n, ln = (int(meta[k][i]) for k in ("doc", "start", "n", "lengths"))
-    ext = np.concatenate([[sp["bos"]], d.tokens[d.starts[doc]:d.starts[doc] + d.lengths[doc]],
-                          [sp["eos"]]]).astype(np.int64)
+    ext = np.concatenate(
+      [[sp["bos"]], d.tokens[d.starts[doc] : d.starts[doc] + d.lengths[doc]], [sp["eos"]]]
+    ).astype(np.int64)
     kind = int(meta["kind"][i])
-    result.append({
+    result.append(
+      {
         **{k: rows[k][i, :ln].tolist() for k in ("tokens", "pos", "gap", "targets", "loss_mask")},
-        "doc_index": doc, "window_start": s, "window": ext[s:s + n].tolist(),
-        "is_fim": kind != fim_lib.AR, "kind": ("ar", "psm", "spm")[kind],
+        "doc_index": doc,
+        "window_start": s,
+        "window": ext[s : s + n].tolist(),
+        "is_fim": kind != fim_lib.AR,
+        "kind": ("ar", "psm", "spm")[kind],
         "middle": [int(meta["g"][i]), int(meta["g"][i] + meta["m"][i])] if kind else None,
         "hole": fim_lib.holes_lib.KINDS[int(meta["hole"][i])] if kind else None,
-        "epoch": int(meta["epoch"][i]), "special_ids": dict(sp)})
+        "epoch": int(meta["epoch"][i]),
+        "special_ids": dict(sp),
+      }
+    )
   return result
