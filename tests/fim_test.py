@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
+from fimjax import synthetic
 from fimjax.data import fim
+from fimjax.data import holes
+from fimjax.data import structure
 from fimjax.data.cache import Documents
 
 V = 500  # tokenizer vocab (PAD = V - 1); specials follow
@@ -241,25 +244,56 @@ def test_a_worked_example_literally():
   assert spm["loss_mask"] == [1, 1, 0, 1, 1, 0, 1, 1, 1]  # E -> B: where a window starts
 
 
+def structured_docs():
+  """Workflows at one token per byte with their structure marks (so line / YAML holes are cut),
+  then documents of the boundary LENGTHS without marks (their structure holes fall back)."""
+  texts = [synthetic.generate(i) for i in range(8)]
+  ids = [list(t.encode()) for t in texts]
+  marks = [structure.structure(t, np.ones(len(i), np.int64)) for t, i in zip(texts, ids)]
+  rand_docs = [list(d) for d in make_docs(LENGTHS, seed=5)]
+  return Documents.from_lists(
+    ids + rand_docs,
+    [m[0] for m in marks] + [np.zeros(len(d), np.uint8) for d in rand_docs],
+    [m[1] for m in marks] + [np.zeros(len(d), np.uint16) for d in rand_docs],
+  )
+
+
+@pytest.mark.parametrize("policy", fim.SPAN_POLICIES)
 @pytest.mark.parametrize("positions", fim.POSITIONS)
-def test_vectorised_examples_equal_the_reference(positions):
-  docs = make_docs(LENGTHS, seed=5)
+def test_vectorised_examples_equal_the_reference(policy, positions):
+  """Property: every window of three epochs (thousands: AR, PSM, SPM; at document starts and
+  ends) builds the same example vectorised as `fim_example` builds it one at a time."""
+  docs = structured_docs()
   table = fim.WindowTable(docs.lengths, L)
-  cfg = fim.FimConfig(rate=0.7, spm_rate=0.4, positions=positions, eom_weight=2.5, seed=3)
-  rows, meta = rows_for(docs, cfg, epoch=1, table=table)
-  assert (meta["kind"] != fim.AR).any() and (meta["kind"] == fim.SPM).any()
-  for i in range(len(meta["doc"])):
-    w = ext(docs, meta["doc"][i])[meta["start"][i] :][: meta["n"][i]]
-    ref = fim.fim_example(
-      w,
-      int(meta["g"][i]),
-      int(meta["m"][i]),
-      int(meta["kind"][i]),
-      SP,
-      start=int(meta["start"][i]),
-      positions=positions,
-      eom_weight=2.5,
-    )
-    k = meta["lengths"][i]
-    for f in ("tokens", "targets", "pos", "gap", "loss_mask"):
-      np.testing.assert_array_equal(rows[f][i, :k], ref[f], err_msg=f"{f} of example {i}")
+  eom_weight = 2.5
+  cfg = fim.FimConfig(
+    rate=0.8,
+    span_policy=policy,
+    spm_rate=0.3,
+    positions=positions,
+    mix=(1.0,) * len(holes.KINDS),
+    max_lines=3,
+    eom_weight=eom_weight,
+    seed=3,
+  )
+  checked, kinds = 0, set()
+  for epoch in (1, 2, 3):
+    rows, meta = rows_for(docs, cfg, epoch=epoch, table=table)
+    kinds.update(meta["kind"].tolist())
+    for i in range(len(meta["doc"])):
+      w = ext(docs, meta["doc"][i])[meta["start"][i] :][: meta["n"][i]]
+      ref = fim.fim_example(
+        w,
+        int(meta["g"][i]),
+        int(meta["m"][i]),
+        int(meta["kind"][i]),
+        SP,
+        start=int(meta["start"][i]),
+        positions=positions,
+        eom_weight=eom_weight,
+      )
+      k = meta["lengths"][i]
+      for f in ("tokens", "targets", "pos", "gap", "loss_mask"):
+        np.testing.assert_array_equal(rows[f][i, :k], ref[f], err_msg=f"{f} of example {i}")
+      checked += 1
+  assert checked >= 1000 and kinds == {fim.AR, fim.PSM, fim.SPM}

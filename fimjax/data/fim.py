@@ -229,63 +229,68 @@ def build_examples(
   positions: str = "continued",
   eom_weight: float = 1.0,
 ):
-  """Ragged examples: dict of flat input-cell arrays + `example`, `index`, and `lengths` [C].
+  """Ragged examples: dict of flat input-cell arrays + `example`, `index`, and `lengths` [E].
 
-  The vectorised `fim_example` of a chunk. `tokens` is the flat token array (memmap is fine);
-  doc d is tokens[doc_starts[d]:][:len].
+  The vectorised `fim_example` of a chunk (a test checks they agree). `tokens` is the flat token
+  array (memmap is fine); doc d is tokens[doc_starts[d]:][:len]. Suffixes: `_E` per example,
+  `_C` per cell (an example's sequence plus one cell for its last target), `_I` per input cell.
   """
   sp = special_ids
-  doc, start, n = (np.asarray(a, np.int64) for a in (doc, start, n))
-  kind, g, m = (np.asarray(a, np.int64) for a in (kind, g, m))
-  fim = kind != AR
-  ext = np.where(fim, n + 3, n)  # cells: the sequence plus one extra cell for the last target
-  first = np.cumsum(ext) - ext
-  e = np.repeat(np.arange(len(n)), ext)
-  j = np.arange(e.size, dtype=np.int64) - first[e]
-  s, g_, m_, n_, k_ = start[e], g[e], m[e], n[e], kind[e]
-  q = n_ - m_ + 1  # index of MID
-  suf = n_ - g_ - m_  # suffix length
+  doc_E, start_E, n_E = (np.asarray(a, np.int64) for a in (doc, start, n))
+  kind_E, g_E, m_E = (np.asarray(a, np.int64) for a in (kind, g, m))
+  fim_E = kind_E != AR
+  cells_E = np.where(fim_E, n_E + 3, n_E)  # + MASK, MID, EOM
+  first_E = np.cumsum(cells_E) - cells_E
+  ex_C = np.repeat(np.arange(len(n_E)), cells_E)  # each cell's example
+  j_C = np.arange(ex_C.size, dtype=np.int64) - first_E[ex_C]  # its index in the example
+  s_C, g_C, m_C, n_C, kind_C = (a[ex_C] for a in (start_E, g_E, m_E, n_E, kind_E))
+  fim_C, spm_C = kind_C != AR, kind_C == SPM
+  mid_C = n_C - m_C + 1  # index of MID
+  suf_C = n_C - g_C - m_C  # suffix length
   # Window index (src) of each cell, -1 for sentinels; pos and gap.
-  src_mid = g_ + j - q - 1
-  src_psm = np.where(j < g_, j, j - 1 + m_)
-  src_spm = np.where(j <= suf, g_ + m_ + j - 1, j - 1 - suf)
-  front = np.where(k_ == SPM, src_spm, src_psm)
-  src = np.where(j < q, front, src_mid)
-  special = np.full(e.size, -1, np.int64)
-  fimc = k_ != AR
-  special[fimc & (j < q) & np.where(k_ == SPM, j == 0, j == g_)] = sp["mask"]
-  special[fimc & (j == q)] = sp["mid"]
-  special[fimc & (j == n_ + 2)] = sp["eom"]
-  src = np.where(fimc, src, j)
+  src_mid_C = g_C + j_C - mid_C - 1
+  src_psm_C = np.where(j_C < g_C, j_C, j_C - 1 + m_C)
+  src_spm_C = np.where(j_C <= suf_C, g_C + m_C + j_C - 1, j_C - 1 - suf_C)
+  src_C = np.where(j_C < mid_C, np.where(spm_C, src_spm_C, src_psm_C), src_mid_C)
+  special_C = np.full(ex_C.size, -1, np.int64)
+  special_C[fim_C & (j_C < mid_C) & np.where(spm_C, j_C == 0, j_C == g_C)] = sp["mask"]
+  special_C[fim_C & (j_C == mid_C)] = sp["mid"]
+  special_C[fim_C & (j_C == n_C + 2)] = sp["eom"]
+  src_C = np.where(fim_C, src_C, j_C)
   # PSM front cells sit at s + j (the suffix collapsed onto MASK's position); SPM moves them.
-  spm_pos = np.where(j == 0, s + g_, np.where(j <= suf, s + g_ + j, s + j - 1 - suf))
-  mid_pos = s + g_ + middle_pos_step(positions) * (j - q)
-  pos = np.where(fimc & (j >= q), mid_pos, np.where(k_ == SPM, spm_pos, s + j))
+  spm_pos_C = np.where(
+    j_C == 0, s_C + g_C, np.where(j_C <= suf_C, s_C + g_C + j_C, s_C + j_C - 1 - suf_C)
+  )
+  mid_pos_C = s_C + g_C + middle_pos_step(positions) * (j_C - mid_C)
+  pos_C = np.where(fim_C & (j_C >= mid_C), mid_pos_C, np.where(spm_C, spm_pos_C, s_C + j_C))
   if positions == "sequential":
-    pos = s + j
-  gap = np.where((k_ != AR) & (j >= q), j - q + 1, 0)
+    pos_C = s_C + j_C
+  gap_C = np.where(fim_C & (j_C >= mid_C), j_C - mid_C + 1, 0)
   # Tokens: content through the flat array, BOS/EOS at the document ends, sentinels.
-  x = s + src
-  E = np.asarray(doc_lengths, np.int64)[doc][e] + 2
-  flat = np.clip(np.asarray(doc_starts, np.int64)[doc][e] + x - 1, 0, max(len(tokens) - 1, 0))
-  tok = np.asarray(tokens[flat]).astype(np.int64) if len(tokens) else np.zeros_like(flat)
-  tok = np.where(x == 0, sp["bos"], np.where(x == E - 1, sp["eos"], tok))
-  tok = np.where(special >= 0, special, tok)
+  x_C = s_C + src_C  # extended document position
+  ext_len_C = np.asarray(doc_lengths, np.int64)[doc_E][ex_C] + 2
+  flat_C = np.clip(
+    np.asarray(doc_starts, np.int64)[doc_E][ex_C] + x_C - 1, 0, max(len(tokens) - 1, 0)
+  )
+  tok_C = np.asarray(tokens[flat_C]).astype(np.int64) if len(tokens) else np.zeros_like(flat_C)
+  tok_C = np.where(x_C == 0, sp["bos"], np.where(x_C == ext_len_C - 1, sp["eos"], tok_C))
+  tok_C = np.where(special_C >= 0, special_C, tok_C)
   # Inputs are every cell but the last of each example; targets are the next cell.
-  inp = np.flatnonzero(j < ext[e] - 1)
-  tgt = tok[inp + 1]
-  loss = ((tgt != sp["mask"]) & (tgt != sp["mid"])).astype(np.float32)
-  loss[(k_[inp] == SPM) & (j[inp] == suf[inp]) & (g_[inp] > 0)] = 0.0  # SPM: prefix[0]
-  loss[fimc[inp] & (tgt == sp["eom"])] = eom_weight
+  inp_I = np.flatnonzero(j_C < cells_E[ex_C] - 1)
+  tgt_I = tok_C[inp_I + 1]
+  loss_I = ((tgt_I != sp["mask"]) & (tgt_I != sp["mid"])).astype(np.float32)
+  spm_first_I = spm_C[inp_I] & (j_C[inp_I] == suf_C[inp_I]) & (g_C[inp_I] > 0)
+  loss_I[spm_first_I] = 0.0  # SPM: prefix[0] follows the suffix, its start is not predictable
+  loss_I[fim_C[inp_I] & (tgt_I == sp["eom"])] = eom_weight
   return {
-    "tokens": tok[inp].astype(np.int32),
-    "targets": tgt.astype(np.int32),
-    "pos": pos[inp].astype(np.int32),
-    "gap": gap[inp].astype(np.int32),
-    "loss_mask": loss,
-    "example": e[inp],
-    "index": j[inp],
-    "lengths": ext - 1,
+    "tokens": tok_C[inp_I].astype(np.int32),
+    "targets": tgt_I.astype(np.int32),
+    "pos": pos_C[inp_I].astype(np.int32),
+    "gap": gap_C[inp_I].astype(np.int32),
+    "loss_mask": loss_I,
+    "example": ex_C[inp_I],
+    "index": j_C[inp_I],
+    "lengths": cells_E - 1,
   }
 
 
