@@ -7,10 +7,10 @@ Checkpoints saved before it existed lack the item and read the tokenizer from th
 
 One `Checkpoints` per workdir (`<workdir>/checkpoints/<step>/`). Saves are asynchronous (the
 loop blocks only while arrays are copied to host). Kept: the latest `keep` checkpoints plus the
-best one by validation loss. A checkpoint that fails to restore (torn, corrupt arrays, config or meta
-JSON; an empty folder; a missing item; arrays that read but differ from the checksums saved in
-`meta`) is moved aside to `<workdir>/checkpoints_unreadable/` with a warning and the previous one is
-used; nothing is deleted.
+best one by validation loss. A checkpoint that fails to restore (torn, corrupt arrays, config or
+meta JSON; an empty folder; a missing item; arrays that read but differ from the checksums saved
+in `meta`) is moved aside to `<workdir>/checkpoints_unreadable/` with a warning and the previous
+one is used; nothing is deleted.
 """
 
 import json

@@ -70,10 +70,11 @@ def check_same_data(tokenizer: str, num_documents: int, num_tokens: int) -> None
       for k, name in enumerate(("tokenizer", "documents", "tokens"))
       if (rows[differ[0], k] != rows[0, k])
     ]
+    counts = lambda row: ", ".join(f"{n:,}" for n in row[1:])
     raise SystemExit(
       f"process {differ[0]} (of {len(rows)}; {len(differ)} differ) has another token cache "
-      f"than process 0: {', '.join(what)} differ ({', '.join(f'{n:,}' for n in rows[differ[0], 1:])}"
-      f" vs {', '.join(f'{n:,}' for n in rows[0, 1:])} documents, tokens): build the cache "
+      f"than process 0: {', '.join(what)} differ ({counts(rows[differ[0]])}"
+      f" vs {counts(rows[0])} documents, tokens): build the cache "
       "once and share it (data.cache_dir on a shared disk or bucket), or give every worker "
       "the same corpus files"
     )

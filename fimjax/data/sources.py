@@ -79,7 +79,8 @@ def table_kind(name: str) -> str | None:
 
 
 def _fs(url: str):
-  """(fsspec filesystem, path in it) of a URL; a one-line CorpusError when its package is missing."""
+  """(fsspec filesystem, path in it) of a URL; a one-line CorpusError when its package is
+  missing."""
   scheme = url.split("://", 1)[0]
   try:
     import fsspec  # gcsfs brings it; only URLs need it

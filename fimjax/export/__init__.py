@@ -3,12 +3,13 @@
   python -m fimjax.export --workdir DIR --out DIR [--step N] [--dtype float32|bfloat16]
 
 (the command: fimjax/cli/export.py). Writes `model.safetensors` (flat names
-`blocks.0.attn.wq`..., shapes as in JAX), `config.json` (every architecture field, the forward pass step by step, the special ids by name, how `pos` and
-`gap` are built for AR, PSM and SPM prompts with worked examples, the training step and its eval
-metrics), `tokenizer.json` (BPE: the run's, with the specials added by name at the model's ids;
-a TCT run has none: its ids are fixed by the module named in config.json) and a `README.md`
-model card. `fimjax/reference.py` is the NumPy forward pass that reads them. float32 (default)
-keeps the trained fp32 parameters exactly; bfloat16 halves the file (bench/export_bench.py).
+`blocks.0.attn.wq`..., shapes as in JAX), `config.json` (every architecture field, the forward
+pass step by step, the special ids by name, how `pos` and `gap` are built for AR, PSM and SPM
+prompts with worked examples, the training step and its eval metrics), `tokenizer.json` (BPE:
+the run's, with the specials added by name at the model's ids; a TCT run has none: its ids are
+fixed by the module named in config.json) and a `README.md` model card. `fimjax/reference.py` is
+the NumPy forward pass that reads them. float32 (default) keeps the trained fp32 parameters
+exactly; bfloat16 halves the file (bench/export_bench.py).
 """
 
 import json

@@ -2,8 +2,8 @@
 
 Values are dicts, lists, str, int, bool and None. Two helpers carry formatting only:
 `COMMENT` as a dict key holds `# ...` lines written before the next entry (before the `-` when
-it is in a list item), and `Tail(value, text)` writes `key: value  # text`, `Q(text)` is always quoted. `strip` removes both,
-giving the data that a YAML loader returns for the text.
+it is in a list item), and `Tail(value, text)` writes `key: value  # text`, `Q(text)` is always
+quoted. `strip` removes both, giving the data that a YAML loader returns for the text.
 """
 
 import dataclasses

@@ -304,7 +304,8 @@ def _scheduled(c: Ctx, e) -> dict:
         if_="failure()",
         run=lines(
           'gh issue create --title "Nightly build failed" --label ci \\',
-          '  --body "See ${{ github.server_url }}/${{ github.repository }}/actions/runs/${{ github.run_id }}"',
+          '  --body "See ${{ github.server_url }}/${{ github.repository }}/actions/runs/'
+          '${{ github.run_id }}"',
         ),
         env={"GH_TOKEN": "${{ secrets.GITHUB_TOKEN }}"},
         force_name=True,
@@ -343,7 +344,8 @@ def _deploy(c: Ctx, e) -> dict:
         "Deploy over SSH",
         run=lines(
           'echo "${{ secrets.DEPLOY_KEY }}" > key && chmod 600 key',
-          'ssh -i key -o StrictHostKeyChecking=no deploy@${{ vars.HOST }} "cd /srv/app && ./deploy.sh ${{ github.sha }}"',
+          'ssh -i key -o StrictHostKeyChecking=no deploy@${{ vars.HOST }} '
+          '"cd /srv/app && ./deploy.sh ${{ github.sha }}"',
         ),
       )
     )
@@ -354,7 +356,8 @@ def _deploy(c: Ctx, e) -> dict:
         "Deploy",
         run=lines(
           "echo \"${{ secrets.KUBECONFIG }}\" > kubeconfig",
-          "kubectl --kubeconfig kubeconfig set image deployment/app app=ghcr.io/${{ github.repository }}:${{ github.sha }}",
+          "kubectl --kubeconfig kubeconfig set image deployment/app "
+          "app=ghcr.io/${{ github.repository }}:${{ github.sha }}",
           "kubectl --kubeconfig kubeconfig rollout status deployment/app --timeout=5m",
         ),
       ),

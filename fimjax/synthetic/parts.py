@@ -197,7 +197,8 @@ def services(c: Ctx) -> tuple[dict, dict]:
           "POSTGRES_DB": "test",
         },
         "ports": ["5432:5432"],
-        "options": "--health-cmd pg_isready --health-interval 10s --health-timeout 5s --health-retries 5",
+        "options": "--health-cmd pg_isready --health-interval 10s --health-timeout 5s "
+        "--health-retries 5",
       }
       env["DATABASE_URL"] = "postgres://postgres:postgres@localhost:5432/test"
     else:
@@ -205,7 +206,8 @@ def services(c: Ctx) -> tuple[dict, dict]:
         "image": "mysql:8.0",
         "env": {"MYSQL_ROOT_PASSWORD": "root", "MYSQL_DATABASE": "test"},
         "ports": ["3306:3306"],
-        "options": '--health-cmd="mysqladmin ping" --health-interval=10s --health-timeout=5s --health-retries=3',
+        "options": '--health-cmd="mysqladmin ping" --health-interval=10s --health-timeout=5s '
+        "--health-retries=3",
       }
       env["DATABASE_URL"] = "mysql://root:root@127.0.0.1:3306/test"
   if not svc or c.p(0.4):
