@@ -11,9 +11,8 @@ validation FIM windows EOM accuracy 79% on line holes, 75% on YAML nodes; greedy
 96 held-out holes per kind: value 12%, line 12% (16% with `--stop line`)
 (`bench/results/fim_ablation-mix96.md`). Infilling improves with steps up to ~2,400 (value 26%,
 line 15%), after which the model memorises the 545k-token training split and value holes get
-worse: `--config.train.steps=1600` (~28 min; value 23%, line 20%, next-token loss 2.31, 2.5%
-below an AR-only model) is the longer run worth making (docs/infill.md,
-"The quality bar").
+worse. The longer run worth making is configs/tiny_long.py (2,400 steps with dropout, ~45 min:
+validation loss 2.264, value 25%, line 19%; docs/infill.md, "The quality bar").
 """
 
 from fimjax.config_base import base_config
