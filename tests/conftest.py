@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import signal
 
 # Compiling is what tests pay for; share compiled programs across tests and subprocesses.
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax"
@@ -15,6 +16,13 @@ import pytest  # noqa: E402
 absl.flags.FLAGS.mark_as_parsed()
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def default_sigint() -> None:
+  """`preexec_fn` for a child that must see Ctrl-C: pytest-xdist workers ignore SIGINT, and an
+  ignored signal stays ignored across exec (Python keeps it so, as `nohup` relies on), so a
+  command started from a worker would never get its KeyboardInterrupt."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _find_shared() -> pathlib.Path:

@@ -22,6 +22,7 @@ from fimjax.config_base import base_config
 from fimjax.data import cache
 from fimjax import synthetic
 from tests.cache_test import _snapshot
+from tests.conftest import default_sigint
 from tests.train_test import REPO
 from tests.train_test import run_main
 
@@ -339,6 +340,7 @@ def test_ctrl_c_during_the_cache_build_is_one_line_and_leaves_no_cache(tmp_path)
     capture_output=True,
     text=True,
     timeout=240,
+    preexec_fn=default_sigint,
   )
   assert proc.returncode == 130, proc.stderr
   line = _one_error_line(proc)

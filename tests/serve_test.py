@@ -16,6 +16,7 @@ import pytest
 import fimjax
 from fimjax import serve
 from fimjax.cli import serve as serve_cli
+from tests.conftest import default_sigint
 from tests.train_test import REPO
 
 MAX_BATCH = 5  # 10 concurrent requests: two calls of 5 rows (one batch shape to compile)
@@ -241,6 +242,7 @@ def test_the_cli_serves_until_interrupted(trained_workdir):
     cwd=REPO,
     stderr=subprocess.PIPE,
     text=True,
+    preexec_fn=default_sigint,
   )
   lines = queue.Queue()
   threading.Thread(target=lambda: [lines.put(l) for l in proc.stderr], daemon=True).start()
