@@ -10,12 +10,29 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 import absl.flags  # noqa: E402
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from fimjax.data import cache_format  # noqa: E402
+from fimjax.data import structure  # noqa: E402
 
 # Grain reads absl flags; under pytest nobody parses them.
 absl.flags.FLAGS.mark_as_parsed()
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+def byte_docs(texts, plain=()):
+  """Documents of `texts` at one token per byte (a lossless tokenizer) with their structure
+  marks, then the token lists `plain` with none."""
+  ids = [list(t.encode()) for t in texts]
+  marks = [structure.structure(t, np.ones(len(i), np.int64)) for t, i in zip(texts, ids)]
+  plain = [list(d) for d in plain]
+  return cache_format.Documents.from_lists(
+    ids + plain,
+    [m[0] for m in marks] + [np.zeros(len(d), np.uint8) for d in plain],
+    [m[1] for m in marks] + [np.zeros(len(d), np.uint16) for d in plain],
+  )
 
 
 def default_sigint() -> None:

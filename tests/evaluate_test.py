@@ -13,7 +13,7 @@ from fimjax.cli import evaluate as evaluate_cli
 from fimjax.cli import generate as generate_cli
 from fimjax.data import cache as cache_lib
 from fimjax.data import corpus
-from fimjax.data import structure
+from tests.conftest import byte_docs
 
 
 WORKFLOW = """name: CI
@@ -26,13 +26,6 @@ jobs:
       - name: Test
         run: make test
 """
-
-
-def byte_docs(texts):
-  """Documents of one token per byte (a lossless tokenizer), with their structure marks."""
-  ids = [list(t.encode()) for t in texts]
-  marks = [structure.structure(t, np.ones(len(i), np.int64)) for t, i in zip(texts, ids)]
-  return cache_lib.Documents.from_lists(ids, [m[0] for m in marks], [m[1] for m in marks])
 
 
 class _Bytes:

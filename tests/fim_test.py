@@ -6,7 +6,7 @@ import pytest
 from fimjax import synthetic
 from fimjax.data import fim
 from fimjax.data import holes
-from fimjax.data import structure
+from tests.conftest import byte_docs
 from fimjax.data.cache import Documents
 
 V = 500  # tokenizer vocab (PAD = V - 1); specials follow
@@ -247,15 +247,7 @@ def test_a_worked_example_literally():
 def structured_docs():
   """Workflows at one token per byte with their structure marks (so line / YAML holes are cut),
   then documents of the boundary LENGTHS without marks (their structure holes fall back)."""
-  texts = [synthetic.generate(i) for i in range(8)]
-  ids = [list(t.encode()) for t in texts]
-  marks = [structure.structure(t, np.ones(len(i), np.int64)) for t, i in zip(texts, ids)]
-  rand_docs = [list(d) for d in make_docs(LENGTHS, seed=5)]
-  return Documents.from_lists(
-    ids + rand_docs,
-    [m[0] for m in marks] + [np.zeros(len(d), np.uint8) for d in rand_docs],
-    [m[1] for m in marks] + [np.zeros(len(d), np.uint16) for d in rand_docs],
-  )
+  return byte_docs([synthetic.generate(i) for i in range(8)], plain=make_docs(LENGTHS, seed=5))
 
 
 @pytest.mark.parametrize("policy", fim.SPAN_POLICIES)
