@@ -6,6 +6,7 @@ import pathlib
 import time
 
 import pytest
+import yaml
 
 from fimjax.data import corpus
 
@@ -238,3 +239,44 @@ def test_synthetic_corpus_and_bad_embedded_names():
   assert len(c.documents) >= 0.9 * c.num_inputs  # the project's own corpus is (nearly) all usable
   with pytest.raises(corpus.CorpusError, match="synthetic:N"):
     corpus.list_sources(["synthetic:many"])
+
+
+def test_may_alias_misses_no_alias():
+  """The cheap text test that spares most files the expanded-size walk never misses an alias."""
+  with_alias = [
+    "a: &x 1\nb: *x\n",
+    "a: [&x 1,*x]\n",
+    '{"a":&x 1, "b":*x}\n',
+    "- &x\n  k: v\n- *x\n",
+    "&x a: 1\n*x : 2\n",
+    _laughs(3),
+  ]
+  for text in with_alias:
+    assert corpus.may_alias(text), text
+  # `&&` looks like an anchor, a cron string like an alias: one without the other is no alias
+  assert not corpus.may_alias("run: make && make test\npaths: ['**/*.js']\n")
+  assert not corpus.may_alias("on: {schedule: [{cron: '0 * * * *'}]}\npaths: ['**/*.js']\n")
+  # Property over the embedded corpus: a document whose composed tree shares a node (an alias)
+  # is always caught.
+  for doc in corpus.read_corpus(["default"]).documents:
+    try:
+      root = yaml.compose(doc.text, Loader=corpus._Loader)
+    except yaml.YAMLError:
+      continue
+    if root is not None and corpus.expanded_size(root, 10**9) != _count(root):
+      assert corpus.may_alias(doc.text), doc.name
+
+
+def _count(root) -> int:
+  """Nodes in the composed tree, each object once (an alias counts nothing extra)."""
+  seen, todo = set(), [root]
+  while todo:
+    node = todo.pop()
+    if id(node) in seen:
+      continue
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+      todo += node.value
+    elif isinstance(node, yaml.MappingNode):
+      todo += [n for pair in node.value for n in pair]
+  return len(seen)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fimjax.data import holes, rand, structure
+from fimjax.data import corpus, holes, rand, structure
 from fimjax.data import tokenizers as tok_lib
 from fimjax.data.cache import Documents
 
@@ -123,3 +123,35 @@ def test_vectorised_holes_equal_the_reference(bpe, kind):
     assert (ref is not None) == found[i]
     if ref is not None:
       assert (g[i], m[i]) == ref and lo[i] <= g[i] and g[i] + m[i] <= hi[i] and m[i] >= 1
+
+
+TRICKY = [
+  WORKFLOW,
+  WORKFLOW.replace("\n", "\r\n"),
+  "on: push\ndefaults: &d\n  run: {shell: bash}\njobs:\n  a:\n    <<: *d\n    steps:\n"
+  "    - run: x\n    -   name: y   # spaced item\n  b: *d\n",
+  'jobs: {"a": [1, &x "two", *x], b: {c: d}}\n',
+  "jobs:\n\tbad: tab\n",
+  "jobs:\n  a:\n    - - nested\n      - list\n    -\n      k: v\n  \"q\": 'é ✓'\n",
+  "a: [1\nb: 2\n",
+  "",
+]
+
+
+@pytest.mark.parametrize("i", range(len(TRICKY)))
+def test_fast_structure_equals_the_reference(bpe, i):
+  text = TRICKY[i]
+  ids = bpe.encode(text)
+  nb = bpe.token_bytes()[ids]
+  ref = structure.structure(text, nb)
+  nodes = structure.node_marks(text, structure.compose(text))
+  for got in (structure.fast_structure(text, nb), structure.fast_structure(text, nb, nodes)):
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+  # The reader's nodes come from its own parse (before merge keys are expanded): the same.
+  _, doc, _ = corpus.read_source(corpus.Source("x.yml", data=text.encode()), nodes=True)
+  if doc is not None:
+    np.testing.assert_array_equal(doc.nodes, nodes)
+  if i == 2:  # aliases mark nothing (their node lies at the anchor); the spaced item is a step
+    assert holes_of(bpe, text, structure.VALUE) == [" push", " {shell: bash}", " x", " y"]
+    assert holes_of(bpe, text, structure.STEP) == ["\n    - run: x", "\n    -   name: y"]

@@ -17,9 +17,11 @@ import pathlib
 import re
 from typing import Iterable, Sequence
 
+import numpy as np
 import yaml
 
 from fimjax.data import sources as sources_lib
+from fimjax.data import structure as structure_lib
 from fimjax.data import workers
 from fimjax.data.sources import (  # noqa: F401  (re-exported: callers use corpus.X)
   CACHE_MARKER,
@@ -66,6 +68,8 @@ class Document:
   json_text: str  # the loaded document as JSON (with the `on:` fix)
   sha256: str  # of the file's bytes
   split: int | None = None  # the source's own split, if it has one
+  # structure.node_marks of the text, when the reader was asked for them (from its own parse)
+  nodes: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
 
 
 @dataclasses.dataclass
@@ -125,13 +129,29 @@ def expanded_size(root: yaml.Node, limit: int) -> int:
   return size[id(root)]
 
 
+# An alias (`*a`) needs an anchor (`&a`), each at the start of a token: at a line start or after
+# a blank, a flow indicator or `:`. Globs, cron strings and `&&` in scripts match one of these,
+# rarely both, so most texts skip the (slow) expanded-size walk.
+_ANCHOR = re.compile(r"(?:^|[\s\[{,:])&[^\s,\[\]{}]", re.M)
+_ALIAS = re.compile(r"(?:^|[\s\[{,:])\*[^\s,\[\]{}]", re.M)
+
+
+def may_alias(text: str) -> bool:
+  """False only when the YAML text has no alias (it may have one otherwise)."""
+  return _ALIAS.search(text) is not None and _ANCHOR.search(text) is not None
+
+
 def load_workflow(
-  text: str, json_file: bool = False, max_nodes: int | None = None, jsonc: bool = False
+  text: str,
+  json_file: bool = False,
+  max_nodes: int | None = None,
+  jsonc: bool = False,
+  on_node=None,
 ):
   """Loads a document (YAML, or JSON when `json_file`, with comments and trailing commas when
   `jsonc`) with the `on:` fix; raises on bad syntax, and TooLarge when the YAML has more than
   `max_nodes` nodes with its aliases expanded (a "billion laughs" file), checked before anything
-  is built."""
+  is built. `on_node(root)` sees the composed YAML before construction changes it (merge keys)."""
   if json_file:
     return fix_on(json.loads(strip_jsonc(text) if jsonc else text))
   loader = _Loader(text)
@@ -139,9 +159,11 @@ def load_workflow(
     node = loader.get_single_node()
     if node is None:
       return None
-    # An alias needs a `*`: without one every node is written out, so nodes < bytes <= limit.
-    if max_nodes is not None and "*" in text and expanded_size(node, max_nodes) > max_nodes:
+    # Without aliases every node is written out, so nodes < bytes <= limit.
+    if max_nodes is not None and may_alias(text) and expanded_size(node, max_nodes) > max_nodes:
       raise TooLarge(f"more than {max_nodes} YAML nodes with aliases expanded")
+    if on_node is not None:
+      on_node(node)
     return fix_on(loader.construct_document(node))
   finally:
     loader.dispose()
@@ -228,11 +250,11 @@ def _read_bytes(src: Source, max_file_bytes: int) -> tuple[bytes | None, str | N
     return None, "unreadable"
 
 
-def _load(text: str, json_file: bool, max_nodes: int, jsonc: bool):
+def _load(text: str, json_file: bool, max_nodes: int, jsonc: bool, on_node=None):
   """load_workflow; with `jsonc`, a text that YAML refuses and looks like JSON (a row without a
   `.json` path) is tried as JSON with comments too."""
   try:
-    return load_workflow(text, json_file, max_nodes, jsonc)
+    return load_workflow(text, json_file, max_nodes, jsonc, on_node)
   except (yaml.YAMLError, ValueError):
     if json_file or not jsonc or text.lstrip()[:1] not in ("{", "["):
       raise
@@ -245,9 +267,11 @@ def read_source(
   schema_path: str = "",
   documents: str = "workflow",
   jsonc: bool = False,
+  nodes: bool = False,
 ):
   """-> (sha256 or None, Document or None, reason or None). `schema_path` "" = no schema check;
-  `documents`: "workflow" (a mapping with `jobs`) or "any" (any mapping)."""
+  `documents`: "workflow" (a mapping with `jobs`) or "any" (any mapping); `nodes`: keep the
+  text's structure.node_marks in the Document, from the YAML parse the checks make anyway."""
   if src.reason:
     return None, None, src.reason
   data, reason = _read_bytes(src, max_file_bytes)
@@ -261,8 +285,10 @@ def read_source(
   if not text.strip():
     return digest, None, "empty"
   json_file = src.name.lower().endswith(".json") if src.json_file is None else src.json_file
+  marks = []
+  on_node = (lambda root: marks.append(structure_lib.node_marks(text, root))) if nodes else None
   try:  # a file without aliases has fewer nodes than bytes, so that bounds the expanded one
-    obj = _load(text, json_file, max_file_bytes, jsonc)
+    obj = _load(text, json_file, max_file_bytes, jsonc, on_node)
   except TooLarge:
     return digest, None, "too_large"
   except (yaml.YAMLError, ValueError, RecursionError):
@@ -279,11 +305,14 @@ def read_source(
     return digest, None, "not_json"
   if schema_path and not _validator(schema_path).is_valid(json.loads(json_text)):
     return digest, None, "schema_invalid"
-  return digest, Document(src.name, text, json_text, digest, src.split), None
+  if nodes and not marks:  # JSON, read without YAML: its YAML parse (if any) gives the nodes
+    marks.append(structure_lib.node_marks(text, structure_lib.compose(text)))
+  doc = Document(src.name, text, json_text, digest, src.split, marks[0] if nodes else None)
+  return digest, doc, None
 
 
-def _read_chunk(chunk, max_file_bytes, schema_path, documents, jsonc):
-  return [read_source(s, max_file_bytes, schema_path, documents, jsonc) for _, s in chunk]
+def _read_chunk(chunk, **read):
+  return [read_source(s, **read) for _, s in chunk]
 
 
 class Reader:
@@ -292,7 +321,8 @@ class Reader:
   Iterating yields (Source, Document or None, skip record or None) per document; afterwards
   `num_inputs` and `fingerprint` describe what was read. Files are parsed in `num_proc` worker
   processes (None = auto: every core for large corpora or schema checks); a table (JSONL,
-  Parquet, dataset) is held in memory one file at a time.
+  Parquet, dataset) is held in memory one file at a time. With `nodes`, each Document carries
+  its structure.node_marks (what the cache build needs to mark holes without parsing again).
   """
 
   def __init__(
@@ -305,6 +335,7 @@ class Reader:
     documents: str = "workflow",
     jsonc: bool = False,
     text_field: str = "content",
+    nodes: bool = False,
     num_proc: int | None = None,
     progress: bool = False,
   ):
@@ -313,11 +344,13 @@ class Reader:
         f"documents={documents!r}: use one of {', '.join(DOCUMENTS)} (data.documents)"
       )
     self.inputs, self.documents, self.text_field = list(inputs), documents, text_field
+    self.nodes = nodes
     self.units = list_sources(inputs)
     self._read = dict(
       max_file_bytes=max_file_bytes,
       documents=documents,
       jsonc=jsonc,
+      nodes=nodes,
       schema_path=str(find_schema(schema_path)) if schema_check else "",
     )
     if num_proc is None:  # auto: processes only where they pay for their start-up

@@ -1,7 +1,8 @@
 """A corpus of any size to flat token arrays: bounded memory, every core, stable order.
 
 `scan` reads the inputs once (corpus.Reader, parsing in worker processes) and spills each kept
-document's text to one file on disk, keeping only names and hashes in memory; `bpe_sample` feeds
+document's text (and its YAML nodes, structure.node_marks, from that one parse) to files on
+disk, keeping only names and hashes in memory; `bpe_sample` feeds
 the BPE trainer a bounded sample of the training texts; `encode` tokenizes and marks structure in
 worker processes, chunk by chunk, in input order; `NpyWriter` appends the results to `.npy` files
 whose shape is written at the end. A build with N processes is byte-identical to one with 1.
@@ -29,7 +30,7 @@ BPE_SAMPLE_BYTES = 64 * 2**20
 @dataclasses.dataclass
 class Scan:
   """What `scan` keeps in memory: per kept document its name, sha256, own split (-1 = by hash)
-  and where its text lies in the spill file."""
+  and where its text (and its nodes) lie in the spill files."""
 
   spill: pathlib.Path
   names: list[str]
@@ -39,6 +40,25 @@ class Scan:
   skipped: list[dict]
   num_inputs: int
   fingerprint: str
+  node_ends: list[int] | None = None  # int32 offset of each document's nodes' end, if kept
+
+  @property
+  def nodes_spill(self) -> pathlib.Path:
+    return self.spill.with_suffix(".nodes")
+
+  def items(self) -> Iterator[tuple[str, np.ndarray | None]]:
+    """(text, its node marks or None) per document, read lazily."""
+    if self.node_ends is None:
+      yield from ((t, None) for t in self.texts())
+      return
+    with open(self.nodes_spill, "rb") as f:
+      for i, text in enumerate(self.texts()):
+        size = self.node_ends[i] - (self.node_ends[i - 1] if i else 0)
+        yield text, np.frombuffer(f.read(4 * size), np.int32).reshape(-1, 3)
+
+  def remove(self) -> None:
+    self.spill.unlink(missing_ok=True)
+    self.nodes_spill.unlink(missing_ok=True)
 
   def texts(self, select: Iterable[int] | None = None) -> Iterator[str]:
     """The spilled texts (all, or those at the increasing indices `select`), read lazily."""
@@ -50,9 +70,11 @@ class Scan:
 
 
 def scan(reader: corpus_lib.Reader, spill: pathlib.Path, *, json_text: bool) -> Scan:
-  """Reads every input; spills each kept document's text (its JSON with `json_text`, for TCT)."""
+  """Reads every input; spills each kept document's text (its JSON with `json_text`, for TCT)
+  and, when the reader keeps them, its node marks."""
   names, sha, split, ends, skipped, end = [], [], [], [], [], 0
-  with open(spill, "wb") as f:
+  node_ends, node_end = [], 0
+  with open(spill, "wb") as f, open(spill.with_suffix(".nodes"), "wb") as g:
     for _, doc, skip in reader:
       if doc is None:
         skipped.append(skip)
@@ -64,7 +86,22 @@ def scan(reader: corpus_lib.Reader, spill: pathlib.Path, *, json_text: bool) -> 
       sha.append(doc.sha256)
       split.append(-1 if doc.split is None else doc.split)
       ends.append(end)
-  return Scan(spill, names, sha, split, ends, skipped, reader.num_inputs, reader.fingerprint)
+      if doc.nodes is not None:
+        g.write(np.ascontiguousarray(doc.nodes, np.int32).tobytes())
+        node_end += doc.nodes.size
+        node_ends.append(node_end)
+  keep_nodes = len(node_ends) == len(names) and reader.nodes
+  return Scan(
+    spill,
+    names,
+    sha,
+    split,
+    ends,
+    skipped,
+    reader.num_inputs,
+    reader.fingerprint,
+    node_ends if keep_nodes else None,
+  )
 
 
 def bpe_sample(s: Scan, split: np.ndarray, limit: int | None = None) -> Iterator[str]:
@@ -100,9 +137,12 @@ def _spec(tok):
   return ("tct", tok.module_name)
 
 
-def encode_chunk(texts: list[str]) -> list:
-  """Per text: (ids, structure flags, span) or why the tokenizer's output is unusable (str)."""
+def encode_chunk(items: list) -> list:
+  """Per item (a text, or (text, its node marks or None)): (ids, structure flags, span) or why
+  the tokenizer's output is unusable (str)."""
   tok = _TOKENIZER
+  pairs = [item if isinstance(item, tuple) else (item, None) for item in items]
+  texts = [text for text, _ in pairs]
   if isinstance(tok, tok_lib.TctTokenizer):
     ids_list = tok_lib.tct_encode_chunk(texts, tok.module_name)
   else:
@@ -110,7 +150,7 @@ def encode_chunk(texts: list[str]) -> list:
   nbytes = _NBYTES
   dtype = token_dtype(tok.vocab_size)
   out = []
-  for text, ids in zip(texts, ids_list):
+  for (text, nodes), ids in zip(pairs, ids_list):
     why = tok_lib.unusable(tok, ids)
     if why is not None:
       out.append(why)
@@ -119,7 +159,7 @@ def encode_chunk(texts: list[str]) -> list:
     if nbytes is None:  # TCT encodes the JSON, not the text: no structure (holes fall back)
       out.append((ids, np.zeros(len(ids), np.uint8), np.zeros(len(ids), np.uint16)))
     else:
-      out.append((ids, *structure_lib.structure(text, nbytes[ids])))
+      out.append((ids, *structure_lib.fast_structure(text, nbytes[ids], nodes)))
   return out
 
 
@@ -127,15 +167,16 @@ def token_dtype(vocab_size: int):
   return np.uint16 if vocab_size <= 2**16 else np.uint32
 
 
-def encode(texts: Iterable[str], tok, num_proc: int, progress: bool = False) -> Iterator:
-  """encode_chunk's result per text, in order, over `num_proc` processes."""
+def encode(items: Iterable, tok, num_proc: int, progress: bool = False) -> Iterator:
+  """encode_chunk's result per item (text or (text, nodes)), in order, over `num_proc`
+  processes."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   spec = tok if num_proc <= 1 else _spec(tok)
   with tqdm(desc="encoding", unit="file", disable=None if progress else True, leave=False) as bar:
     for chunk, results in workers.ordered_map(
       encode_chunk,
-      workers.batched(texts, ENCODE_CHUNK),
+      workers.batched(items, ENCODE_CHUNK),
       num_proc,
       initializer=_init,
       initargs=(spec,),

@@ -135,17 +135,46 @@ def _trim(text: str, start: int, end: int) -> int:
   return end
 
 
-def structure(text: str, token_bytes) -> tuple[np.ndarray, np.ndarray]:
-  """(flags uint8 [n], span uint16 [n]) of a document's n tokens; `token_bytes[i]` is token i's
-  length in bytes (they add up to the UTF-8 text)."""
-  token_bytes = np.asarray(token_bytes, np.int64)
-  n = len(token_bytes)
-  flags, span = np.zeros(n, np.uint8), np.zeros(n, np.uint16)
-  if n == 0:
-    return flags, span
-  m = _Marks(text, token_bytes)
-  if token_bytes.sum() != m.num_bytes:
-    raise ValueError(f"tokens cover {token_bytes.sum()} bytes, the text has {m.num_bytes}")
+def compose(text: str):
+  """The document's YAML node tree (None when it does not parse: it keeps its line marks)."""
+  try:
+    return yaml.compose(text, Loader=_Loader)
+  except (yaml.YAMLError, RecursionError, ValueError):
+    return None
+
+
+def node_marks(text: str, root) -> np.ndarray:
+  """[k, 3] int32 (kind, at, end) per VALUE / STEP / BLOCK node of a composed document, in the
+  order marks are tried: the node's hole starts at the token found from character `at` (the
+  value, the item's `-` line, the key's line) and ends at character `end`. Tokenizer-free, so
+  the cache build computes them while the reader has the document parsed (one parse, not two)."""
+  out, seen, todo = [], set(), [root] if root is not None else []
+  while todo and len(seen) < MAX_NODES:
+    node = todo.pop()
+    if id(node) in seen or not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+      continue
+    seen.add(id(node))
+    pairs = node.value if isinstance(node, yaml.MappingNode) else [(None, v) for v in node.value]
+    block = not node.flow_style
+    for key, value in pairs:
+      leaf = isinstance(value, yaml.ScalarNode) or value.flow_style
+      start = value.start_mark.index
+      end = value.end_mark.index if leaf else _end(value)
+      if end > start and text[end - 1].isspace():  # a block scalar's trailing newlines
+        end = _trim(text, start, end)
+      if leaf and end > start:
+        out.append((VALUE, start, end))
+      elif block and key is None and isinstance(value, yaml.MappingNode):
+        out.append((STEP, start, end))
+      elif block and key is not None:
+        out.append((BLOCK, key.start_mark.index, end))
+      if not leaf:
+        todo.append(value)
+  return np.array(out, np.int32).reshape(-1, 3)
+
+
+def _line_marks(m: _Marks, text: str, flags: np.ndarray) -> None:
+  """Sets LINE and TEXT (see the module docstring)."""
   newlines = (
     np.array([i for i, ch in enumerate(text) if ch == "\n"], np.int64)
     if not text.isascii()
@@ -161,34 +190,83 @@ def structure(text: str, token_bytes) -> tuple[np.ndarray, np.ndarray]:
   tok = np.concatenate([[0], lines])
   flags[tok[has_text & (tok >= 0)]] |= TEXT
 
-  def mark(kind, tok, end_char):
-    b = m.at_start(end_char)
+
+def _start(text: str, token_bytes) -> tuple[_Marks | None, np.ndarray, np.ndarray]:
+  token_bytes = np.asarray(token_bytes, np.int64)
+  n = len(token_bytes)
+  flags, span = np.zeros(n, np.uint8), np.zeros(n, np.uint16)
+  if n == 0:
+    return None, flags, span
+  m = _Marks(text, token_bytes)
+  if token_bytes.sum() != m.num_bytes:
+    raise ValueError(f"tokens cover {token_bytes.sum()} bytes, the text has {m.num_bytes}")
+  _line_marks(m, text, flags)
+  return m, flags, span
+
+
+def structure(text: str, token_bytes, nodes: np.ndarray | None = None):
+  """(flags uint8 [n], span uint16 [n]) of a document's n tokens; `token_bytes[i]` is token i's
+  length in bytes (they add up to the UTF-8 text). `nodes`: the text's `node_marks` if known
+  (else the text is parsed here). The readable reference: one node at a time; `fast_structure`
+  is the vectorised twin the cache build uses."""
+  m, flags, span = _start(text, token_bytes)
+  if m is None:
+    return flags, span
+  for kind, at, end in node_marks(text, compose(text)) if nodes is None else nodes:
+    tok = (
+      m.value_token(at) if kind == VALUE else m.line_token(at, "item" if kind == STEP else "key")
+    )
+    b = m.at_start(end)
     if tok < 0 or b <= tok or span[tok]:
-      return
+      continue  # not at token boundaries, or the token already starts a node
     flags[tok] |= kind
     span[tok] = min(b - tok, MAX_SPAN)
+  return flags, span
 
-  try:
-    root = yaml.compose(text, Loader=_Loader)
-  except (yaml.YAMLError, RecursionError, ValueError):
+
+def fast_structure(text: str, token_bytes, nodes: np.ndarray | None = None):
+  """`structure`, with every node's tokens looked up at once (numpy)."""
+  m, flags, span = _start(text, token_bytes)
+  if m is None:
     return flags, span
-  seen, todo = set(), [root] if root is not None else []
-  while todo and len(seen) < MAX_NODES:
-    node = todo.pop()
-    if id(node) in seen or not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
-      continue
-    seen.add(id(node))
-    pairs = node.value if isinstance(node, yaml.MappingNode) else [(None, v) for v in node.value]
-    block = not node.flow_style
-    for key, value in pairs:
-      leaf = isinstance(value, yaml.ScalarNode) or value.flow_style
-      start, end = value.start_mark.index, _trim(text, value.start_mark.index, _end(value))
-      if leaf and end > start:
-        mark(VALUE, m.value_token(start), end)
-      elif block and key is None and isinstance(value, yaml.MappingNode):
-        mark(STEP, m.line_token(start, "item"), end)
-      elif block and key is not None:
-        mark(BLOCK, m.line_token(key.start_mark.index, "key"), end)
-      if not leaf:
-        todo.append(value)
+  nodes = node_marks(text, compose(text)) if nodes is None else np.asarray(nodes, np.int64)
+  if not len(nodes):
+    return flags, span
+  kind, at, end = nodes.T
+  codes = (
+    np.frombuffer(text.encode(), np.uint8)
+    if m.byte_of is None
+    else np.frombuffer(text.encode("utf-32-le"), np.uint32)
+  )
+  blank = (codes == 32) | (codes == 9)
+  # prev[c]: the last character before c that is not a space or tab (-1: none).
+  prev = np.concatenate([[-1], np.maximum.accumulate(np.where(blank, -1, np.arange(len(codes))))])
+  solid = np.concatenate([[0], np.cumsum(~blank)])  # non-blank characters before c
+  starts, n = m.starts, len(m.starts)
+
+  def first_token_at_or_after(b):
+    i = np.searchsorted(starts, b, side="left")
+    return i, starts[np.minimum(i, n - 1)]
+
+  # VALUE: the first token starting in the blanks before the value (or at it): value_token.
+  i, s = first_token_at_or_after(m.byte(prev[at] + 1))
+  value_tok = np.where((i < n) & (s <= m.byte(at)), i, -1)
+  # STEP / BLOCK: the line's LINE token when only "-" (STEP) or nothing (BLOCK) precedes `at`.
+  newline = np.flatnonzero(codes == 10)
+  line_start = np.concatenate([[0], newline + 1])[np.searchsorted(newline, at, side="left")]
+  head = solid[at] - solid[line_start]
+  dash = (head == 1) & (codes[np.maximum(prev[at], 0)] == ord("-"))
+  line_ok = np.where(kind == STEP, dash, head == 0)
+  line_tok = np.where(line_start == 0, 0, m.snap(np.maximum(line_start - 1, 0)))
+  tok = np.where(kind == VALUE, value_tok, np.where(line_ok, line_tok, -1))
+  # The token starting exactly at `end` (n at the text's end): at_start.
+  b_end = np.asarray(m.byte(end), np.int64)
+  i, s = first_token_at_or_after(b_end)
+  b = np.where(b_end == m.num_bytes, n, np.where((i < n) & (s == b_end), i, -1))
+  ok = (tok >= 0) & (b > tok)
+  tok, b, kind = tok[ok], b[ok], kind[ok]
+  _, first = np.unique(tok, return_index=True)  # the first node tried at a token wins
+  tok, b, kind = tok[first], b[first], kind[first]
+  flags[tok] |= kind.astype(np.uint8)
+  span[tok] = np.minimum(b - tok, MAX_SPAN)
   return flags, span

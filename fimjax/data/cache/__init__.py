@@ -253,6 +253,7 @@ def build_cache(
     documents=kind,
     jsonc=jsonc,
     text_field=text_field,
+    nodes=name == "bpe",  # structure marks from the reader's own YAML parse
     num_proc=num_proc,
     progress=progress,
   )
@@ -325,7 +326,7 @@ def _build(
     for f, t in (("tokens.npy", dtype), (STRUCT_FLAGS, np.uint8), (STRUCT_SPAN, np.uint16))
   ]
   lengths, keep, skipped = [], [], list(s.skipped)
-  for i, r in enumerate(encode_lib.encode(s.texts(), tok, reader.num_proc, progress)):
+  for i, r in enumerate(encode_lib.encode(s.items(), tok, reader.num_proc, progress)):
     if isinstance(r, str):
       skipped.append({"file": s.names[i], "reason": "tokenizer_rejected", "message": r})
       continue
@@ -335,7 +336,7 @@ def _build(
     keep.append(i)
   for w in writers:
     w.close()
-  spill.unlink()
+  s.remove()
   if not keep:
     raise CacheError(
       f"no usable workflow in {inputs}: {corpus_lib.summary(s.num_inputs, 0, skipped)}"
@@ -400,9 +401,9 @@ def encode_documents(
   """Files read (`read`: Reader's max_file_bytes, documents, jsonc, text_field) and encoded with
   an existing tokenizer (a held-out corpus, kept in memory): (Documents with structure marks,
   the reader's one-line summary)."""
-  corp = corpus_lib.read_corpus(inputs, progress=progress, **read)
   tct = isinstance(tokenizer, tok_lib.TctTokenizer)
-  texts = (d.json_text if tct else d.text for d in corp.documents)
+  corp = corpus_lib.read_corpus(inputs, progress=progress, nodes=not tct, **read)
+  texts = ((d.json_text, None) if tct else (d.text, d.nodes) for d in corp.documents)
   parts, skipped = [], list(corp.skipped)
   for d, r in zip(corp.documents, encode_lib.encode(texts, tokenizer, 1, progress)):
     if isinstance(r, str):
