@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from fimjax.data import corpus
+from fimjax.data import corpus, parse
 
 WF = "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo {}\n"
 
@@ -260,7 +260,7 @@ def test_may_alias_misses_no_alias():
   # is always caught.
   for doc in corpus.read_corpus(["default"]).documents:
     try:
-      root = yaml.compose(doc.text, Loader=corpus._Loader)
+      root = yaml.compose(doc.text, Loader=parse._Loader)
     except yaml.YAMLError:
       continue
     if root is not None and corpus.expanded_size(root, 10**9) != _count(root):

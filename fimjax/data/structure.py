@@ -25,6 +25,8 @@ import bisect
 import numpy as np
 import yaml
 
+from fimjax.data import parse
+
 LINE, VALUE, STEP, BLOCK, TEXT = 1, 2, 4, 8, 16
 NODE_KINDS = {"value": VALUE, "step": STEP, "block": BLOCK}  # hole kind -> flag (span in `span`)
 MAX_SPAN = 2**16 - 1
@@ -111,11 +113,11 @@ class _Marks:
     return 0 if ls == 0 else self.snap_one(ls - 1)
 
 
-def _end(node) -> int:
+def _end(node, aliases: bool = True) -> int:
   """Character just after the node's last non-space character (of its last scalar if block).
 
   An alias is the anchored node itself (marks at the anchor, so such ends fail the checks), and a
-  recursive one (`&a [*a]`) would loop: the walk stops at a node seen before."""
+  recursive one (`&a [*a]`) would loop: with `aliases`, the walk stops at a node seen before."""
   seen = set()
   while (
     isinstance(node, (yaml.MappingNode, yaml.SequenceNode))
@@ -123,7 +125,8 @@ def _end(node) -> int:
     and node.value
     and id(node) not in seen
   ):
-    seen.add(id(node))
+    if aliases:
+      seen.add(id(node))
     last = node.value[-1]
     node = last[1] if isinstance(last, tuple) else last
   return node.end_mark.index
@@ -148,18 +151,23 @@ def node_marks(text: str, root) -> np.ndarray:
   order marks are tried: the node's hole starts at the token found from character `at` (the
   value, the item's `-` line, the key's line) and ends at character `end`. Tokenizer-free, so
   the cache build computes them while the reader has the document parsed (one parse, not two)."""
-  out, seen, todo = [], set(), [root] if root is not None else []
-  while todo and len(seen) < MAX_NODES:
+  aliases = parse.may_alias(text)  # without, the tree is a tree: no node is seen twice
+  out, seen, todo, walked = [], set(), [root] if root is not None else [], 0
+  while todo and walked < MAX_NODES:
     node = todo.pop()
-    if id(node) in seen or not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+    if aliases:
+      if id(node) in seen:
+        continue
+      seen.add(id(node))
+    if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
       continue
-    seen.add(id(node))
+    walked += 1
     pairs = node.value if isinstance(node, yaml.MappingNode) else [(None, v) for v in node.value]
     block = not node.flow_style
     for key, value in pairs:
       leaf = isinstance(value, yaml.ScalarNode) or value.flow_style
       start = value.start_mark.index
-      end = value.end_mark.index if leaf else _end(value)
+      end = value.end_mark.index if leaf else _end(value, aliases)
       if end > start and text[end - 1].isspace():  # a block scalar's trailing newlines
         end = _trim(text, start, end)
       if leaf and end > start:
