@@ -155,3 +155,20 @@ def test_fast_structure_equals_the_reference(bpe, i):
   if i == 2:  # aliases mark nothing (their node lies at the anchor); the spaced item is a step
     assert holes_of(bpe, text, structure.VALUE) == [" push", " {shell: bash}", " x", " y"]
     assert holes_of(bpe, text, structure.STEP) == ["\n    - run: x", "\n    -   name: y"]
+
+
+def test_documents_marked_together_equal_each_alone(bpe):
+  """fast_structures lays a chunk's documents end to end: no mark may cross into a neighbour
+  (documents without a final newline, starting with one, blank, non-ASCII, in any order)."""
+  texts = (
+    TRICKY
+    + ["\n", "x", "\n\n  - a\n", "é", "jobs:\n  a: 1"]
+    + [d.text for d in corpus.read_corpus(["default"]).documents[:60]]
+  )
+  texts = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))]
+  nb = [bpe.token_bytes()[bpe.encode(t)] for t in texts]
+  together = structure.fast_structures(texts, nb, [None] * len(texts))
+  for text, b, got in zip(texts, nb, together):
+    ref = structure.structure(text, b)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])

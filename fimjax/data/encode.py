@@ -149,7 +149,7 @@ def encode_chunk(items: list) -> list:
     ids_list = tok.encode_batch(texts)
   nbytes = _NBYTES
   dtype = token_dtype(tok.vocab_size)
-  out = []
+  out, marked = [], []
   for (text, nodes), ids in zip(pairs, ids_list):
     why = tok_lib.unusable(tok, ids)
     if why is not None:
@@ -159,7 +159,12 @@ def encode_chunk(items: list) -> list:
     if nbytes is None:  # TCT encodes the JSON, not the text: no structure (holes fall back)
       out.append((ids, np.zeros(len(ids), np.uint8), np.zeros(len(ids), np.uint16)))
     else:
-      out.append((ids, *structure_lib.fast_structure(text, nbytes[ids], nodes)))
+      marked.append((len(out), text, nbytes[ids], nodes))
+      out.append(ids)
+  if marked:
+    _, texts, token_bytes, nodes = zip(*marked)
+    for (i, *_), marks in zip(marked, structure_lib.fast_structures(texts, token_bytes, nodes)):
+      out[i] = (out[i], *marks)
   return out
 
 

@@ -21,6 +21,7 @@ most one node (the first found wins). Documents that do not parse as YAML keep t
 """
 
 import bisect
+from typing import Sequence
 
 import numpy as np
 import yaml
@@ -234,47 +235,86 @@ def structure(text: str, token_bytes, nodes: np.ndarray | None = None):
 
 def fast_structure(text: str, token_bytes, nodes: np.ndarray | None = None):
   """`structure`, with every node's tokens looked up at once (numpy)."""
-  m, flags, span = _start(text, token_bytes)
-  if m is None:
-    return flags, span
-  nodes = node_marks(text, compose(text)) if nodes is None else np.asarray(nodes, np.int64)
-  if not len(nodes):
-    return flags, span
-  kind, at, end = nodes.T
-  codes = (
-    np.frombuffer(text.encode(), np.uint8)
-    if m.byte_of is None
-    else np.frombuffer(text.encode("utf-32-le"), np.uint32)
-  )
+  return fast_structures([text], [token_bytes], [nodes])[0]
+
+
+def fast_structures(texts: Sequence[str], token_bytes: Sequence, nodes: Sequence) -> list:
+  """`structure` of several documents (`nodes[k]` None: parsed here), laid end to end so that a
+  few dozen numpy calls mark them all: the cache build's hot path, one call per chunk."""
+  nodes = [node_marks(t, compose(t)) if n is None else n for t, n in zip(texts, nodes)]
+  tb = [np.asarray(b, np.int64) for b in token_bytes]
+  tok_off = np.concatenate([[0], np.cumsum([len(b) for b in tb])]).astype(np.int64)
+  char_off = np.concatenate([[0], np.cumsum([len(t) for t in texts])]).astype(np.int64)
+  text = "".join(texts)
+  data = np.frombuffer(text.encode("utf-8"), np.uint8)
+  if text.isascii():
+    codes, byte_of = data, None
+  else:
+    codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+    widths = 1 + (codes >= 0x80) + (codes >= 0x800) + (codes >= 0x10000)
+    byte_of = np.concatenate([[0], np.cumsum(widths)])
+  byte = (lambda c: c) if byte_of is None else (lambda c: byte_of[c])
+  byte_off = byte(char_off)
+  cum = np.concatenate([[0], np.cumsum(np.concatenate([[0], *tb]))[1:]]).astype(np.int64)
+  covered, need = cum[tok_off[1:]] - cum[tok_off[:-1]], np.diff(byte_off)
+  for k in np.flatnonzero(covered != need)[:1]:
+    raise ValueError(f"tokens cover {covered[k]} bytes, the text has {need[k]}")
+  num, starts = int(tok_off[-1]), cum  # starts[i]: byte where token i starts; starts[num]: end
+  flags, span = np.zeros(num, np.uint8), np.zeros(num, np.uint16)
+  nonws = np.concatenate([[0], np.cumsum(~_WS[data])])
+
+  def snap(b):  # the token holding byte b when only whitespace lies between its start and b
+    i = np.searchsorted(starts[:num], b, side="right") - 1
+    return np.where((i >= 0) & (nonws[b] == nonws[starts[np.maximum(i, 0)]]), i, -1)
+
+  # Lines: a record per document start and per newline, in text order (a document's start
+  # before its first newline); each line runs to the next record of its document.
+  newline = np.flatnonzero(codes == 10)
+  docs = np.flatnonzero(np.diff(tok_off) > 0)
+  order = np.argsort(np.concatenate([2 * char_off[docs] - 1, 2 * newline]), kind="stable")
+  rec_doc = np.concatenate([docs, np.searchsorted(char_off, newline, side="right") - 1])[order]
+  nl_b = byte(newline)
+  rec_start = np.concatenate([byte_off[docs], byte(newline + 1)])[order]
+  rec_tok = np.concatenate([tok_off[docs], snap(nl_b)])[order]
+  rec_nl = np.concatenate([np.zeros(len(docs), np.int64), nl_b])[order]
+  same = np.append(rec_doc[1:] == rec_doc[:-1], False)
+  rec_end = np.where(same, np.append(rec_nl[1:], 0), byte_off[rec_doc + 1])
+  has_text = nonws[rec_end] > nonws[rec_start]
+  flags[rec_tok[rec_tok >= 0]] |= LINE
+  flags[rec_tok[has_text & (rec_tok >= 0)]] |= TEXT
+
+  # Nodes: value_token, line_token and at_start of every node at once.
+  node_doc = np.repeat(np.arange(len(texts)), [len(n) for n in nodes])
+  if not len(node_doc):
+    return [(flags[a:b], span[a:b]) for a, b in zip(tok_off[:-1], tok_off[1:])]
+  kind, at, end = np.concatenate([np.asarray(n, np.int64).reshape(-1, 3) for n in nodes]).T
+  doc_start = char_off[node_doc]
+  at, end = at + doc_start, end + doc_start
   blank = (codes == 32) | (codes == 9)
   # prev[c]: the last character before c that is not a space or tab (-1: none).
   prev = np.concatenate([[-1], np.maximum.accumulate(np.where(blank, -1, np.arange(len(codes))))])
   solid = np.concatenate([[0], np.cumsum(~blank)])  # non-blank characters before c
-  starts, n = m.starts, len(m.starts)
-
-  def first_token_at_or_after(b):
-    i = np.searchsorted(starts, b, side="left")
-    return i, starts[np.minimum(i, n - 1)]
-
-  # VALUE: the first token starting in the blanks before the value (or at it): value_token.
-  i, s = first_token_at_or_after(m.byte(prev[at] + 1))
-  value_tok = np.where((i < n) & (s <= m.byte(at)), i, -1)
+  # VALUE: the first token starting in the blanks before the value (or at it).
+  i = np.searchsorted(starts, byte(np.maximum(prev[at] + 1, doc_start)), side="left")
+  value_tok = np.where((i < num) & (starts[i] <= byte(at)), i, -1)
   # STEP / BLOCK: the line's LINE token when only "-" (STEP) or nothing (BLOCK) precedes `at`.
-  newline = np.flatnonzero(codes == 10)
-  line_start = np.concatenate([[0], newline + 1])[np.searchsorted(newline, at, side="left")]
+  before = np.searchsorted(newline, at, side="left")
+  line_start = np.maximum(np.where(before > 0, newline[before - 1] + 1, 0), doc_start)
   head = solid[at] - solid[line_start]
   dash = (head == 1) & (codes[np.maximum(prev[at], 0)] == ord("-"))
   line_ok = np.where(kind == STEP, dash, head == 0)
-  line_tok = np.where(line_start == 0, 0, m.snap(np.maximum(line_start - 1, 0)))
+  line_tok = np.where(
+    line_start == doc_start, tok_off[node_doc], snap(byte(np.maximum(line_start - 1, 0)))
+  )
   tok = np.where(kind == VALUE, value_tok, np.where(line_ok, line_tok, -1))
-  # The token starting exactly at `end` (n at the text's end): at_start.
-  b_end = np.asarray(m.byte(end), np.int64)
-  i, s = first_token_at_or_after(b_end)
-  b = np.where(b_end == m.num_bytes, n, np.where((i < n) & (s == b_end), i, -1))
+  # The token starting exactly at `end` (the next document's first at a document's end).
+  b_end = byte(end)
+  i = np.searchsorted(starts, b_end, side="left")
+  b = np.where(starts[np.minimum(i, num)] == b_end, i, -1)
   ok = (tok >= 0) & (b > tok)
   tok, b, kind = tok[ok], b[ok], kind[ok]
   _, first = np.unique(tok, return_index=True)  # the first node tried at a token wins
   tok, b, kind = tok[first], b[first], kind[first]
   flags[tok] |= kind.astype(np.uint8)
   span[tok] = np.minimum(b - tok, MAX_SPAN)
-  return flags, span
+  return [(flags[a:b], span[a:b]) for a, b in zip(tok_off[:-1], tok_off[1:])]
