@@ -20,6 +20,7 @@ in the suffix. A node is marked only when both its ends are token boundaries; a 
 most one node (the first found wins). Documents that do not parse as YAML keep their LINE marks.
 """
 
+import array
 import bisect
 from typing import Sequence
 
@@ -124,7 +125,7 @@ def _end(node, aliases: bool = True) -> int:
     isinstance(node, (yaml.MappingNode, yaml.SequenceNode))
     and not node.flow_style
     and node.value
-    and id(node) not in seen
+    and not (aliases and id(node) in seen)
   ):
     if aliases:
       seen.add(id(node))
@@ -153,7 +154,7 @@ def node_marks(text: str, root) -> np.ndarray:
   value, the item's `-` line, the key's line) and ends at character `end`. Tokenizer-free, so
   the cache build computes them while the reader has the document parsed (one parse, not two)."""
   aliases = parse.may_alias(text)  # without, the tree is a tree: no node is seen twice
-  out, seen, todo, walked = [], set(), [root] if root is not None else [], 0
+  out, seen, todo, walked = array.array("i"), set(), [root] if root is not None else [], 0
   while todo and walked < MAX_NODES:
     node = todo.pop()
     if aliases:
@@ -172,14 +173,14 @@ def node_marks(text: str, root) -> np.ndarray:
       if end > start and text[end - 1].isspace():  # a block scalar's trailing newlines
         end = _trim(text, start, end)
       if leaf and end > start:
-        out.append((VALUE, start, end))
+        out.extend((VALUE, start, end))
       elif block and key is None and isinstance(value, yaml.MappingNode):
-        out.append((STEP, start, end))
+        out.extend((STEP, start, end))
       elif block and key is not None:
-        out.append((BLOCK, key.start_mark.index, end))
+        out.extend((BLOCK, key.start_mark.index, end))
       if not leaf:
         todo.append(value)
-  return np.array(out, np.int32).reshape(-1, 3)
+  return np.frombuffer(out, np.int32).reshape(-1, 3)
 
 
 def _line_marks(m: _Marks, text: str, flags: np.ndarray) -> None:
