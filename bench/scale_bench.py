@@ -101,6 +101,7 @@ def bench_size(n: int, tmp: pathlib.Path, num_proc: int) -> dict:
     "build_s": round(build_s, 1),
     "files_per_s": round(n / build_s),
     "build_peak_rss_mb": round(build_rss),
+    "build_phases_s": meta.get("build_phases_s"),
     "disk_mb": round(disk / 2**20, 1),
     "input_mb": round(sum(f.stat().st_size for f in src.iterdir()) / 2**20, 1),
     "pipeline_load_s": round(pipe["load_s"], 2),

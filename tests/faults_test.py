@@ -310,11 +310,11 @@ _INTERRUPT_IN_BUILD = """
 import os, signal, sys
 from fimjax.cli import train
 from fimjax.data import cache
-write = cache._write
+write = cache.folder.write
 def interrupted(path, fn):  # Ctrl-C half way through writing the cache's files
   write(path, fn)
   os.kill(os.getpid(), signal.SIGINT)
-cache._write = interrupted
+cache.folder.write = interrupted
 sys.exit(train.main())
 """
 

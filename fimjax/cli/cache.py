@@ -51,9 +51,10 @@ def _print_info(meta: dict, path, summary: bool = True) -> None:
   )
   if summary:
     print(meta["summary"])
+  phases = ", ".join(f"{k} {v:.1f} s" for k, v in meta.get("build_phases_s", {}).items())
   print(
-    f"built        {meta['created']} in {meta['build_seconds']:.2f} s from "
-    f"{', '.join(meta['inputs'])}"
+    f"built        {meta['created']} in {meta['build_seconds']:.2f} s"
+    f"{f' ({phases})' if phases else ''} from {', '.join(meta['inputs'])}"
   )
 
 

@@ -8,11 +8,9 @@
 The files, loading and verification live in cache_format.py (re-exported here).
 """
 
-import json
 import os
 import pathlib
 import shutil
-import socket
 import time
 import uuid
 from typing import Callable, Sequence
@@ -21,8 +19,8 @@ import numpy as np
 
 from fimjax.data import corpus as corpus_lib
 from fimjax.data import encode as encode_lib
-from fimjax.data import paths
 from fimjax.data import tokenizers as tok_lib
+from fimjax.data.cache import folder
 from fimjax.data.cache_format import (  # noqa: F401  (re-exported: callers use cache.X)
   ARRAYS,
   DOCS_TSV,
@@ -54,53 +52,6 @@ def special_ids(vocab_size: int, pad_id: int) -> dict[str, int]:
 def split_of(sha256_hex: str, val_fraction: float) -> int:
   """0 train / 1 validation from the content hash alone: adding files never moves another."""
   return int(int(sha256_hex[:8], 16) / 2**32 < val_fraction)
-
-
-def _foreign(path: pathlib.Path) -> list[str]:
-  """Names in the folder `path` that a cache build does not write (a rebuild would delete them)."""
-  own = {*ARRAYS, META, TOKENIZER_FILE, DOCS_TSV, corpus_lib.CACHE_MARKER}
-  return sorted(p.name for p in path.iterdir() if p.name not in own) if path.is_dir() else []
-
-
-def _owned(path: pathlib.Path) -> bool:
-  """Ours to replace: a fimjax cache (marker or meta) holding only its own files, or an empty
-  folder, or nothing."""
-  if not path.exists():
-    return True
-  if not path.is_dir() or _foreign(path):
-    return False
-  return (
-    not any(path.iterdir())
-    or (path / corpus_lib.CACHE_MARKER).is_file()
-    or read_meta(path) is not None
-  )
-
-
-def _refuse_unowned(out: pathlib.Path) -> None:
-  """A rebuild replaces the whole folder: refuse one that holds anything but a cache."""
-  if _owned(out):
-    return
-  if not out.is_dir():
-    raise CacheError(
-      f"refusing to write the cache into {out}: it is not a folder; choose "
-      "another --out / data.cache_dir"
-    )
-  names = _foreign(out) or [f"no {META}"]
-  shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
-  raise CacheError(
-    f"refusing to write the cache into {out}: it holds files that are not a fimjax "
-    f"token cache's ({shown}) and a rebuild would delete them; choose another "
-    "--out / data.cache_dir (a folder of its own)"
-  )
-
-
-def _check_writable(out: pathlib.Path) -> None:
-  """Fails before any work where the cache cannot be written: a file on the way to `out`, or a
-  read-only folder where it is to be made (the build writes next to `out`, then renames)."""
-  if problem := paths.output_error(str(out.parent), folder=True):
-    raise CacheError(
-      f"cannot write the cache to {out}: {problem}; choose another --out / data.cache_dir"
-    )
 
 
 def requested_settings(
@@ -152,58 +103,6 @@ def _percentiles(lengths: np.ndarray) -> dict:
   }
 
 
-def _write(path: pathlib.Path, write: Callable) -> None:
-  """write(file) then fsync, so a committed cache is on disk before its rename."""
-  with open(path, "wb") as f:
-    write(f)
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _write_meta(path: pathlib.Path, meta: dict) -> None:
-  _write(path / META, lambda f: f.write(json.dumps(meta, indent=1, ensure_ascii=False).encode()))
-
-
-def _tmp_prefix(out: pathlib.Path) -> str:
-  return f".{out.name}.tmp-{socket.gethostname()}-"
-
-
-def _clean_dead_tmp(out: pathlib.Path) -> None:
-  """Removes replaced caches left by a killed commit, and this host's killed builds' temp dirs."""
-  for p in out.parent.glob(f".{out.name}.old-*"):
-    shutil.rmtree(p, ignore_errors=True)
-  prefix = _tmp_prefix(out)
-  for p in out.parent.glob(prefix + "*"):
-    try:
-      pid = int(p.name[len(prefix) :].split("-")[0])
-      os.kill(pid, 0)
-    except ProcessLookupError:
-      shutil.rmtree(p, ignore_errors=True)
-    except (ValueError, PermissionError):
-      pass
-
-
-def _commit(tmp: pathlib.Path, out: pathlib.Path, settings: dict) -> None:
-  """Moves the finished build into place with renames; an old cache is replaced, never mixed."""
-  if out.is_dir() and not any(out.iterdir()):
-    out.rmdir()
-  if not out.exists():
-    try:
-      os.rename(tmp, out)
-      return
-    except OSError:
-      if not out.exists():
-        raise
-      if (read_meta(out) or {}).get("settings") == settings:  # another process built the same
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-  _refuse_unowned(out)  # again: the folder may have changed during the build
-  old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-  os.rename(out, old)
-  os.rename(tmp, out)
-  shutil.rmtree(old, ignore_errors=True)
-
-
 def build_cache(
   inputs: Sequence[str],
   out_dir: str | os.PathLike,
@@ -239,8 +138,8 @@ def build_cache(
     local = not (corpus_lib.is_embedded(inp) or corpus_lib.is_url(inp))
     if local and pathlib.Path(inp).resolve().is_relative_to(out):
       raise CacheError(f"input {inp} lies inside the cache folder {out}; choose another --out")
-  _refuse_unowned(out)
-  _check_writable(out)
+  folder.refuse_unowned(out)
+  folder.check_writable(out)
   name = tok_lib.resolve(tokenizer, tct_module)
   tok = tok_lib.TctTokenizer(tct_module) if name == "tct" else None  # fail before reading
 
@@ -258,8 +157,8 @@ def build_cache(
     progress=progress,
   )
   out.parent.mkdir(parents=True, exist_ok=True)
-  _clean_dead_tmp(out)
-  tmp = out.parent / f"{_tmp_prefix(out)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  folder.clean_dead_tmp(out)
+  tmp = out.parent / f"{folder.tmp_prefix(out)}{os.getpid()}-{uuid.uuid4().hex[:8]}"
   tmp.mkdir()
   try:
     meta = _build(
@@ -283,10 +182,10 @@ def build_cache(
       progress=progress,
     )
     meta["build_seconds"] = round(time.perf_counter() - t0, 3)
-    _write_meta(tmp, meta)  # last: a folder without it never loads
+    folder.write_meta(tmp, meta)  # last: a folder without it never loads
     if verify is not None:
       verify(meta, tmp)
-    _commit(tmp, out, meta["settings"])
+    folder.commit(tmp, out, meta["settings"])
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
@@ -307,7 +206,15 @@ def _build(
   """Writes the cache's files into `tmp` (two passes over the corpus, see fimjax.data.encode);
   returns the meta (without build_seconds). `tok`: None = train a BPE on the corpus."""
   spill = tmp / "texts.spill"
+  clock, phases = time.perf_counter(), {}
+
+  def lap(phase):  # seconds per phase of the build, for meta.json (where build time goes)
+    nonlocal clock
+    phases[phase] = round(time.perf_counter() - clock, 3)
+    clock = time.perf_counter()
+
   s = encode_lib.scan(reader, spill, json_text=name == "tct")
+  lap("read")
   if not s.names:
     raise reader.nothing_usable(s.skipped)
   val_fraction = settings["val_fraction"]
@@ -320,6 +227,7 @@ def _build(
         f"no training document to train the BPE on; lower --val-fraction ({val_fraction})"
       )
     tok = tok_lib.BpeTokenizer.train(encode_lib.bpe_sample(s, split), settings["bpe_vocab_size"])
+  lap("bpe")
   dtype = encode_lib.token_dtype(tok.vocab_size)
   writers = [
     encode_lib.NpyWriter(tmp / f, t)
@@ -337,6 +245,7 @@ def _build(
   for w in writers:
     w.close()
   s.remove()
+  lap("encode")
   if not keep:
     raise CacheError(
       f"no usable workflow in {inputs}: {corpus_lib.summary(s.num_inputs, 0, skipped)}"
@@ -371,20 +280,21 @@ def _build(
     "skipped": skipped,
     "settings": settings,
     "build_seconds": 0.0,
+    "build_phases_s": phases,  # read (+ parse), bpe (training), encode (+ marks); not write
     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
   (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
   for fname, array in (("offsets.npy", offsets), ("split.npy", split)):
-    _write(tmp / fname, lambda f, a=array: np.save(f, a))
+    folder.write(tmp / fname, lambda f, a=array: np.save(f, a))
   if name == "bpe":
-    _write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
+    folder.write(tmp / TOKENIZER_FILE, lambda f: f.write(tok.to_json().encode()))
   rows = (
     f"{j}\t{('train', 'validation')[split[j]]}\t{lengths[j]}\t{s.sha256[i]}\t"
     + s.names[i].replace("\t", " ").replace("\n", " ")
     + "\n"
     for j, i in enumerate(keep)
   )
-  _write(
+  folder.write(
     tmp / DOCS_TSV,
     lambda f: f.write(("index\tsplit\ttokens\tsha256\tsource\n" + "".join(rows)).encode()),
   )
@@ -492,7 +402,7 @@ def ensure_cache(
     )
   kwargs = {k: getattr(data, k) for k in _DATA_FIELDS}
   out = pathlib.Path(out_dir)
-  _refuse_unowned(out)  # before any work: a folder that holds more than a cache is not ours
+  folder.refuse_unowned(out)  # before any work: a folder that holds more than a cache is not ours
   want = requested_settings(inputs, **kwargs)
   meta, bpe = read_meta(out), None
   if meta is not None:
