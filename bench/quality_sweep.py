@@ -1,0 +1,154 @@
+"""Quality sweep: train several variants of a config at once, tabulate infilling at each evaluation.
+
+  python bench/quality_sweep.py --root runs/sweep --variants long9600,drop02_9600 [--parallel 4]
+  python bench/quality_sweep.py --root runs/sweep --table_only    # tabulate finished/partial runs
+
+Each variant is `python -m fimjax.main --config <config> --workdir <root>/<name>` with the flags
+of `VARIANTS`; they run as concurrent processes (on one GPU they share it: each is given an equal
+slice of its memory), each stopped after `--timeout` seconds with what it wrote kept. The table
+has one row per variant and evaluation step (from each run's `metrics.jsonl`): train loss,
+next-token validation loss, EOM accuracy on mixed holes, greedy exact match by hole kind, line
+holes with `--stop line`, valid after fill. Writes `<root>/quality_sweep.{json,md}` (or `--out`).
+Sized for an accelerator: on 2 CPU cores one 2,400-step tiny run takes ~45 minutes.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+from bench import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from fimjax import metrics  # noqa: E402
+
+_EVAL = ("--config.train.eval_every_steps=1200", "--config.eval.infill_holes=96")
+_LONG = ("--config.train.steps=9600", "--config.train.checkpoint_every_steps=2400", *_EVAL)
+_SHORT = ("--config.train.steps=4800", "--config.train.checkpoint_every_steps=2400", *_EVAL)
+# Every variant starts from configs/tiny_long.py (tiny, dropout 0.1, no random-span holes).
+VARIANTS = {
+  "long9600": _LONG,
+  "drop02_9600": (*_LONG, "--config.model.dropout=0.2"),
+  "long4800": _SHORT,
+  "ar9600": (*_LONG, "--config.fim.rate=0", "--config.eval.in_loop=False"),
+  # 4x tiny's block FLOPs: d_model 256.
+  "wide256_4800": (*_SHORT, "--config.model.d_model=256"),
+  # `small`'s width and depth at tiny's context: 20M parameters, ~12x tiny's FLOPs per token.
+  "small256_4800": (
+    *_SHORT,
+    "--config.model.d_model=384",
+    "--config.model.num_layers=8",
+    "--config.model.num_heads=6",
+    "--config.optim.lr=3e-3",
+    "--config.model.dropout=0.2",
+  ),
+}
+COLUMNS = (
+  ("loss", "train loss"),
+  ("eval_loss", "val loss"),
+  ("eval_fim_eom_acc", "EOM %"),
+  ("infill_exact_value", "value %"),
+  ("infill_exact_line", "line %"),
+  ("infill_exact_step", "step %"),
+  ("infill_exact_block", "block %"),
+  ("infill_exact_line_stop", "line stop %"),
+  ("infill_valid_after_fill", "valid %"),
+)
+
+
+def launch(config: str, root: pathlib.Path, names: list[str], args) -> None:
+  """Runs the variants, `args.parallel` at a time, each under `args.timeout` s; logs beside runs."""
+  parallel = args.parallel
+  env = dict(os.environ)
+  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
+  pending, running = list(names), []
+  while pending or running:
+    while pending and len(running) < parallel:
+      name = pending.pop(0)
+      (root / name).mkdir(parents=True, exist_ok=True)
+      log = open(root / f"{name}.log", "w")  # pylint: disable=consider-using-with
+      cmd = ["timeout", str(args.timeout), sys.executable, "-m", "fimjax.main", "--config", config]
+      cmd += [
+        "--workdir",
+        str(root / name),
+        "--config.train.progress=False",
+        *VARIANTS[name],
+        *args.extra,
+      ]
+      print("start", name, time.strftime("%H:%M:%S"), flush=True)
+      running.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+    name, proc = running.pop(0)
+    print("done", name, "exit", proc.wait(), time.strftime("%H:%M:%S"), flush=True)
+
+
+def rows(root: pathlib.Path, names: list[str]) -> list[dict]:
+  """One row per variant and evaluation: the eval record merged with the last train record."""
+  out = []
+  for name in names:
+    if not (root / name / "metrics.jsonl").exists():
+      continue
+    last_train = {}
+    for record in metrics.read_metrics(str(root / name)):
+      if "eval_loss" not in record:
+        last_train = record
+        continue
+      row = {"variant": name, "step": record["step"], "loss": last_train.get("loss")}
+      row.update({k: record.get(k) for k, _ in COLUMNS[1:]})
+      out.append(row)
+  return out
+
+
+def table(results: list[dict]) -> str:
+  def cell(key, value):
+    if value is None:
+      return "-"
+    return f"{value:.3f}" if "loss" in key else f"{100 * value:.0f}"
+
+  head = ["variant", "step", *(label for _, label in COLUMNS)]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in results:
+    cells = [r["variant"], str(r["step"]), *(cell(k, r.get(k)) for k, _ in COLUMNS)]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--config", default="configs/tiny_long.py")
+  parser.add_argument("--root", required=True, help="One workdir per variant under it.")
+  parser.add_argument("--variants", default=",".join(VARIANTS), help=f"Of: {', '.join(VARIANTS)}")
+  parser.add_argument("--parallel", type=int, default=len(VARIANTS))
+  parser.add_argument("--timeout", type=int, default=3600, help="Seconds per run.")
+  parser.add_argument("--extra", default="", help='Flags for every run: --extra="--config.x=1 ..."')
+  parser.add_argument("--table_only", action="store_true", help="Tabulate what the runs wrote.")
+  parser.add_argument("--out", help="Where the JSON and Markdown go (default: --root).")
+  args = parser.parse_args()
+  names = args.variants.split(",")
+  args.extra = shlex.split(args.extra)
+  unknown = sorted(set(names) - set(VARIANTS))
+  if unknown:
+    parser.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
+  root = pathlib.Path(args.root)
+  if not args.table_only:
+    launch(args.config, root, names, args)
+  results = rows(root, names)
+  md = table(results)
+  print(md)
+  out = pathlib.Path(args.out or root)
+  out.mkdir(parents=True, exist_ok=True)
+  variants = {n: [*VARIANTS[n], *args.extra] for n in names}
+  payload = {
+    "machine": common.machine(),
+    "config": args.config,
+    "variants": variants,
+    "rows": results,
+  }
+  (out / "quality_sweep.json").write_text(json.dumps(payload, indent=1) + "\n")
+  (out / "quality_sweep.md").write_text(md + "\n")
+
+
+if __name__ == "__main__":
+  main()
