@@ -33,10 +33,13 @@ VARIANTS = {
   "long9600": _LONG,
   "drop02_9600": (*_LONG, "--config.model.dropout=0.2"),
   "long4800": _SHORT,
+  "long4800_seed1": (*_SHORT, "--config.train.seed=1", "--config.fim.seed=1"),
+  "drop02_4800": (*_SHORT, "--config.model.dropout=0.2"),
+  "ar4800": (*_SHORT, "--config.fim.rate=0", "--config.eval.in_loop=False"),
   "ar9600": (*_LONG, "--config.fim.rate=0", "--config.eval.in_loop=False"),
-  # 4x tiny's block FLOPs: d_model 256.
+  # d_model 256: 5.4M parameters, 4x tiny's block FLOPs.
   "wide256_4800": (*_SHORT, "--config.model.d_model=256"),
-  # `small`'s width and depth at tiny's context: 20M parameters, ~12x tiny's FLOPs per token.
+  # `small`'s width and depth at tiny's context: 17.5M parameters, ~18x tiny's block FLOPs.
   "small256_4800": (
     *_SHORT,
     "--config.model.d_model=384",

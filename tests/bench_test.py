@@ -2,6 +2,7 @@
 bench function at a tiny size."""
 
 import argparse
+import json
 import pathlib
 import subprocess
 import sys
@@ -125,3 +126,35 @@ def test_pipeline_bench_tiny_run():
   for r in res["rows"]:
     assert {"what", "unit", "median", "spread", "min", "max"} <= set(r) and r["n"] == 2
     assert r["min"] <= r["median"] <= r["max"] and 0 < r["real_fraction"] <= 1
+
+
+def test_quality_sweep_rows_pair_each_evaluation_with_the_train_loss_before_it(tmp_path):
+  sys.path.insert(0, str(REPO / "bench"))
+  import quality_sweep  # pylint: disable=import-outside-toplevel
+
+  records = [
+    {"step": 10, "loss": 3.0},
+    {"step": 20, "loss": 2.0},
+    {"step": 20, "eval_loss": 2.5, "eval_fim_eom_acc": 0.75, "infill_exact_value": 0.3},
+    {"step": 30, "loss": 1.0},
+    {"step": 40, "eval_loss": 2.25, "eval_fim_eom_acc": 0.0},  # an AR run: no infill figures
+  ]
+  (tmp_path / "long4800").mkdir()
+  (tmp_path / "long4800" / "metrics.jsonl").write_text(
+    "".join(json.dumps(r) + "\n" for r in records)
+  )
+  rows = quality_sweep.rows(tmp_path, ["long4800", "ar4800"])  # ar4800 never ran: no rows
+  assert [(r["variant"], r["step"], r["loss"]) for r in rows] == [
+    ("long4800", 20, 2.0),
+    ("long4800", 40, 1.0),
+  ]
+  lines = quality_sweep.table(rows).splitlines()
+  assert lines[2].startswith("| long4800 | 20 | 2.000 | 2.500 | 75 | 30 | - |")
+  assert lines[3].startswith("| long4800 | 40 | 1.000 | 2.250 | 0 | - |")
+  out = subprocess.run(
+    [sys.executable, "bench/quality_sweep.py", "--root", str(tmp_path), "--variants", "nope"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+  )
+  assert out.returncode == 2 and "unknown ['nope']" in out.stderr
