@@ -27,6 +27,7 @@ import time
 import jax
 from jax.experimental import topologies
 
+from fimjax import attention as attention_lib
 from fimjax import flops
 from fimjax import model as model_lib
 from fimjax import sharding as shd
@@ -167,7 +168,7 @@ def analyse(config, model_vocab_size: int, devices) -> dict:
 
   platform = devices[0].platform
   config = config.copy_and_resolve_references()
-  config.model.attention = model_lib.resolve_attention(
+  config.model.attention = attention_lib.resolve_attention(
     config.model.get("attention", "auto"), platform, config.model.context
   )
   mesh = shd.make_mesh(config.mesh, devices)

@@ -21,8 +21,8 @@ import math
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import PartitionSpec as P
 
+from fimjax import attention as attention_lib
 from fimjax import sharding as shd
 
 VOCAB_MULTIPLE = 128
@@ -71,7 +71,9 @@ class ModelConfig:
       dtype=m.dtype,
       param_dtype=m.param_dtype,
       remat=bool(m.remat),
-      attention=resolve_attention(m.get("attention", "auto"), jax.default_backend(), m.context),
+      attention=attention_lib.resolve_attention(
+        m.get("attention", "auto"), jax.default_backend(), m.context
+      ),
       attn_block=int(m.get("attn_block", 128)),
       dropout=float(m.get("dropout", 0.0)),
     )
@@ -79,20 +81,6 @@ class ModelConfig:
   @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
-
-
-SPLASH_BLOCK = 128  # the splash kernel's tile; with segment ids its kv tile must be 128k
-
-
-def resolve_attention(impl: str, platform: str, context: int) -> str:
-  """`auto` -> splash on TPU (if the context splits into 128-token tiles), else xla.
-
-  GPUs get xla too: training rows are packed, and cuDNN cannot take their segments (see
-  `attention`). Only the config's string says "auto", so resuming is unaffected.
-  """
-  if impl != "auto":
-    return impl
-  return "splash" if platform == "tpu" and context % SPLASH_BLOCK == 0 else "xla"
 
 
 def num_params(cfg: ModelConfig) -> int:
@@ -118,97 +106,6 @@ def rope(x_BxLxHxK, pos_BxL, base: float):
   x1, x2 = jnp.split(x_BxLxHxK.astype(jnp.float32), 2, axis=-1)
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BxLxHxK.dtype)
-
-
-def _attend(q_BxHxQxK, k_BxHxSxK, v_BxHxSxK, mask_BxQxS):
-  s_BxHxQxS = jnp.einsum(
-    "bhqk,bhsk->bhqs", q_BxHxQxK, k_BxHxSxK, preferred_element_type=jnp.float32
-  )
-  s_BxHxQxS = jnp.where(mask_BxQxS[:, None], s_BxHxQxS, -1e30)
-  p_BxHxQxS = jax.nn.softmax(s_BxHxQxS, axis=-1).astype(v_BxHxSxK.dtype)
-  return jnp.einsum("bhqs,bhsk->bhqk", p_BxHxQxS, v_BxHxSxK)
-
-
-def attention(q, k, v, seg_BxL, *, block: int, impl: str = "xla"):
-  """Segment-aware causal attention; q is pre-scaled. Shapes [B, L, H, K]."""
-  l = q.shape[1]
-  if impl == "splash":
-    return splash_attention(q, k, v, seg_BxL)
-  if impl == "cudnn" and seg_BxL is None:
-    # cuDNN's fused kernel takes padding lengths, not segments: packed rows would need a dense
-    # [B, 1, L, L] bias (memory ~ L^2), so rows with segment ids take the xla path below.
-    return jax.nn.dot_product_attention(q, k, v, scale=1.0, is_causal=True, implementation="cudnn")
-  # Heads-major layout: batched dots with leading batch axes (2x faster on CPU than BLHK).
-  q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
-  idx = jnp.arange(l)
-  outs = []
-  # Query block i only needs keys [0, end_i): the masked upper triangle is mostly skipped.
-  block = block if (block and l % block == 0) else l
-  for start in range(0, l, block):
-    end = start + block
-    mask_BxQxS = (idx[start:end, None] >= idx[None, :end])[None]
-    if seg_BxL is not None:
-      mask_BxQxS = mask_BxQxS & (seg_BxL[:, start:end, None] == seg_BxL[:, None, :end])
-    outs.append(_attend(q[:, :, start:end], k[:, :, :end], v[:, :, :end], mask_BxQxS))
-  o_BxHxLxK = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
-  return o_BxHxLxK.transpose(0, 2, 1, 3)
-
-
-def _splash_kernel(heads: int, l: int, interpret: bool):
-  """A splash MHA kernel, causal for every head (made per trace: it holds jax arrays)."""
-  from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU-only module
-
-  b = min(SPLASH_BLOCK, l)
-  sizes = sa.BlockSizes(
-    block_q=b,
-    block_kv=b,
-    block_kv_compute=b,
-    block_q_dkv=b,
-    block_kv_dkv=b,
-    block_kv_dkv_compute=b,
-    block_q_dq=b,
-    block_kv_dq=b,
-  )
-  mask = sa.MultiHeadMask([sa.CausalMask((l, l)) for _ in range(heads)])
-  return sa.make_splash_mha(
-    mask, block_sizes=sizes, head_shards=1, q_seq_shards=1, interpret=interpret
-  )
-
-
-def splash_attention(q, k, v, seg_BxL, *, interpret: bool = False):
-  """Pallas splash attention: causal, and within a segment when `seg_BxL` is given.
-
-  The kernel works on one row [H, L, K]: vmapped over rows, and under a mesh run per device in
-  a shard_map over rows (data, fsdp) and heads (tensor), since Mosaic kernels cannot be
-  partitioned automatically. `interpret` runs the Pallas interpreter (CPU tests).
-  """
-  from jax.experimental.pallas.ops.tpu import splash_attention as sa  # TPU-only module
-
-  l = q.shape[1]
-
-  def local(q, k, v, *seg):
-    kernel = _splash_kernel(q.shape[1], l, interpret)
-    if not seg:
-      return jax.vmap(kernel)(q, k, v)
-    return jax.vmap(lambda q, k, v, s: kernel(q, k, v, segment_ids=sa.SegmentIds(s, s)))(
-      q, k, v, seg[0]
-    )
-
-  args = [x.transpose(0, 2, 1, 3) for x in (q, k, v)]  # [B, H, L, K]
-  if seg_BxL is not None:
-    args.append(seg_BxL.astype(jnp.int32))
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty or tuple(mesh.axis_names) != shd.MESH_AXES:
-    out = local(*args)
-  else:
-    # Split only the axes that divide (as shd.constrain); the others are replicated.
-    split = mesh.shape["data"] * mesh.shape["fsdp"]
-    rows = ("data", "fsdp") if q.shape[0] % split == 0 else None
-    heads = "tensor" if q.shape[2] % mesh.shape["tensor"] == 0 else None
-    spec = P(rows, heads, None, None)
-    specs = (spec,) * 3 + ((P(rows, None),) if seg_BxL is not None else ())
-    out = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=spec, check_vma=False)(*args)
-  return out.transpose(0, 2, 1, 3)
 
 
 def dense(x_NxD, w_DxF, dtype, out_dtype=None):
@@ -244,20 +141,6 @@ def _write(cache_BxHxSxK, new_BxTxHxK, start_B):
   upd = lambda c, n, s: jax.lax.dynamic_update_slice(c, n, (0, s, 0))
   new_BxHxTxK = new_BxTxHxK.astype(cache_BxHxSxK.dtype).transpose(0, 2, 1, 3)
   return jax.vmap(upd)(cache_BxHxSxK, new_BxHxTxK, start_B)
-
-
-def cached_attention(q_BxTxHxK, k_BxHxSxK, v_BxHxSxK, start_B):
-  """Attention of T queries at cache slots start_B + [0, T) over the slots up to their own; q
-  is pre-scaled. Returns [B, T, H, K]."""
-  t, s = q_BxTxHxK.shape[1], k_BxHxSxK.shape[2]
-  slot_BxT = start_B[:, None] + jnp.arange(t)
-  mask_BxTxS = jnp.arange(s)[None, None, :] <= slot_BxT[:, :, None]
-  s_BxHxTxS = jnp.einsum(
-    "bthk,bhsk->bhts", q_BxTxHxK, k_BxHxSxK, preferred_element_type=jnp.float32
-  )
-  s_BxHxTxS = jnp.where(mask_BxTxS[:, None], s_BxHxTxS, -1e30)
-  p_BxHxTxS = jax.nn.softmax(s_BxHxTxS, axis=-1).astype(v_BxHxSxK.dtype)
-  return jnp.einsum("bhts,bhsk->bthk", p_BxHxTxS, v_BxHxSxK)
 
 
 class Block(nnx.Module):
@@ -298,10 +181,12 @@ class Block(nnx.Module):
     k = rope(rms_norm(k), pos_BxL, cfg.rope_base)
     if cache is None:
       q, k, v = (shd.constrain(t, ("batch", None, "heads", None)) for t in (q, k, v))
-      o_BxLxHxK = attention(q, k, v, seg_BxL, block=cfg.attn_block, impl=cfg.attention)
+      o_BxLxHxK = attention_lib.attention(
+        q, k, v, seg_BxL, block=cfg.attn_block, impl=cfg.attention
+      )
     else:
       cache = (_write(cache[0], k, cache_start), _write(cache[1], v, cache_start))
-      o_BxLxHxK = cached_attention(q, *cache, cache_start)
+      o_BxLxHxK = attention_lib.cached_attention(q, *cache, cache_start)
     b, l = o_BxLxHxK.shape[:2]
     wo_HKxD = self.wo[...].reshape(-1, cfg.d_model)
     drop = _dropout(cfg.dropout, dropout_key)

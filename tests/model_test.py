@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fimjax import attention as attention_lib
 from fimjax import config_base
 from fimjax import model as model_lib
 from fimjax import step as step_lib
@@ -196,8 +197,8 @@ def test_splash_matches_xla_in_interpret_mode(with_segments):
   def loss(fn):
     return jax.jit(jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2)))
 
-  splash = loss(lambda q, k, v: model_lib.splash_attention(q, k, v, seg, interpret=True))
-  xla = loss(lambda q, k, v: model_lib.attention(q, k, v, seg, block=128, impl="xla"))
+  splash = loss(lambda q, k, v: attention_lib.splash_attention(q, k, v, seg, interpret=True))
+  xla = loss(lambda q, k, v: attention_lib.attention(q, k, v, seg, block=128, impl="xla"))
   (ls, gs), (lx, gx) = splash(q, k, v), xla(q, k, v)
   np.testing.assert_allclose(ls, lx, rtol=1e-5)
   for a, b in zip(gs, gx):
@@ -211,13 +212,13 @@ def test_splash_under_a_mesh_runs_per_device(micro):
   q, k, v, seg = _packed_qkv(b=4)
   mesh = shd.make_mesh(micro_config().mesh, jax.devices()[:1])
   with jax.set_mesh(mesh):
-    out = jax.jit(lambda *a: model_lib.splash_attention(*a, interpret=True))(q, k, v, seg)
-  ref = model_lib.attention(q, k, v, seg, block=128, impl="xla")
+    out = jax.jit(lambda *a: attention_lib.splash_attention(*a, interpret=True))(q, k, v, seg)
+  ref = attention_lib.attention(q, k, v, seg, block=128, impl="xla")
   np.testing.assert_allclose(out, ref, atol=2e-6)
 
 
 def test_attention_auto_resolves_by_platform():
-  r = model_lib.resolve_attention
+  r = attention_lib.resolve_attention
   assert r("auto", "tpu", 1024) == "splash"
   assert r("auto", "tpu", 200) == "xla"  # splash tiles are 128 tokens
   assert r("auto", "gpu", 1024) == r("auto", "cpu", 1024) == "xla"
@@ -232,5 +233,5 @@ def test_cudnn_takes_the_xla_path_for_packed_rows():
   """No dense [B, 1, L, L] bias: with segment ids the cudnn choice computes the xla attention
   (on CPU a cuDNN call would raise, so equal outputs show it was not made)."""
   q, k, v, seg = _packed_qkv(l=32)
-  out = model_lib.attention(q, k, v, seg, block=8, impl="cudnn")
-  np.testing.assert_allclose(out, model_lib.attention(q, k, v, seg, block=8), atol=1e-6)
+  out = attention_lib.attention(q, k, v, seg, block=8, impl="cudnn")
+  np.testing.assert_allclose(out, attention_lib.attention(q, k, v, seg, block=8), atol=1e-6)

@@ -178,7 +178,7 @@ def test_prompt_too_long_is_refused(params):
 def test_generate_without_eos_stops_at_max_tokens(monkeypatch, max_tokens, calls):
   # A sample that never draws EOS is "not decoded" and leaves the loop at --max-tokens: no
   # one-token calls after it (the old loop sampled it until EOS and counted it decoded).
-  from fimjax import generate
+  from fimjax import inference
 
   seen = []
 
@@ -187,7 +187,7 @@ def test_generate_without_eos_stops_at_max_tokens(monkeypatch, max_tokens, calls
     return sample_lib.Result([[5] * sc.max_new for _ in prompts], [False] * len(prompts))
 
   monkeypatch.setattr(sample_lib, "sample", fake_sample)
-  out = generate.generate_tokens(
+  out = inference.generate_tokens(
     CFG,
     None,
     SP,
@@ -202,7 +202,7 @@ def test_generate_without_eos_stops_at_max_tokens(monkeypatch, max_tokens, calls
 
 
 def test_generate_counts_eos_as_finished(monkeypatch):
-  from fimjax import generate
+  from fimjax import inference
 
   monkeypatch.setattr(
     sample_lib,
@@ -211,7 +211,7 @@ def test_generate_counts_eos_as_finished(monkeypatch):
       [[7, 7] for _ in prompts], [True] * len(prompts)
     ),
   )
-  out = generate.generate_tokens(
+  out = inference.generate_tokens(
     CFG, None, SP, MODEL_VOCAB, 2, sc=sample_lib.SampleConfig(), max_tokens=10, batch_size=2
   )
   assert out == [([7, 7], True), ([7, 7], True)]

@@ -177,7 +177,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(straight_run, tmp_path
 
 
 def test_flipped_bit_in_array_data_falls_back_to_previous(straight_run, tmp_path, cache_dir):
-  from fimjax import checkpoint  # pylint: disable=g-import-not-at-top
+  from fimjax import checkpoint, checksums  # pylint: disable=g-import-not-at-top
 
   straight, _ = straight_run
   workdir = tmp_path / "w"
@@ -198,7 +198,7 @@ def test_flipped_bit_in_array_data_falls_back_to_previous(straight_run, tmp_path
   )
   # A tool that only reads the run names the array and the other steps, and moves nothing.
   with pytest.raises(
-    checkpoint.ChecksumError,
+    checksums.ChecksumError,
     match=r"checkpoints/8: array \S+ differs .*pass another --step \(have: ",
   ):
     checkpoint.load_run(str(workdir), step=8)
