@@ -1,4 +1,5 @@
-"""Where metrics go: `metrics.jsonl` and TensorBoard in the workdir, and a terminal progress bar.
+"""Where metrics go: `metrics.jsonl` and TensorBoard in the workdir, a terminal progress bar, and
+the summaries the loop logs (step means, throughput and MFU; the headline evaluation line).
 
 Only process 0 writes; on other processes every method is a no-op. jax is imported where it is
 used, so that a notebook can read metrics without it.
@@ -12,6 +13,7 @@ import sys
 import time
 import uuid
 
+import numpy as np
 import tqdm
 
 log = logging.getLogger(__name__)
@@ -266,3 +268,40 @@ def _fmt(value):
   if isinstance(value, float):
     return f"{value:.4g}"
   return value
+
+
+EVAL_SHOWN = {
+  "eval_loss": "validation loss {:.4f}",
+  "eval_fim_loss": "FIM middle loss {:.4f}",
+  "eval_fim_eom_acc": "EOM accuracy {:.0%}",
+  "infill_exact": "infill exact match {:.1%}",
+  "infill_exact_value": "value {:.0%}",
+  "infill_exact_line": "line {:.0%}",
+  "gen_schema_valid_rate": "generated schema-valid {:.0%}",
+}
+
+
+def eval_line(metrics: dict) -> str:
+  """The headline evaluation figures (all of them go to metrics.jsonl)."""
+  return ", ".join(fmt.format(metrics[k]) for k, fmt in EVAL_SHOWN.items() if k in metrics)
+
+
+def summarize_steps(
+  fetched: list[dict],
+  elapsed: float,
+  tokens_per_step: int,
+  flops_per_token: float,
+  peak_flops: float,
+) -> dict:
+  """Means of the step metrics since the last log, plus throughput and MFU."""
+  n = len(fetched)
+  loss_tokens = sum(float(m["tokens"]) for m in fetched)
+  tokens_per_s = n * tokens_per_step / max(elapsed, 1e-9)
+  out = {
+    k: float(np.mean([m[k] for m in fetched])) for k in ("loss", "ar_loss", "fim_loss", "grad_norm")
+  }
+  out["lr"] = float(fetched[-1]["lr"])
+  out["tokens_per_s"] = tokens_per_s
+  out["loss_tokens_per_s"] = loss_tokens / max(elapsed, 1e-9)
+  out["mfu"] = tokens_per_s * flops_per_token / peak_flops
+  return out

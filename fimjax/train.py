@@ -309,7 +309,9 @@ def _train(
           fetched = jax.device_get(pending)  # the only sync of the hot loop
           pending = []
           elapsed = time.monotonic() - t_last
-          summary = _summarize(fetched, elapsed, tokens_per_step, flops_per_token, peak)
+          summary = metrics_lib.summarize_steps(
+            fetched, elapsed, tokens_per_step, flops_per_token, peak
+          )
           if not all(m["finite"] for m in fetched):
             bad_step = step - len(fetched) + [bool(m["finite"]) for m in fetched].index(False) + 1
             raise NonFiniteError(bad_step)
@@ -332,7 +334,7 @@ def _train(
         )
         if do_eval:
           run_eval(step)
-          progress.write(f"step {step}: {_eval_line(result.eval_metrics)}")
+          progress.write(f"step {step}: {metrics_lib.eval_line(result.eval_metrics)}")
         if do_eval or step % config.train.checkpoint_every_steps == 0 or due_by_time or stopping:
           save(step, result.eval_metrics.get("eval_loss") if do_eval else None)
           last_ckpt_time = time.monotonic()
@@ -376,40 +378,3 @@ def _train(
       flush=True,
     )
   return result
-
-
-_EVAL_SHOWN = {
-  "eval_loss": "validation loss {:.4f}",
-  "eval_fim_loss": "FIM middle loss {:.4f}",
-  "eval_fim_eom_acc": "EOM accuracy {:.0%}",
-  "infill_exact": "infill exact match {:.1%}",
-  "infill_exact_value": "value {:.0%}",
-  "infill_exact_line": "line {:.0%}",
-  "gen_schema_valid_rate": "generated schema-valid {:.0%}",
-}
-
-
-def _eval_line(metrics: dict) -> str:
-  """The headline evaluation figures (all of them go to metrics.jsonl)."""
-  return ", ".join(fmt.format(metrics[k]) for k, fmt in _EVAL_SHOWN.items() if k in metrics)
-
-
-def _summarize(
-  fetched: list[dict],
-  elapsed: float,
-  tokens_per_step: int,
-  flops_per_token: float,
-  peak_flops: float,
-) -> dict:
-  """Means of the step metrics since the last log, plus throughput and MFU."""
-  n = len(fetched)
-  loss_tokens = sum(float(m["tokens"]) for m in fetched)
-  tokens_per_s = n * tokens_per_step / max(elapsed, 1e-9)
-  out = {
-    k: float(np.mean([m[k] for m in fetched])) for k in ("loss", "ar_loss", "fim_loss", "grad_norm")
-  }
-  out["lr"] = float(fetched[-1]["lr"])
-  out["tokens_per_s"] = tokens_per_s
-  out["loss_tokens_per_s"] = loss_tokens / max(elapsed, 1e-9)
-  out["mfu"] = tokens_per_s * flops_per_token / peak_flops
-  return out
