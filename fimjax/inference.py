@@ -168,7 +168,7 @@ def fill_texts(
       res = sample_lib.sample(
         cfg,
         params,
-        prompts + prompts[:1] * max(rows - len(prompts), 0),
+        prompts,
         special_ids,
         model_vocab_size,
         mode=sample_lib.INFILL,
@@ -176,6 +176,7 @@ def fill_texts(
         seed=seed + i,
         positions=positions,
         stop_before=newlines if lines else None,
+        rows=rows,
       )
       if on_call is not None:
         on_call()
@@ -232,16 +233,16 @@ def generate_tokens(
       room = cfg.context - max(len(p.tokens) for p in prompts)
       budget = max(len(docs[i]) for i in rows)
       step_sc = dataclasses.replace(sc, max_new=min(window, room, max(max_tokens - budget, 1)))
-      pad = batch_size - len(prompts)  # a fixed batch: one compilation
       res = sample_lib.sample(
         cfg,
         params,
-        prompts + prompts[:1] * pad,
+        prompts,
         special_ids,
         model_vocab_size,
         mode=sample_lib.GENERATE,
         sc=step_sc,
         seed=seed * 100_003 + b0 * 1009 + chunk,
+        rows=batch_size,
       )
       chunk += 1
       for j, i in enumerate(rows):

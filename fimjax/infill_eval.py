@@ -113,18 +113,18 @@ def fill_holes(
           toks[:s], toks[e:], special_ids, cfg.context, max_new, last=True, positions=positions
         )
       )
-    pad = batch_size - len(prompts)  # one batch shape: one compilation
     res = sample_lib.sample(
       cfg,
       params,
-      prompts + prompts[:1] * pad,
+      prompts,
       special_ids,
       model_vocab_size,
       mode=sample_lib.INFILL,
       sc=sc,
       positions=positions,
+      rows=batch_size,
     )
-    out.extend(zip(res.tokens[: len(prompts)], res.stopped[: len(prompts)]))
+    out.extend(zip(res.tokens, res.stopped))
   return out
 
 

@@ -304,11 +304,16 @@ def sample(
   stop_before: np.ndarray | None = None,
   use_cache: bool = True,
   with_logits: bool = False,
+  rows: int = 0,
 ) -> Result:
   """Samples a batch of prompts; every prompt plus `sc.max_new` must fit in `cfg.context`.
 
   `positions`: the run's `fim.positions` (how an infilled middle's pos moves); `stop_before`:
-  [vocab] bool, ids that end a row (not kept) when drawn after its first token."""
+  [vocab] bool, ids that end a row (not kept) when drawn after its first token; `rows`: run a
+  batch of at least this many rows, the first prompt repeated (a fixed batch shape compiles
+  once), and return the given prompts' results only."""
+  given = len(prompts)
+  prompts = prompts + prompts[:1] * max(rows - given, 0)
   if mode not in (INFILL, GENERATE):
     raise ValueError(f"mode must be {INFILL!r} or {GENERATE!r}, not {mode!r}")
   lengths = np.array([len(p.tokens) for p in prompts], np.int32)
@@ -350,5 +355,5 @@ def sample(
       with_logits=with_logits,
     )
   )
-  toks = [[int(t) for t in out[i, : count[i]] if t != stop] for i in range(len(prompts))]
-  return Result(toks, [bool(d) for d in done], logits if with_logits else None)
+  toks = [[int(t) for t in out[i, : count[i]] if t != stop] for i in range(given)]
+  return Result(toks, [bool(d) for d in done[:given]], logits[:given] if with_logits else None)

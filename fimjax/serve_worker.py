@@ -257,13 +257,14 @@ class Worker:
       res = sample_lib.sample(
         cfg,
         m.params,
-        rows + rows[:1] * (size - len(rows)),
+        rows,
         m.special_ids,
         m.model_vocab_size,
         sc=sc,
         seed=seed,
         positions=m.positions,
         mode=sample_lib.INFILL if fim else sample_lib.GENERATE,
+        rows=size,
       )
       self.stats["calls"] += 1
       for j, (k, _, used) in enumerate(prompts):

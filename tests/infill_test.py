@@ -57,9 +57,10 @@ def test_holes_are_filled_left_to_right_with_the_rest_as_context(monkeypatch):
   seen = []
 
   def fake_sample(
-    cfg, params, prompts, special_ids, vocab, *, mode, sc, seed, positions, stop_before
+    cfg, params, prompts, special_ids, vocab, *, mode, sc, seed, positions, stop_before, rows
   ):
-    del stop_before
+    del stop_before, rows
+    assert len(prompts) == 1  # one file: one prompt (`sample` pads the batch itself)
     assert positions == "collapsed"
     seen.append(prompts[0])
     return sample_lib.Result([list(f" X{len(seen)}".encode())], [True])

@@ -149,6 +149,19 @@ def test_top_k_1_is_greedy_and_seeds_are_deterministic(params):
   assert run(sample_lib.SampleConfig(temperature=1.0, top_p=1e-6, max_new=8), 9) == greedy
 
 
+def test_rows_pads_the_batch_and_returns_the_given_prompts_only(params):
+  prompts = _prompts(2)
+  sc = sample_lib.SampleConfig(temperature=0.0, max_new=8)
+  run = lambda ps, rows: sample_lib.sample(
+    CFG, params, ps, SP, MODEL_VOCAB, mode=sample_lib.INFILL, sc=sc, rows=rows, with_logits=True
+  )
+  alone, padded = run(prompts, 0), run(prompts, 5)
+  assert len(padded.tokens) == len(padded.stopped) == len(padded.logits) == 2
+  assert padded.tokens == alone.tokens and padded.stopped == alone.stopped
+  np.testing.assert_allclose(padded.logits, alone.logits, atol=1e-5)
+  assert run(prompts[1:], 4).tokens == alone.tokens[1:]  # padded with copies of its own prompt
+
+
 def test_filter_logits_top_k_and_top_p():
   logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
   allowed = np.ones(4, bool)
