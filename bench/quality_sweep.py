@@ -9,7 +9,8 @@ slice of its memory), each stopped after `--timeout` seconds with what it wrote 
 has one row per variant and evaluation step (from each run's `metrics.jsonl`): train loss,
 next-token validation loss, EOM accuracy on mixed holes, greedy exact match by hole kind, line
 holes with `--stop line`, valid after fill. Writes `<root>/quality_sweep.{json,md}` (or `--out`).
-Sized for an accelerator: on 2 CPU cores one 2,400-step tiny run takes ~45 minutes.
+Sized for an accelerator: on 2 CPU cores one 4,800-step tiny run takes ~50 minutes; on an H200
+six at once took 5.4 minutes (docs/infill.md, "The quality bar at 4,800 steps").
 """
 
 import argparse
@@ -39,6 +40,18 @@ VARIANTS = {
   "ar9600": (*_LONG, "--config.fim.rate=0", "--config.eval.in_loop=False"),
   # d_model 256: 5.4M parameters, 4x tiny's block FLOPs.
   "wide256_4800": (*_SHORT, "--config.model.d_model=256"),
+  "wide256_4800_seed1": (
+    *_SHORT,
+    "--config.model.d_model=256",
+    "--config.train.seed=1",
+    "--config.fim.seed=1",
+  ),
+  "ar_wide256_4800": (
+    *_SHORT,
+    "--config.model.d_model=256",
+    "--config.fim.rate=0",
+    "--config.eval.in_loop=False",
+  ),
   # `small`'s width and depth at tiny's context: 17.5M parameters, ~18x tiny's block FLOPs.
   "small256_4800": (
     *_SHORT,
@@ -123,7 +136,7 @@ def main():
   parser.add_argument("--config", default="configs/tiny_long.py")
   parser.add_argument("--root", required=True, help="One workdir per variant under it.")
   parser.add_argument("--variants", default=",".join(VARIANTS), help=f"Of: {', '.join(VARIANTS)}")
-  parser.add_argument("--parallel", type=int, default=len(VARIANTS))
+  parser.add_argument("--parallel", type=int, default=0, help="Runs at once (0: all of them).")
   parser.add_argument("--timeout", type=int, default=3600, help="Seconds per run.")
   parser.add_argument("--extra", default="", help='Flags for every run: --extra="--config.x=1 ..."')
   parser.add_argument("--table_only", action="store_true", help="Tabulate what the runs wrote.")
@@ -131,6 +144,7 @@ def main():
   args = parser.parse_args()
   names = args.variants.split(",")
   args.extra = shlex.split(args.extra)
+  args.parallel = args.parallel or len(names)
   unknown = sorted(set(names) - set(VARIANTS))
   if unknown:
     parser.error(f"--variants: unknown {unknown}; known: {', '.join(VARIANTS)}")
