@@ -14,6 +14,7 @@ six at once took 5.4 minutes (docs/infill.md, "The quality bar at 4,800 steps").
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -77,27 +78,22 @@ COLUMNS = (
 
 def launch(config: str, root: pathlib.Path, names: list[str], args) -> None:
   """Runs the variants, `args.parallel` at a time, each under `args.timeout` s; logs beside runs."""
-  parallel = args.parallel
   env = dict(os.environ)
-  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / parallel:.3f}")
-  pending, running = list(names), []
-  while pending or running:
-    while pending and len(running) < parallel:
-      name = pending.pop(0)
-      (root / name).mkdir(parents=True, exist_ok=True)
-      log = open(root / f"{name}.log", "w")  # pylint: disable=consider-using-with
-      cmd = ["timeout", str(args.timeout), sys.executable, "-m", "fimjax.main", "--config", config]
-      cmd += [
-        "--workdir",
-        str(root / name),
-        "--config.train.progress=False",
-        *VARIANTS[name],
-        *args.extra,
-      ]
-      print("start", name, time.strftime("%H:%M:%S"), flush=True)
-      running.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
-    name, proc = running.pop(0)
-    print("done", name, "exit", proc.wait(), time.strftime("%H:%M:%S"), flush=True)
+  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / args.parallel:.3f}")
+
+  def run(name: str) -> None:
+    (root / name).mkdir(parents=True, exist_ok=True)
+    cmd = ["timeout", str(args.timeout), sys.executable, "-m", "fimjax.main", "--config", config]
+    cmd += ["--workdir", str(root / name), "--config.train.progress=False"]
+    cmd += [*VARIANTS[name], *args.extra]
+    print("start", name, time.strftime("%H:%M:%S"), flush=True)
+    with open(root / f"{name}.log", "w") as log:
+      code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    print("done", name, "exit", code, time.strftime("%H:%M:%S"), flush=True)
+
+  # A thread per running variant: the next one starts as soon as any run ends.
+  with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+    list(pool.map(run, names))
 
 
 def rows(root: pathlib.Path, names: list[str]) -> list[dict]:
@@ -118,17 +114,20 @@ def rows(root: pathlib.Path, names: list[str]) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
+  """Markdown (bench.common.table): losses to 3 decimals, rates in %, "-" where not measured."""
+
   def cell(key, value):
     if value is None:
       return "-"
     return f"{value:.3f}" if "loss" in key else f"{100 * value:.0f}"
 
-  head = ["variant", "step", *(label for _, label in COLUMNS)]
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for r in results:
-    cells = [r["variant"], str(r["step"]), *(cell(k, r.get(k)) for k, _ in COLUMNS)]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  labels = [label for _, label in COLUMNS]
+  shown = [
+    {"variant": r["variant"], "step": r["step"]}
+    | {label: cell(k, r.get(k)) for k, label in COLUMNS}
+    for r in results
+  ]
+  return common.table(shown, ["variant", "step", *labels])
 
 
 def main():

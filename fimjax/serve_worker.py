@@ -251,13 +251,12 @@ class Worker:
         continue
       prompts += [(k, prompt, len(pre) + len(suf))] * job.req["n"]
     if prompts:
-      rows = [p for _, p, _ in prompts]
-      size = 1 << (len(rows) - 1).bit_length()  # powers of two: few shapes to compile
+      size = 1 << (len(prompts) - 1).bit_length()  # powers of two: few shapes to compile
       seed = r["seed"] if r["seed"] >= 0 else next(self._seeds)
       res = sample_lib.sample(
         cfg,
         m.params,
-        rows,
+        [p for _, p, _ in prompts],
         m.special_ids,
         m.model_vocab_size,
         sc=sc,
