@@ -65,8 +65,17 @@ def candidates(docs, kind: str, longest: int) -> list[tuple[int, int, int]]:
   return out
 
 
-def make_holes(docs, per_kind: int, max_new: int, *, seed: int = HOLE_SEED) -> list[dict]:
-  """Fixed holes: dicts (doc, start, length, kind), up to `per_kind` of each kind."""
+def make_holes(
+  docs, per_kind: int | None, max_new: int, *, seed: int = HOLE_SEED, kinds=KINDS
+) -> list[dict]:
+  """Fixed holes: dicts (doc, start, length, kind), up to `per_kind` of each of `kinds`.
+
+  `per_kind=None` takes every structure node of the documents (exact match is then the split's
+  own, not a sample's) and one random span per document in each length bucket. A kind's holes
+  do not depend on which other kinds are asked for (all are drawn, then the asked ones kept).
+  """
+  if unknown := sorted(set(kinds) - set(KINDS)):
+    raise ValueError(f"unknown hole kinds {unknown}: choose among {', '.join(KINDS)}")
   rng = np.random.default_rng(seed)
   longest = max(1, max_new - 1)  # the sampler also writes EOM
   holes = []
@@ -79,13 +88,15 @@ def make_holes(docs, per_kind: int, max_new: int, *, seed: int = HOLE_SEED) -> l
   for name, lo, hi in SPAN_BUCKETS:
     hi = min(hi, longest)
     usable = np.flatnonzero(lengths >= lo)
-    for _ in range(per_kind if lo <= hi and len(usable) else 0):
-      d = int(rng.choice(usable))
+    if lo > hi or not len(usable):
+      continue
+    for n in range(len(usable) if per_kind is None else per_kind):
+      d = int(usable[n] if per_kind is None else rng.choice(usable))
       m = int(rng.integers(lo, min(hi, lengths[d]) + 1))
       holes.append(
         {"doc": d, "start": int(rng.integers(0, lengths[d] - m + 1)), "length": m, "kind": name}
       )
-  return holes
+  return [h for h in holes if h["kind"] in kinds]
 
 
 def fill_holes(
@@ -162,9 +173,15 @@ def score(holes, outputs, docs, *, tokenizer=None, newline=None, validator=None)
   return rows
 
 
+def standard_error(rate: float, n: int) -> float:
+  """Of a rate measured on n holes (binomial): a 96-hole sample at 30% is +-4.7 points."""
+  return float(np.sqrt(rate * (1 - rate) / n)) if n else float("nan")
+
+
 def summary(rows: list[dict]) -> dict:
-  """infill_exact / _written (all holes), per kind infill_{exact,written}_<kind> and
-  infill_n_<kind>, infill_exact_line_stop, infill_valid_after_fill (and its count)."""
+  """infill_exact / _written (all holes), per kind infill_{exact,written}_<kind>,
+  infill_n_<kind> and infill_se_<kind> (the standard error of its exact match),
+  infill_exact_line_stop, infill_valid_after_fill (and its count)."""
   out = {}
   if rows:
     out["infill_exact"] = float(np.mean([r["exact"] for r in rows]))
@@ -176,6 +193,7 @@ def summary(rows: list[dict]) -> dict:
       out[f"infill_exact_{kind}"] = float(np.mean([r["exact"] for r in sel]))
       out[f"infill_written_{kind}"] = float(np.mean([r["written"] for r in sel]))
       out[f"infill_n_{kind}"] = len(sel)
+      out[f"infill_se_{kind}"] = standard_error(out[f"infill_exact_{kind}"], len(sel))
   stop = [r["line_stop"] for r in rows if "line_stop" in r]
   if stop:
     out["infill_exact_line_stop"] = float(np.mean(stop))
@@ -194,18 +212,20 @@ def infill_metrics(
   model_vocab_size,
   *,
   tokenizer,
-  per_kind: int,
+  per_kind: int | None,
   max_new: int,
   positions: str,
   schema_path: str = "",
   seed: int = HOLE_SEED,
+  kinds=KINDS,
   batch_size: int = 16,
   validator=None,
 ) -> dict:
-  """`summary` of greedy infilling on `make_holes(docs, per_kind, ...)`; valid-after-fill
-  against `validator`, else the JSON schema `schema_path` (default: the bundled one)."""
+  """`summary` of greedy infilling on `make_holes(docs, per_kind, ..., kinds=kinds)`;
+  valid-after-fill against `validator`, else the JSON schema `schema_path` (default: the bundled
+  one)."""
   max_new = min(max_new, cfg.context // 2)
-  holes = make_holes(docs, per_kind, max_new, seed=seed)
+  holes = make_holes(docs, per_kind, max_new, seed=seed, kinds=kinds)
   outputs = fill_holes(
     cfg,
     params,

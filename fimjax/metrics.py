@@ -282,8 +282,15 @@ EVAL_SHOWN = {
 
 
 def eval_line(metrics: dict) -> str:
-  """The headline evaluation figures (all of them go to metrics.jsonl)."""
-  return ", ".join(fmt.format(metrics[k]) for k, fmt in EVAL_SHOWN.items() if k in metrics)
+  """The headline evaluation figures (all of them go to metrics.jsonl); a hole kind's exact
+  match with its standard error, as "value 30% (+-5)"."""
+  shown = []
+  for k, fmt in EVAL_SHOWN.items():
+    if k in metrics:
+      kind = k.removeprefix("infill_exact_")
+      se = metrics.get(f"infill_se_{kind}") if kind != k else None
+      shown.append(fmt.format(metrics[k]) + (f" (+-{se * 100:.0f})" if se is not None else ""))
+  return ", ".join(shown)
 
 
 def summarize_steps(

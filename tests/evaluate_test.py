@@ -70,6 +70,21 @@ def test_held_out_holes_by_kind_are_fixed_and_well_formed():
       assert t.lstrip("\n").split(":")[0].strip() in ("a", "steps", "build", "jobs")
 
 
+def test_all_holes_and_a_choice_of_kinds():
+  docs = byte_docs([WORKFLOW, WORKFLOW.replace("Test", "Unit tests"), "jobs:\n  a:\n    b: 1\n"])
+  every = infill_eval.make_holes(docs, None, 64)
+  for kind in infill_eval.STRUCTURE_KINDS:  # every node of the split, once
+    got = sorted((h["doc"], h["start"], h["length"]) for h in every if h["kind"] == kind)
+    assert got == sorted(infill_eval.candidates(docs, kind, 63)), kind
+  assert sorted(h["doc"] for h in every if h["kind"] == "span1") == [0, 1, 2]
+  sample = infill_eval.make_holes(docs, 3, 64)
+  assert infill_eval.make_holes(docs, 3, 64, kinds=("line", "span1")) == [
+    h for h in sample if h["kind"] in ("line", "span1")
+  ]  # asking for fewer kinds does not change their holes
+  with pytest.raises(ValueError, match="unknown hole kinds.*choose among value"):
+    infill_eval.make_holes(docs, 3, 64, kinds=("values",))
+
+
 def test_scores_on_a_hand_made_case(shared_schema):
   docs = byte_docs([WORKFLOW])
   doc = list(docs[0])
@@ -103,6 +118,7 @@ def test_scores_on_a_hand_made_case(shared_schema):
   assert out["infill_exact"] == 0.25 and out["infill_exact_value"] == 0.5
   assert out["infill_n_line"] == 2 and out["infill_exact_line_stop"] == 0.5
   assert out["infill_valid_after_fill"] == 0.25 and "infill_n_block" not in out
+  assert out["infill_se_value"] == pytest.approx(0.5 / np.sqrt(2))  # sqrt(p (1 - p) / n)
 
 
 class _TextTokenizer:
@@ -243,3 +259,17 @@ def test_evaluate_on_a_held_out_folder(trained_workdir, tmp_path, capsys):
   assert report["span_policy"] == "line" and report["infill_n_line"] == 2
   tok = cache_lib.load_cache(trained_workdir / "cache").tokenizer()
   assert report["eval_tokens"] == len(tok.encode(WORKFLOW)) + 1  # every token and EOS, once
+
+
+def test_evaluate_every_hole_of_chosen_kinds(trained_workdir, tmp_path, capsys):
+  (tmp_path / "ci.yml").write_text(WORKFLOW)
+  args = ["--workdir", str(trained_workdir), "--corpus", str(tmp_path / "ci.yml")]
+  args += ["--generate_samples", "0", "--max_new_tokens", "8", "--infill_kinds", "value,span1"]
+  assert evaluate_cli.main(args + ["--infill_all"]) == 0, capsys.readouterr().err
+  report = json.loads(capsys.readouterr().out)
+  assert {k for k in infill_eval.KINDS if f"infill_n_{k}" in report} == {"value", "span1"}
+  assert report["infill_n_span1"] == 1 and report["infill_holes"] == "all"  # a span per document
+  assert evaluate_cli.main(args + ["--infill_holes", "1"]) == 0
+  assert json.loads(capsys.readouterr().out)["infill_n_value"] == 1 < report["infill_n_value"]
+  p, n = report["infill_exact_value"], report["infill_n_value"]
+  assert report["infill_se_value"] == pytest.approx((p * (1 - p) / n) ** 0.5)

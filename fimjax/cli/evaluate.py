@@ -1,8 +1,13 @@
 """Evaluate a checkpoint: validation losses, infill exact match by hole kind, generation validity.
 
   python -m fimjax.evaluate --workdir DIR [--out report.json] [--step S] [--infill_holes N]
+                            [--infill_all] [--infill_kinds value,line,...]
                             [--generate_samples N] [--max_new_tokens N] [--schema PATH]
                             [--corpus PATH] [--span_policy POLICY]
+
+Exact match on a sample of 96 holes is +-5 points at 30% (`infill_se_<kind>` in the report):
+`--infill_all --infill_kinds value,line` measures every value and line hole of the split
+(3,139 and 6,142 on the embedded corpus; about 3 minutes on 2 CPU cores for tiny).
 
 DIR (or `--model DIR`): a run's workdir, its checkpoints/ folder (a copy will do) or one
 checkpoints/<step> folder. The losses need documents: the run's token cache when it is there
@@ -14,6 +19,7 @@ import json
 from absl import flags
 
 from fimjax import evaluate
+from fimjax import infill_eval
 from fimjax.cli import common
 from fimjax.data import fim
 
@@ -24,6 +30,25 @@ def define(fv: flags.FlagValues) -> None:
   common.model_flags(fv)
   flags.DEFINE_string("out", None, "write the JSON report here (default: print it)", flag_values=fv)
   common.number(fv, "infill_holes", None, "default: config eval.infill_holes", low=0)
+  flags.DEFINE_bool(
+    "infill_all",
+    False,
+    "every structure hole of the split (and one random span per document and length "
+    "bucket) instead of --infill_holes of each kind",
+    flag_values=fv,
+  )
+  flags.DEFINE_list(
+    "infill_kinds",
+    list(infill_eval.KINDS),
+    f"hole kinds to fill, among {','.join(infill_eval.KINDS)}",
+    flag_values=fv,
+  )
+  flags.register_validator(
+    "infill_kinds",
+    lambda v: set(v) <= set(infill_eval.KINDS),
+    message=f"--infill_kinds: choose among {','.join(infill_eval.KINDS)}",
+    flag_values=fv,
+  )
   common.number(fv, "generate_samples", None, "default: config eval.generate_samples", low=0)
   common.number(fv, "max_new_tokens", None, "default: config eval.max_new_tokens", low=1)
   flags.DEFINE_string(
@@ -59,6 +84,8 @@ def body(fv: flags.FlagValues, args: list[str]) -> int:
     fv.workdir,
     step=fv.step,
     infill_holes=fv.infill_holes,
+    all_holes=fv.infill_all,
+    infill_kinds=tuple(fv.infill_kinds),
     generate_samples=fv.generate_samples,
     max_new_tokens=fv.max_new_tokens,
     schema_path=fv.schema,

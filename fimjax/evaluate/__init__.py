@@ -13,7 +13,7 @@ folder encoded with the run's tokenizer) exactly once per variant with fixed see
 FIM windows use the config's span policy (or `--span_policy`) and positions.
 
 `infill_metrics` (`fimjax.infill_eval`): greedy infilling of fixed held-out holes by kind (value,
-line, step, block, random spans of 1 / 2-8 / 9-32 / 33+ tokens), `eval.infill_holes` per kind:
+line, step, block, random spans of 1 / 2-8 / 9-32 / 33+ tokens), `eval.infill_holes` per kind (or all):
 exact match, written, the line stop rule and valid-after-fill.
 
 `generation_metrics`: `generate_samples` workflows sampled from scratch (temperature 1, GEN_SEED);
@@ -169,12 +169,16 @@ def evaluate(
   schema_fix: str = "",
   docs=None,
   span_policy: str = "",
+  all_holes: bool = False,
+  infill_kinds=infill_eval.KINDS,
   **overrides,
 ) -> dict:
   """Losses, plus infill and generation metrics when `sampling` (settings: config.eval), on
-  `docs` (default: the validation split; generation does not depend on them). The JSON schema
-  is `schema_path`, else the run's data.schema_path, else the bundled workflow schema;
-  `schema_fix` ends the error when it cannot be read (default: names data.schema_path)."""
+  `docs` (default: the validation split; generation does not depend on them). Infill holes:
+  `infill_kinds`, eval.infill_holes of each, or every one of the split with `all_holes`. The
+  JSON schema is `schema_path`, else the run's data.schema_path, else the bundled workflow
+  schema; `schema_fix` ends the error when it cannot be read (default: names
+  data.schema_path)."""
   s = {**eval_settings(config), **{k: v for k, v in overrides.items() if v is not None}}
   validator = None
   if sampling:  # before the losses: a wrong path stops at once
@@ -206,7 +210,7 @@ def evaluate(
     cache.model_vocab_size,
   )
   with jax.set_mesh(mesh):
-    if s["infill_holes"] > 0:
+    if all_holes or s["infill_holes"] > 0:
       out.update(
         infill_eval.infill_metrics(
           model.model_config,
@@ -215,10 +219,11 @@ def evaluate(
           cache.special_ids,
           cache.model_vocab_size,
           tokenizer=tok,
-          per_kind=int(s["infill_holes"]),
+          per_kind=None if all_holes else int(s["infill_holes"]),
           max_new=int(s["max_new_tokens"]),
           positions=config.fim.positions,
           validator=validator,
+          kinds=infill_kinds,
         )
       )
     if s["generate_samples"] > 0:
@@ -309,6 +314,8 @@ def evaluate_workdir(
   except (FileNotFoundError, ValueError) as e:
     return str(e).splitlines()[0]
   settings = {**eval_settings(config), **{k: v for k, v in overrides.items() if v is not None}}
+  if settings.pop("all_holes", False):
+    settings["infill_holes"] = "all"
   return _json_safe(
     {
       "workdir": workdir,
