@@ -705,15 +705,26 @@ def test_a_build_over_two_processes_is_byte_identical_to_one(tmp_path):
   assert set(metas[0]["files"]) >= {"tokens.npy", "struct_flags.npy", "struct_span.npy"}
 
 
-def test_bpe_trains_on_a_bounded_sample_of_training_texts(tmp_path):
+def test_bpe_trains_on_a_bounded_sample_of_training_texts():
   from fimjax.data import encode  # pylint: disable=g-import-not-at-top
 
   texts = [f"jobs: {{a{i}: {{}}}}\n" * (i + 1) for i in range(6)]
-  spill = tmp_path / "t.spill"
-  spill.write_bytes("".join(texts).encode())
-  ends = np.cumsum([len(t) for t in texts]).tolist()
-  s = encode.Scan(spill, [], [], [], ends, [], 6, "")
-  split = np.array([0, 1, 0, 0, 1, 0], np.uint8)
-  assert list(encode.bpe_sample(s, split)) == [texts[i] for i in (0, 2, 3, 5)]
-  # Stops at the first text past the limit: texts 0 and 2 make 13 + 39 bytes >= 20.
-  assert list(encode.bpe_sample(s, split, limit=20)) == [texts[0], texts[2]]
+  split = [0, 1, 0, 0, 1, 0]
+  seen = lambda limit: encode.BackgroundBpe(0, limit, train=list)  # noqa: E731  # texts it got
+  everything = seen(None)
+  for t, sp in zip(texts, split):
+    everything.feed(t, sp)
+  assert everything.result() == [texts[i] for i in (0, 2, 3, 5)]
+  # Stops at the first text past the limit: texts 0 and 2 make 13 + 39 characters >= 20.
+  bounded = seen(20)
+  for t, sp in zip(texts, split):
+    bounded.feed(t, sp)
+  assert bounded.closed and bounded.result() == [texts[0], texts[2]]
+
+  def fails(texts):
+    raise RuntimeError(f"trainer failed after {len(list(texts))} texts")
+
+  broken = encode.BackgroundBpe(0, train=fails)
+  broken.feed("jobs: {}\n", 0)
+  with pytest.raises(RuntimeError, match="after 1 texts"):  # the thread's error, in the caller
+    broken.result()

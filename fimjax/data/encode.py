@@ -2,16 +2,19 @@
 
 `scan` reads the inputs once (corpus.Reader, parsing in worker processes) and spills each kept
 document's text (and its YAML nodes, structure.node_marks, from that one parse) to files on
-disk, keeping only names and hashes in memory; `bpe_sample` feeds
-the BPE trainer a bounded sample of the training texts; `encode` tokenizes and marks structure in
-worker processes, chunk by chunk, in input order; `NpyWriter` appends the results to `.npy` files
-whose shape is written at the end. A build with N processes is byte-identical to one with 1.
+disk, keeping only names and hashes in memory; meanwhile `BackgroundBpe` trains the BPE in a
+thread on a bounded sample of the training texts, fed as they are read; `encode` tokenizes and
+marks structure in worker processes, chunk by chunk, in input order; `NpyWriter` appends the
+results to `.npy` files whose shape is written at the end. A build with N processes is
+byte-identical to one with 1.
 """
 
 import dataclasses
 import os
 import pathlib
-from typing import Iterable, Iterator
+import queue
+import threading
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -60,18 +63,22 @@ class Scan:
     self.spill.unlink(missing_ok=True)
     self.nodes_spill.unlink(missing_ok=True)
 
-  def texts(self, select: Iterable[int] | None = None) -> Iterator[str]:
-    """The spilled texts (all, or those at the increasing indices `select`), read lazily."""
+  def texts(self) -> Iterator[str]:
+    """The spilled texts, read lazily."""
     with open(self.spill, "rb") as f:
-      for i in range(len(self.ends)) if select is None else select:
-        start = self.ends[i - 1] if i else 0
-        f.seek(start)
-        yield f.read(self.ends[i] - start).decode("utf-8")
+      for i in range(len(self.ends)):
+        yield f.read(self.ends[i] - (self.ends[i - 1] if i else 0)).decode("utf-8")
 
 
-def scan(reader: corpus_lib.Reader, spill: pathlib.Path, *, json_text: bool) -> Scan:
+def scan(
+  reader: corpus_lib.Reader,
+  spill: pathlib.Path,
+  *,
+  json_text: bool,
+  on_document: Callable[[corpus_lib.Document], None] | None = None,
+) -> Scan:
   """Reads every input; spills each kept document's text (its JSON with `json_text`, for TCT)
-  and, when the reader keeps them, its node marks."""
+  and, when the reader keeps them, its node marks; calls `on_document` on each kept one."""
   names, sha, split, ends, skipped, end = [], [], [], [], [], 0
   node_ends, node_end = [], 0
   with open(spill, "wb") as f, open(spill.with_suffix(".nodes"), "wb") as g:
@@ -79,6 +86,8 @@ def scan(reader: corpus_lib.Reader, spill: pathlib.Path, *, json_text: bool) -> 
       if doc is None:
         skipped.append(skip)
         continue
+      if on_document is not None:
+        on_document(doc)
       data = (doc.json_text if json_text else doc.text).encode("utf-8")
       f.write(data)
       end += len(data)
@@ -104,14 +113,53 @@ def scan(reader: corpus_lib.Reader, spill: pathlib.Path, *, json_text: bool) -> 
   )
 
 
-def bpe_sample(s: Scan, split: np.ndarray, limit: int | None = None) -> Iterator[str]:
-  """The training texts in corpus order, until `limit` bytes (None: BPE_SAMPLE_BYTES)."""
-  limit, total = BPE_SAMPLE_BYTES if limit is None else limit, 0
-  for text in s.texts(np.flatnonzero(split == 0)):
-    if total >= limit:
+class BackgroundBpe:
+  """Trains the BPE in a thread while `scan` reads, on the training texts in corpus order until
+  `limit` characters (None: BPE_SAMPLE_BYTES; the text that crosses it is the last one).
+
+  `feed` each document's text and split as it is read; `result` waits for the tokenizer. The
+  trainer (one core, its Rust code without the GIL) overlaps the read's worker processes
+  instead of running after them. `train` takes the texts' iterator (default: BpeTokenizer.train
+  at `vocab_size`).
+  """
+
+  def __init__(self, vocab_size: int, limit: int | None = None, train: Callable | None = None):
+    self.limit, self.total, self.closed = BPE_SAMPLE_BYTES if limit is None else limit, 0, False
+    self._train = train or (lambda texts: tok_lib.BpeTokenizer.train(texts, vocab_size))
+    self._queue, self._out = queue.Queue(), {}
+    self._thread = threading.Thread(target=self._run, name="bpe-training", daemon=True)
+    self._thread.start()
+
+  def _texts(self) -> Iterator[str]:
+    while (text := self._queue.get()) is not None:
+      yield text
+
+  def _run(self) -> None:
+    try:
+      self._out["result"] = self._train(self._texts())
+    except BaseException as e:  # pylint: disable=broad-except  # raised again by `result`
+      self._out["error"] = e
+
+  def feed(self, text: str, split: int) -> None:
+    if self.closed or split != 0:
       return
-    total += len(text)
-    yield text
+    self._queue.put(text)
+    self.total += len(text)
+    if self.total >= self.limit:
+      self.close()
+
+  def close(self) -> None:
+    """Ends the sample (the training goes on with what it has)."""
+    if not self.closed:
+      self.closed = True
+      self._queue.put(None)
+
+  def result(self):
+    self.close()
+    self._thread.join()
+    if "error" in self._out:
+      raise self._out["error"]
+    return self._out["result"]
 
 
 _TOKENIZER, _NBYTES = None, None  # this (worker) process's tokenizer and its token lengths

@@ -213,21 +213,29 @@ def _build(
     phases[phase] = round(time.perf_counter() - clock, 3)
     clock = time.perf_counter()
 
-  s = encode_lib.scan(reader, spill, json_text=name == "tct")
+  val_fraction = settings["val_fraction"]
+
+  def split_of_doc(sha256: str, own: int | None) -> int:  # own: the input's split (SPLIT.tsv)
+    return split_of(sha256, val_fraction) if own is None or own < 0 else own
+
+  bpe = encode_lib.BackgroundBpe(settings["bpe_vocab_size"]) if tok is None else None
+  feed = None if bpe is None else lambda d: bpe.feed(d.text, split_of_doc(d.sha256, d.split))
+  try:
+    s = encode_lib.scan(reader, spill, json_text=name == "tct", on_document=feed)
+  finally:
+    if bpe is not None:
+      bpe.close()  # on an error too: the thread ends
   lap("read")
   if not s.names:
     raise reader.nothing_usable(s.skipped)
-  val_fraction = settings["val_fraction"]
-  split = np.array(
-    [split_of(h, val_fraction) if sp < 0 else sp for h, sp in zip(s.sha256, s.split)], np.uint8
-  )
-  if tok is None:
+  split = np.array([split_of_doc(h, sp) for h, sp in zip(s.sha256, s.split)], np.uint8)
+  if bpe is not None:
     if not (split == 0).any():
       raise CacheError(
         f"no training document to train the BPE on; lower --val-fraction ({val_fraction})"
       )
-    tok = tok_lib.BpeTokenizer.train(encode_lib.bpe_sample(s, split), settings["bpe_vocab_size"])
-  lap("bpe")
+    tok = bpe.result()
+  lap("bpe")  # the wait for the BPE after the read: its training overlaps the read
   dtype = encode_lib.token_dtype(tok.vocab_size)
   writers = [
     encode_lib.NpyWriter(tmp / f, t)
@@ -280,7 +288,8 @@ def _build(
     "skipped": skipped,
     "settings": settings,
     "build_seconds": 0.0,
-    "build_phases_s": phases,  # read (+ parse), bpe (training), encode (+ marks); not write
+    "build_phases_s": phases,  # read (+ parse, + BPE training beside it), bpe (the wait for
+    # the rest of the BPE training), encode (+ marks); not write
     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
   (tmp / corpus_lib.CACHE_MARKER).write_text("fimjax token cache; safe to delete\n")
