@@ -21,6 +21,7 @@ from fimjax import synthetic
 from fimjax.config_base import base_config
 from fimjax.data import cache
 from fimjax.data import corpus
+from fimjax.data import tokenizers as tok_lib
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 WF = "name: w{i}\non: push\njobs:\n  j{i}:\n    runs-on: ubuntu-latest\n    steps:\n      - run: echo {i}\n"
@@ -728,3 +729,29 @@ def test_bpe_trains_on_a_bounded_sample_of_training_texts():
   broken.feed("jobs: {}\n", 0)
   with pytest.raises(RuntimeError, match="after 1 texts"):  # the thread's error, in the caller
     broken.result()
+
+
+def test_encoding_by_lines_equals_the_tokenizer(shared_cache, shared_workflows):
+  """Pieces cut before a newline's blanks encode to the whole text's ids (the reference)."""
+  from fimjax.data import encode  # pylint: disable=g-import-not-at-top
+
+  tok = cache.load_cache(shared_cache[0]).tokenizer()
+  texts = [d.text for _, d, _ in corpus.Reader([str(shared_workflows)]) if d is not None]
+  texts += [synthetic.generate(i) for i in range(50)]
+  texts += [
+    "a:  \n  b: 1\n",  # blanks before a newline
+    "x\t\n\ty\r\nz \r\n",
+    "é:\n é\n\n\n   \n",
+    "k: 'v' # c\u00a0\n  - x\x0b\n\x1cy\u2028\n",
+    "only",
+    "\n",
+    "  \n  ",
+  ]
+  encode._init(tok)
+  for _ in range(2):  # the second time every piece is known
+    got = encode.encode_by_lines(tok, texts, np.uint16)
+    assert [g.tolist() for g in got] == tok.encode_batch(texts)
+  other = tok_lib.BpeTokenizer.train(texts[:20], 300)
+  encode._init(other)  # another tokenizer forgets the pieces
+  got = encode.encode_by_lines(other, texts[:30], np.uint16)
+  assert [g.tolist() for g in got] == other.encode_batch(texts[:30])

@@ -13,6 +13,7 @@ import dataclasses
 import os
 import pathlib
 import queue
+import re
 import threading
 from typing import Callable, Iterable, Iterator
 
@@ -163,6 +164,27 @@ class BackgroundBpe:
 
 
 _TOKENIZER, _NBYTES = None, None  # this (worker) process's tokenizer and its token lengths
+_PIECES: dict[str, np.ndarray] = {}  # the ids of each text piece this tokenizer has encoded
+PIECES_MAX = 1 << 19  # pieces kept (then forgotten at once): ~100 MB per worker at most
+# Where a byte-level BPE text may be cut without changing its ids: before a run of blanks that
+# ends in a newline, after a visible ASCII character. The pre-tokenizer's regex ends every word,
+# number and punctuation run at a blank and starts a new pre-token there, and BPE merges stay
+# inside pre-tokens, so a text's ids are its pieces' ids one after the other.
+_CUT = re.compile(r"(?<=[!-~])(?=[ \t]*\n)")
+
+
+def encode_by_lines(tok, texts: list[str], dtype) -> list[np.ndarray]:
+  """`tok.encode_batch(texts)` (the reference, equal by a test), as arrays, with each piece (a
+  line with the newline and indentation before it) encoded once per process: workflows repeat
+  lines (47% of the embedded corpus's bytes are in a piece seen before in it)."""
+  pieces = [_CUT.split(t) for t in texts]
+  new = list(dict.fromkeys(p for ps in pieces for p in ps if p not in _PIECES))
+  if len(_PIECES) + len(new) > PIECES_MAX:
+    _PIECES.clear()
+    new = list(dict.fromkeys(p for ps in pieces for p in ps))
+  for piece, ids in zip(new, tok.encode_batch(new) if new else []):
+    _PIECES[piece] = np.asarray(ids, dtype)
+  return [np.concatenate([_PIECES[p] for p in ps]) for ps in pieces]
 
 
 def _init(spec) -> None:
@@ -176,6 +198,7 @@ def _init(spec) -> None:
     )
   _TOKENIZER = spec
   _NBYTES = spec.token_bytes() if hasattr(spec, "token_bytes") else None
+  _PIECES.clear()  # another tokenizer's ids
 
 
 def _spec(tok):
@@ -191,12 +214,12 @@ def encode_chunk(items: list) -> list:
   tok = _TOKENIZER
   pairs = [item if isinstance(item, tuple) else (item, None) for item in items]
   texts = [text for text, _ in pairs]
+  dtype = token_dtype(tok.vocab_size)
   if isinstance(tok, tok_lib.TctTokenizer):
     ids_list = tok_lib.tct_encode_chunk(texts, tok.module_name)
   else:
-    ids_list = tok.encode_batch(texts)
+    ids_list = encode_by_lines(tok, texts, dtype)
   nbytes = _NBYTES
-  dtype = token_dtype(tok.vocab_size)
   out, marked = [], []
   for (text, nodes), ids in zip(pairs, ids_list):
     why = tok_lib.unusable(tok, ids)

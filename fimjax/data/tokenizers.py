@@ -131,11 +131,13 @@ def unusable(tok, ids) -> str | None:
   when they are: TCT refused it, no ids, ids past the vocab, or PAD inside the content."""
   if isinstance(ids, str):
     return ids
-  if not ids:
+  ids = np.asarray(ids, np.int64)
+  if not ids.size:
     return "no tokens"
-  if max(ids) >= tok.vocab_size or min(ids) < 0:
-    return f"token id {max(ids) if max(ids) >= tok.vocab_size else min(ids)} outside the vocabulary"
-  return f"the PAD id {tok.pad_id} inside the document" if tok.pad_id in ids else None
+  hi, lo = int(ids.max()), int(ids.min())
+  if hi >= tok.vocab_size or lo < 0:
+    return f"token id {hi if hi >= tok.vocab_size else lo} outside the vocabulary"
+  return f"the PAD id {tok.pad_id} inside the document" if (ids == tok.pad_id).any() else None
 
 
 # ---------------------------------------------------------------------------------------- BPE
