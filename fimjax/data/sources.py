@@ -22,6 +22,7 @@ import os
 import posixpath
 import tempfile
 import zlib
+from typing import Iterable
 
 from fimjax import synthetic
 from fimjax.data import default_corpus
@@ -226,7 +227,7 @@ def _folder_digest(root: str) -> str:
   return h.hexdigest()
 
 
-def read_table(table: Table, text_field: str = "content") -> tuple[str | None, list[Source]]:
+def read_table(table: Table, text_field: str = "content") -> tuple[str | None, Iterable[Source]]:
   """(content sha256 or None when unreadable, a Source per row); an unreadable table is one
   Source with reason "unreadable". Raises CorpusError when `text_field` is not a column."""
   try:
@@ -237,8 +238,10 @@ def read_table(table: Table, text_field: str = "content") -> tuple[str | None, l
     return None, [Source(table.path, reason="unreadable", note=_one_line(e))]
   digest = hashlib.sha256(data).hexdigest()
   try:
-    if table.kind == "jsonl":
-      return digest, list(_jsonl_rows(table.path, data, text_field))
+    if table.kind == "jsonl":  # rows parsed as the reader asks for them: its workers start now
+      if table.path.lower().endswith(".gz"):
+        data = gzip.decompress(data)
+      return digest, _jsonl_rows(table.path, data, text_field)
     return digest, list(_parquet_rows(table.path, data, text_field))
   except (OSError, EOFError, ValueError, zlib.error) as e:  # a broken gzip or Parquet file
     if isinstance(e, CorpusError):
@@ -267,8 +270,6 @@ def _row(name: str, row: dict, text_field: str) -> Source:
 
 
 def _jsonl_rows(name: str, data: bytes, text_field: str):
-  if name.lower().endswith(".gz"):
-    data = gzip.decompress(data)
   for line_no, line in enumerate(data.split(b"\n"), 1):
     if not line.strip():  # blank lines (a last newline) are no rows
       continue
