@@ -166,18 +166,24 @@ class BackgroundBpe:
 _TOKENIZER, _NBYTES = None, None  # this (worker) process's tokenizer and its token lengths
 _PIECES: dict[str, np.ndarray] = {}  # the ids of each text piece this tokenizer has encoded
 PIECES_MAX = 1 << 19  # pieces kept (then forgotten at once): ~100 MB per worker at most
-# Where a byte-level BPE text may be cut without changing its ids: before a run of blanks that
-# ends in a newline, after a visible ASCII character. The pre-tokenizer's regex ends every word,
-# number and punctuation run at a blank and starts a new pre-token there, and BPE merges stay
-# inside pre-tokens, so a text's ids are its pieces' ids one after the other.
-_CUT = re.compile(r"(?<=[!-~])(?=[ \t]*\n)")
+# Where a byte-level BPE text may be cut without changing its ids: before a newline that follows
+# a visible ASCII character. The pre-tokenizer's regex ends every word, number and punctuation
+# run at a blank and starts a new pre-token there, and BPE merges stay inside pre-tokens, so a
+# text's ids are its pieces' ids one after the other. (A pattern that starts with the newline
+# is searched for fast; the cut newline is put back at the start of its piece.)
+_CUT = re.compile(r"\n(?<=[!-~]\n)")
+
+
+def _pieces(text: str) -> list[str]:
+  first, *rest = _CUT.split(text)
+  return [first, *("\n" + p for p in rest)]
 
 
 def encode_by_lines(tok, texts: list[str], dtype) -> list[np.ndarray]:
   """`tok.encode_batch(texts)` (the reference, equal by a test), as arrays, with each piece (a
-  line with the newline and indentation before it) encoded once per process: workflows repeat
-  lines (47% of the embedded corpus's bytes are in a piece seen before in it)."""
-  pieces = [_CUT.split(t) for t in texts]
+  line with the newline before it) encoded once per process: workflows repeat lines (47% of
+  the embedded corpus's bytes are in a piece seen before in it)."""
+  pieces = [_pieces(t) for t in texts]
   new = list(dict.fromkeys(p for ps in pieces for p in ps if p not in _PIECES))
   if len(_PIECES) + len(new) > PIECES_MAX:
     _PIECES.clear()
