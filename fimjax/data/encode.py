@@ -164,8 +164,8 @@ class BackgroundBpe:
 
 
 _TOKENIZER, _NBYTES = None, None  # this (worker) process's tokenizer and its token lengths
-_PIECES: dict[str, np.ndarray] = {}  # the ids of each text piece this tokenizer has encoded
-PIECES_MAX = 1 << 19  # pieces kept (then forgotten at once): ~100 MB per worker at most
+_PIECES: dict[str, bytes] = {}  # the ids (bytes of the token dtype) of each piece encoded
+PIECES_MAX = 1 << 17  # pieces kept (then forgotten at once): ~30 MB per process
 # Where a byte-level BPE text may be cut without changing its ids: before a newline that follows
 # a visible ASCII character. The pre-tokenizer's regex ends every word, number and punctuation
 # run at a blank and starts a new pre-token there, and BPE merges stay inside pre-tokens, so a
@@ -189,8 +189,8 @@ def encode_by_lines(tok, texts: list[str], dtype) -> list[np.ndarray]:
     _PIECES.clear()
     new = list(dict.fromkeys(p for ps in pieces for p in ps))
   for piece, ids in zip(new, tok.encode_batch(new) if new else []):
-    _PIECES[piece] = np.asarray(ids, dtype)
-  return [np.concatenate([_PIECES[p] for p in ps]) for ps in pieces]
+    _PIECES[piece] = np.asarray(ids, dtype).tobytes()
+  return [np.frombuffer(b"".join([_PIECES[p] for p in ps]), dtype) for ps in pieces]
 
 
 def _init(spec) -> None:
