@@ -119,9 +119,11 @@ class BackgroundBpe:
   `limit` characters (None: BPE_SAMPLE_BYTES; the text that crosses it is the last one).
 
   `feed` each document's text and split as it is read; `result` waits for the tokenizer. The
-  trainer (one core, its Rust code without the GIL) overlaps the read's worker processes
-  instead of running after them. `train` takes the texts' iterator (default: BpeTokenizer.train
-  at `vocab_size`).
+  trainer's Rust code runs without the GIL, beside the read's worker processes instead of after
+  them. It counts words as the texts arrive, so on a corpus below the limit it is nearly done
+  when the read is (starting it only once the sample is complete measured no faster at 100k
+  documents, where the 64 MB sample takes ~15 CPU seconds on 2 cores either way, and slower
+  below it). `train` takes the texts' iterator (default: BpeTokenizer.train at `vocab_size`).
   """
 
   def __init__(self, vocab_size: int, limit: int | None = None, train: Callable | None = None):
