@@ -283,13 +283,16 @@ EVAL_SHOWN = {
 
 def eval_line(metrics: dict) -> str:
   """The headline evaluation figures (all of them go to metrics.jsonl); a hole kind's exact
-  match with its standard error, as "value 30% (+-5)"."""
+  match with its sample size and standard error, as "value 30% of 96 (+-5)"."""
   shown = []
   for k, fmt in EVAL_SHOWN.items():
-    if k in metrics:
-      kind = k.removeprefix("infill_exact_")
-      se = metrics.get(f"infill_se_{kind}") if kind != k else None
-      shown.append(fmt.format(metrics[k]) + (f" (+-{se * 100:.0f})" if se is not None else ""))
+    if k not in metrics:
+      continue
+    text, kind = fmt.format(metrics[k]), k.removeprefix("infill_exact_")
+    if kind != k and f"infill_n_{kind}" in metrics:
+      se = metrics.get(f"infill_se_{kind}") or 0.0
+      text += f" of {metrics[f'infill_n_{kind}']}" + (f" (+-{se * 100:.0f})" if se else "")
+    shown.append(text)
   return ", ".join(shown)
 
 

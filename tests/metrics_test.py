@@ -40,3 +40,21 @@ def test_plot_uses_the_latest_record_of_a_repeated_step(tmp_path):
   assert steps == [1, 2, 3] and values == [3.0, 1.5, 1.0]
   out = plot.plot_losses(str(tmp_path))
   assert out.endswith("loss.png") and (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def test_the_eval_line_gives_each_hole_kind_its_sample_size_and_error():
+  line = metrics.eval_line(
+    {
+      "eval_loss": 2.3,
+      "infill_exact": 0.07,
+      "infill_exact_value": 0.25,
+      "infill_n_value": 96,
+      "infill_se_value": 0.0442,
+      "infill_exact_line": 0.0,
+      "infill_n_line": 16,
+      "infill_se_line": 0.0,
+    }
+  )
+  assert line == (
+    "validation loss 2.3000, infill exact match 7.0%, value 25% of 96 (+-4), line 0% of 16"
+  )
