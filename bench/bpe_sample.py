@@ -22,6 +22,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
 from fimjax.data import corpus as corpus_lib  # noqa: E402
+from fimjax.data import encode  # noqa: E402
 from fimjax.data import tokenizers as tok_lib  # noqa: E402
 
 
@@ -44,14 +45,11 @@ def synthetic_texts(total_bytes: int, held_out: int = 2000) -> tuple[list[str], 
 
 
 def prefix(texts: list[str], limit: int) -> list[str]:
-  """The texts in order until `limit` bytes: what encode.bpe_sample feeds the trainer."""
-  out, total = [], 0
+  """The texts the cache build's trainer gets for a `limit` (encode.BackgroundBpe's choice)."""
+  chosen = encode.BackgroundBpe(0, limit, train=list)
   for t in texts:
-    if total >= limit:
-      break
-    out.append(t)
-    total += len(t.encode())
-  return out
+    chosen.feed(t, 0)
+  return chosen.result()
 
 
 def measure(name, train, held_out, sizes_mb, vocab) -> list[dict]:

@@ -13,8 +13,8 @@ folder encoded with the run's tokenizer) exactly once per variant with fixed see
 FIM windows use the config's span policy (or `--span_policy`) and positions.
 
 `infill_metrics` (`fimjax.infill_eval`): greedy infilling of fixed held-out holes by kind (value,
-line, step, block, random spans of 1 / 2-8 / 9-32 / 33+ tokens), `eval.infill_holes` per kind (or all):
-exact match, written, the line stop rule and valid-after-fill.
+line, step, block, random spans of 1 / 2-8 / 9-32 / 33+ tokens), `eval.infill_holes` per kind
+(or all of them): exact match, written, the line stop rule and valid-after-fill.
 
 `generation_metrics`: `generate_samples` workflows sampled from scratch (temperature 1, GEN_SEED);
 rates that decode (ending with EOS within GEN_MAX_TOKENS), parse and pass the JSON schema
